@@ -1,0 +1,345 @@
+"""The typed definitions people write under ``jobs/``, ``clusters/`` and ``policies/``.
+
+Each file holds one document. Field names are camelCase in YAML (as in Kubernetes) and snake_case in Python.
+Unknown fields are rejected so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic.alias_generators import to_camel
+
+from fleet.quantity import Quantity
+
+# Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation).
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def _label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not re.match(_DNS_SUBDOMAIN, prefix)):
+        raise ValueError(f"expected a label key whose prefix is a DNS subdomain, got {key!r}")
+    if len(name) > 63 or not _LABEL_NAME.match(name):
+        raise ValueError(
+            f"expected a label key: at most 63 characters of [A-Za-z0-9-_.], starting and ending "
+            f"alphanumeric, optionally behind a DNS-subdomain prefix and '/', got {key!r}"
+        )
+    return key
+
+
+DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=_DNS_LABEL)]
+"""A DNS-1123 label: lower-case alphanumerics and '-', at most 63 characters (namespace and cluster names)."""
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=_LABEL_VALUE)]
+Image = Annotated[str, Field(min_length=1, pattern=r"^[^\s]+$")]
+DataPath = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^/")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        validate_default=True,
+    )
+
+
+# --- shared ---------------------------------------------------------------------------------------------------
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class SelectorRequirement(_Model):
+    key: LabelKey
+    operator: SelectorOperator
+    values: tuple[LabelValue, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> SelectorRequirement:
+        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if needs_values and not self.values:
+            raise ValueError(f"operator {self.operator.value} expects a non-empty 'values' list")
+        if not needs_values and self.values:
+            raise ValueError(f"operator {self.operator.value} expects no 'values'")
+        return self
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector; the terms are ANDed."""
+
+    match_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(key) != value for key, value in self.match_labels.items()):
+            return False
+        return all(_requirement_matches(req, labels) for req in self.match_expressions)
+
+
+def _requirement_matches(req: SelectorRequirement, labels: dict[str, str]) -> bool:
+    if req.operator is SelectorOperator.EXISTS:
+        return req.key in labels
+    if req.operator is SelectorOperator.DOES_NOT_EXIST:
+        return req.key not in labels
+    if req.operator is SelectorOperator.IN:
+        return labels.get(req.key) in req.values
+    return labels.get(req.key) not in req.values
+
+
+class Resources(_Model):
+    """CPU, memory and GPUs: what one collaborator requests, or what one cluster can give."""
+
+    cpu: Quantity = Quantity("0")
+    memory: Quantity = Quantity("0")
+    gpu: Annotated[int, Strict(), Field(ge=0)] = 0
+
+    def fits_within(self, capacity: Resources) -> bool:
+        return self.cpu <= capacity.cpu and self.memory <= capacity.memory and self.gpu <= capacity.gpu
+
+
+# --- Job ------------------------------------------------------------------------------------------------------
+
+
+class Framework(StrEnum):
+    FLOWER = "flower"
+    OPENFL = "openfl"
+
+
+class Strategy(StrEnum):
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+
+
+class Images(_Model):
+    server: Image
+    client: Image
+
+
+class Training(_Model):
+    strategy: Strategy = Strategy.FEDAVG
+    local_epochs: Annotated[int, Strict(), Field(ge=1, le=1000)] = 1
+    learning_rate: Annotated[float, Field(strict=True, gt=0, le=10)] = 0.05
+    batch_size: Annotated[int, Strict(), Field(ge=1, le=65536)] = 32
+    fraction_train: Annotated[float, Field(strict=True, gt=0, le=1)] = 1.0
+    """The fraction of available collaborators sampled for each round."""
+    proximal_mu: Annotated[float, Field(strict=True, ge=0)] = 0.0
+    """FedProx's proximal term; only used, and then required to be > 0, with strategy fedprox."""
+    round_timeout_seconds: Annotated[int, Strict(), Field(ge=1, le=86400)] = 600
+
+    @model_validator(mode="after")
+    def _proximal_mu_with_fedprox(self) -> Training:
+        if self.strategy is Strategy.FEDPROX and self.proximal_mu <= 0:
+            raise ValueError("strategy fedprox expects 'proximalMu' greater than 0")
+        if self.strategy is Strategy.FEDAVG and self.proximal_mu != 0:
+            raise ValueError("'proximalMu' applies only to strategy fedprox")
+        return self
+
+
+class PVCStorage(_Model):
+    name: DNSLabel
+    size: Quantity
+    path: DataPath
+
+    @model_validator(mode="after")
+    def _size_positive(self) -> PVCStorage:
+        if self.size.value <= 0:
+            raise ValueError("'size' expects a quantity greater than 0")
+        return self
+
+
+class S3Storage(_Model):
+    bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")]
+    prefix: Annotated[str, Field(max_length=1024)] = ""
+    region: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9-]+$")]
+
+
+class ModelStorage(_Model):
+    """Where the aggregator writes checkpoints and the final model: exactly one of a PVC or an S3 bucket."""
+
+    pvc: PVCStorage | None = None
+    s3: S3Storage | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelStorage:
+        if (self.pvc is None) == (self.s3 is None):
+            raise ValueError("expected exactly one of 'pvc' or 's3'")
+        return self
+
+
+class ListenerType(StrEnum):
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+    ROUTE = "Route"
+    INGRESS = "Ingress"
+
+
+class Listener(_Model):
+    """How collaborators reach the aggregator from outside the hub."""
+
+    name: DNSLabel = "server"
+    type: ListenerType
+    port: Annotated[int, Strict(), Field(ge=1, le=65535)]
+    host: Annotated[str | None, Field(pattern=_DNS_SUBDOMAIN, max_length=253)] = None
+    """The host name for Route and Ingress listeners."""
+
+    @model_validator(mode="after")
+    def _port_range(self) -> Listener:
+        if self.type is ListenerType.NODE_PORT and not 30000 <= self.port <= 32767:
+            raise ValueError("a NodePort listener expects 'port' in the node-port range 30000-32767")
+        if self.type in (ListenerType.ROUTE, ListenerType.INGRESS) and self.host is None:
+            raise ValueError(f"a {self.type.value} listener expects 'host'")
+        if self.type in (ListenerType.NODE_PORT, ListenerType.LOAD_BALANCER) and self.host is not None:
+            raise ValueError(f"'host' applies only to Route and Ingress listeners, not {self.type.value}")
+        return self
+
+
+class Job(_Model):
+    """One federated-learning job: what to train, on which data, with how many collaborators."""
+
+    kind: Literal["Job"] = "Job"
+    name: DNSLabel
+    namespace: DNSLabel
+    """The hub namespace the job's objects live in."""
+    framework: Framework = Framework.FLOWER
+    images: Images
+    rounds: Annotated[int, Strict(), Field(ge=1, le=10000)]
+    min_available_clients: Annotated[int, Strict(), Field(ge=1, le=10000)]
+    max_clients: Annotated[int, Strict(), Field(ge=1, le=10000)]
+    dataset: DNSLabel
+    resources: Resources = Resources()
+    training: Training = Training()
+    storage: ModelStorage
+    listeners: Annotated[tuple[Listener, ...], Field(min_length=1)]
+    tls: Annotated[bool, Strict()] = True
+    cluster_sets: Annotated[tuple[DNSLabel, ...], Field(min_length=1)]
+    wait_timeout_seconds: Annotated[int, Strict(), Field(ge=1, le=7 * 86400)] = 1800
+    """How long the job may wait for minAvailableClients collaborators before it fails."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Job:
+        if self.min_available_clients > self.max_clients:
+            raise ValueError(
+                f"'minAvailableClients' ({self.min_available_clients}) expects to be at most "
+                f"'maxClients' ({self.max_clients})"
+            )
+        names = [listener.name for listener in self.listeners]
+        if len(set(names)) != len(names):
+            raise ValueError("'listeners' expects distinct listener names")
+        if len(set(self.cluster_sets)) != len(self.cluster_sets):
+            raise ValueError("'clusterSets' expects distinct cluster-set names")
+        return self
+
+
+# --- Cluster --------------------------------------------------------------------------------------------------
+
+
+class DatasetClaim(_Model):
+    path: DataPath
+    """Where the data lies on that cluster; delivered as the value of a ClusterClaim."""
+    samples: Annotated[int, Strict(), Field(ge=1)]
+
+
+class Cluster(_Model):
+    """A managed cluster's claims: which datasets it holds and where, its labels, its capacity."""
+
+    kind: Literal["Cluster"] = "Cluster"
+    name: DNSLabel
+    cluster_set: DNSLabel
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    datasets: dict[DNSLabel, DatasetClaim] = Field(default_factory=dict)
+    capacity: Resources
+
+
+# --- DataLocalityPolicy ---------------------------------------------------------------------------------------
+
+
+class LocalityRules(_Model):
+    require_tls: Annotated[bool, Strict()] = True
+    min_clients_per_round: Annotated[int, Strict(), Field(ge=1)] = 1
+    egress_only_to_aggregator: Annotated[bool, Strict()] = False
+
+
+class DataLocalityPolicy(_Model):
+    """Which clusters may ever train on which datasets, and how."""
+
+    kind: Literal["DataLocalityPolicy"] = "DataLocalityPolicy"
+    name: DNSLabel
+    datasets: Annotated[tuple[DNSLabel, ...], Field(min_length=1)]
+    allowed_clusters: LabelSelector
+    rules: LocalityRules = LocalityRules()
+    aggregator_cidrs: tuple[Annotated[str, Field(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")], ...] = ()
+    """With egressOnlyToAggregator: the addresses the aggregator is reached at. Empty allows any address on
+    the jobs' listener ports only."""
+
+
+Definition = Job | Cluster | DataLocalityPolicy
+
+
+# --- FederatedLearning status ---------------------------------------------------------------------------------
+# One shape for the job's progress: `fleet run` writes it to a status file, the controller to the custom
+# resource's status subresource, `fleet status` reads either.
+
+
+class Phase(StrEnum):
+    WAITING = "Waiting"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class RoundStatus(_Model):
+    round: Annotated[int, Field(ge=1)]
+    participants: tuple[str, ...] = ()
+    """The clusters whose updates were aggregated in this round."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    finished_at: str | None = None
+    """RFC 3339 time the round was aggregated."""
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: str = ""
+    last_transition_time: str
+
+
+class ListenerStatus(_Model):
+    name: str
+    type: ListenerType
+    port: int
+    address: str = ""
+
+
+MAX_ROUND_HISTORY = 100
+"""Status keeps the latest rounds only, so a long job never outgrows an etcd object."""
+
+
+class FederatedLearningStatus(_Model):
+    phase: Phase = Phase.WAITING
+    current_round: Annotated[int, Field(ge=0)] = 0
+    total_rounds: Annotated[int, Field(ge=0)] = 0
+    rounds: Annotated[tuple[RoundStatus, ...], Field(max_length=MAX_ROUND_HISTORY)] = ()
+    participating_clusters: tuple[str, ...] = ()
+    message: str = ""
+    model_path: str = ""
+    final_metrics: dict[str, float] = Field(default_factory=dict)
+    listeners: tuple[ListenerStatus, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    observed_generation: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None

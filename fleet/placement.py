@@ -1,0 +1,246 @@
+"""OCM Placement for a job: the one builder of its spec, and the one evaluator of a Placement spec.
+
+The renderer writes exactly the spec `placement_spec` returns; the cross-file checks and ``fleet plan``
+evaluate that spec with `evaluate`, with OCM's semantics, over the clusters of ``clusters/``. There is no
+second copy of the placement rules.
+
+Semantics (open-cluster-management.io/api cluster/v1beta1 Placement):
+- candidate clusters are those in the ManagedClusterSets that are both bound to the namespace and listed in
+  ``spec.clusterSets`` (all bound sets when the list is empty);
+- ``predicates`` are ORed; inside one ``requiredClusterSelector`` the label, claim and CEL selectors are ANDed;
+- prioritizers score the remaining clusters (built-in ``ResourceAllocatableCPU``/``Memory`` normalise the
+  allocatable amount to [-100, 100] across the candidates) and ``numberOfClusters`` keeps the best, ties broken
+  by cluster name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, cluster_claims, dataset_claim
+from fleet.models import Cluster, DataLocalityPolicy, Job
+
+CLUSTER_SET_LABEL = "cluster.open-cluster-management.io/clusterset"
+PRIORITIZERS = ("ResourceAllocatableCPU", "ResourceAllocatableMemory")
+
+
+def governing_policies(job: Job, policies: Iterable[DataLocalityPolicy]) -> list[DataLocalityPolicy]:
+    """The policies governing the job's dataset, by name."""
+    return sorted((p for p in policies if job.dataset in p.datasets), key=lambda p: p.name)
+
+
+def placement_spec(job: Job, policies: Iterable[DataLocalityPolicy]) -> dict[str, Any]:
+    """The ``spec`` of the job's Placement."""
+    label_expressions: list[dict[str, Any]] = []
+    for policy in governing_policies(job, policies):
+        selector = policy.allowed_clusters
+        # matchLabels become In-expressions so that the selectors of several policies AND together
+        # in one list without key clashes.
+        for key, value in sorted(selector.match_labels.items()):
+            label_expressions.append({"key": key, "operator": "In", "values": [value]})
+        for req in selector.match_expressions:
+            expression: dict[str, Any] = {"key": req.key, "operator": req.operator.value}
+            if req.values:
+                expression["values"] = list(req.values)
+            label_expressions.append(expression)
+
+    selector: dict[str, Any] = {
+        "claimSelector": {"matchExpressions": [{"key": dataset_claim(job.dataset), "operator": "Exists"}]}
+    }
+    if label_expressions:
+        selector["labelSelector"] = {"matchExpressions": label_expressions}
+    capacity = _capacity_expressions(job)
+    if capacity:
+        selector["celSelector"] = {"celExpressions": capacity}
+
+    return {
+        "clusterSets": list(job.cluster_sets),
+        "numberOfClusters": job.max_clients,
+        "predicates": [{"requiredClusterSelector": selector}],
+        "prioritizerPolicy": {
+            "mode": "Additive",
+            "configurations": [
+                {"scoreCoordinate": {"type": "BuiltIn", "builtIn": name}, "weight": 1} for name in PRIORITIZERS
+            ],
+        },
+    }
+
+
+def _capacity_expressions(job: Job) -> list[str]:
+    # OCM label and claim selectors cannot compare numbers; CEL over the capacity claims can.
+    wanted = [
+        (CPU_CLAIM, job.resources.cpu.milli),
+        (MEMORY_CLAIM, job.resources.memory.whole),
+        (GPU_CLAIM, job.resources.gpu),
+    ]
+    return [
+        f'managedCluster.status.clusterClaims.exists(c, c.name == "{claim}" && int(c.value) >= {amount})'
+        for claim, amount in wanted
+        if amount > 0
+    ]
+
+
+# --- evaluation -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterDecision:
+    cluster: str
+    selected: bool
+    score: float | None = None
+    reasons: tuple[str, ...] = ()
+    """Why the cluster is out (empty when selected)."""
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    decisions: tuple[ClusterDecision, ...]
+    """One per cluster given, selected ones first in decision order, then the rest by name."""
+    feasible: tuple[str, ...] = field(default=())
+    """Clusters passing every filter, before numberOfClusters cut the list."""
+
+    @property
+    def selected(self) -> list[str]:
+        return [d.cluster for d in self.decisions if d.selected]
+
+
+def managed_cluster(cluster: Cluster) -> dict[str, Any]:
+    """The ManagedCluster (as the hub would see it) for a cluster definition: labels, set label and claims."""
+    labels = dict(cluster.labels)
+    labels[CLUSTER_SET_LABEL] = cluster.cluster_set
+    return {
+        "apiVersion": "cluster.open-cluster-management.io/v1",
+        "kind": "ManagedCluster",
+        "metadata": {"name": cluster.name, "labels": labels},
+        "status": {
+            "allocatable": {"cpu": str(cluster.capacity.cpu), "memory": str(cluster.capacity.memory)},
+            "clusterClaims": [{"name": k, "value": v} for k, v in cluster_claims(cluster).items()],
+        },
+    }
+
+
+def evaluate(
+    spec: Mapping[str, Any], bound_cluster_sets: Iterable[str], clusters: Sequence[Cluster]
+) -> PlacementResult:
+    """Decide which of ``clusters`` the Placement with ``spec`` selects, with a reason for each one left out."""
+    bound = set(bound_cluster_sets)
+    wanted_sets = set(spec.get("clusterSets") or bound)
+    predicates = spec.get("predicates") or [{}]
+    reasons: dict[str, list[str]] = {}
+    feasible: list[Cluster] = []
+    for cluster in clusters:
+        out: list[str] = []
+        if cluster.cluster_set not in wanted_sets:
+            out.append(f"cluster set {cluster.cluster_set!r} is not among the job's clusterSets")
+        elif cluster.cluster_set not in bound:
+            out.append(f"cluster set {cluster.cluster_set!r} is not bound to the namespace")
+        else:
+            mc = managed_cluster(cluster)
+            failures = [_predicate_failures(p.get("requiredClusterSelector") or {}, mc) for p in predicates]
+            if all(failures):  # every ORed predicate failed: report the first one's reasons
+                out.extend(failures[0])
+        if out:
+            reasons[cluster.name] = out
+        else:
+            feasible.append(cluster)
+
+    scores = _scores(spec, feasible)
+    ranked = sorted(feasible, key=lambda c: (-scores[c.name], c.name))
+    limit = spec.get("numberOfClusters")
+    chosen = ranked if limit is None else ranked[:limit]
+    for cluster in ranked[len(chosen) :]:
+        reasons[cluster.name] = [
+            f"cut by numberOfClusters={limit} after scoring (score {scores[cluster.name]:.1f})"
+        ]
+    decisions = [ClusterDecision(c.name, True, scores[c.name]) for c in chosen]
+    decisions += [
+        ClusterDecision(name, False, scores.get(name), tuple(reasons[name])) for name in sorted(reasons)
+    ]
+    return PlacementResult(tuple(decisions), tuple(c.name for c in ranked))
+
+
+def _predicate_failures(selector: Mapping[str, Any], mc: Mapping[str, Any]) -> list[str]:
+    labels: dict[str, str] = mc["metadata"]["labels"]
+    claims = {c["name"]: c["value"] for c in mc["status"]["clusterClaims"]}
+    failures: list[str] = []
+    label_selector = selector.get("labelSelector") or {}
+    for key, value in sorted((label_selector.get("matchLabels") or {}).items()):
+        if labels.get(key) != value:
+            failures.append(f"label {key}={value} required, cluster has {_show(labels.get(key))}")
+    for req in label_selector.get("matchExpressions") or []:
+        if not _expression_matches(req, labels):
+            failures.append(f"label selector {_describe(req)} not met (cluster has {_show(labels.get(req['key']))})")
+    for req in (selector.get("claimSelector") or {}).get("matchExpressions") or []:
+        if not _expression_matches(req, claims):
+            failures.append(f"claim selector {_describe(req)} not met (cluster has {_show(claims.get(req['key']))})")
+    for expression in (selector.get("celSelector") or {}).get("celExpressions") or []:
+        if not _cel_true(expression, mc):
+            failures.append(f"CEL selector not met: {expression}")
+    return failures
+
+
+def _expression_matches(req: Mapping[str, Any], values: Mapping[str, str]) -> bool:
+    key, operator, allowed = req["key"], req["operator"], req.get("values") or []
+    if operator == "Exists":
+        return key in values
+    if operator == "DoesNotExist":
+        return key not in values
+    if operator == "In":
+        return key in values and values[key] in allowed
+    if operator == "NotIn":
+        return key not in values or values[key] not in allowed
+    raise ValueError(f"unknown selector operator {operator!r}")
+
+
+def _describe(req: Mapping[str, Any]) -> str:
+    values = req.get("values")
+    return f"{req['key']} {req['operator']}" + (f" {list(values)}" if values else "")
+
+
+def _show(value: str | None) -> str:
+    return "none" if value is None else repr(value)
+
+
+@cache
+def _cel_program(expression: str) -> Any:
+    import celpy  # cel-python; imported here so that the Flower apps never pay for it
+
+    environment = celpy.Environment()
+    return environment.program(environment.compile(expression))
+
+
+def _cel_true(expression: str, mc: Mapping[str, Any]) -> bool:
+    import celpy
+
+    activation = {"managedCluster": celpy.json_to_cel(dict(mc))}
+    try:
+        return bool(_cel_program(expression).evaluate(activation))
+    except celpy.CELEvalError:
+        return False
+
+
+def _scores(spec: Mapping[str, Any], clusters: Sequence[Cluster]) -> dict[str, float]:
+    scores = {c.name: 0.0 for c in clusters}
+    policy = spec.get("prioritizerPolicy") or {}
+    configurations = policy.get("configurations") or []
+    if policy.get("mode", "Additive") == "Additive" and not configurations:
+        configurations = [{"scoreCoordinate": {"type": "BuiltIn", "builtIn": "Balance"}, "weight": 1}]
+    for configuration in configurations:
+        coordinate = configuration.get("scoreCoordinate") or {}
+        weight = configuration.get("weight", 1)
+        amount = {
+            "ResourceAllocatableCPU": lambda c: float(c.capacity.cpu.value),
+            "ResourceAllocatableMemory": lambda c: float(c.capacity.memory.value),
+        }.get(coordinate.get("builtIn", ""))
+        if amount is None:  # other prioritizers score from live hub state that a repository does not have
+            continue
+        values = {c.name: amount(c) for c in clusters}
+        low, high = min(values.values(), default=0.0), max(values.values(), default=0.0)
+        for name, value in values.items():
+            # OCM: score = (value - min) / (max - min) * 200 - 100; all equal -> 100 (the maximum).
+            normalised = 100.0 if high == low else (value - low) / (high - low) * 200 - 100
+            scores[name] += weight * normalised
+    return scores

@@ -1,0 +1,302 @@
+"""Load a fleet repository (``jobs/``, ``clusters/``, ``policies/``) and check it as a whole.
+
+`load_repository` either returns a fully valid `Repository` or raises `InvalidRepository` carrying every
+problem found, in every file, at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from fleet.claims import CAPACITY_CLAIMS, MAX_CUSTOM_CLUSTER_CLAIMS
+from fleet.errors import InvalidRepository, Problem, field_path, relative
+from fleet.models import Cluster, DataLocalityPolicy, Job
+from fleet.placement import evaluate, governing_policies, placement_spec
+
+M = TypeVar("M", bound=BaseModel)
+
+FOLDERS: dict[str, type[BaseModel]] = {"jobs": Job, "clusters": Cluster, "policies": DataLocalityPolicy}
+"""Each folder holds YAML documents of one kind, one document per file."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a definition came from: its file relative to the repository root, and field -> line."""
+
+    file: str
+    lines: dict[tuple[str | int, ...], int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line(self, *loc: str | int) -> int | None:
+        """The line of the deepest known field on the path ``loc``."""
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+    def problem(self, loc: tuple[str | int, ...], message: str) -> Problem:
+        return Problem(self.file, self.line(*loc), field_path(loc), message)
+
+
+@dataclass(frozen=True)
+class Repository:
+    root: Path
+    jobs: dict[str, Job]
+    clusters: dict[str, Cluster]
+    policies: dict[str, DataLocalityPolicy]
+    sources: dict[tuple[str, str], Source]
+    """(kind, name) -> the file it came from."""
+
+    def source(self, definition: Job | Cluster | DataLocalityPolicy) -> Source:
+        return self.sources[(definition.kind, definition.name)]
+
+    def bound_cluster_sets(self, job: Job) -> tuple[str, ...]:
+        """The ManagedClusterSets the renderer binds to the job's namespace: those the job may use."""
+        return job.cluster_sets
+
+
+def load_repository(root: Path) -> Repository:
+    """Load and check every definition under ``root``; raise `InvalidRepository` with all problems found."""
+    problems: list[Problem] = []
+    loaded: dict[str, list[tuple[Any, Source]]] = {}
+    for folder, model in FOLDERS.items():
+        loaded[folder] = []
+        for path in _yaml_files(root / folder):
+            source = Source(relative(path, root))
+            result = _load_document(path, source, model, problems)
+            if result is not None:
+                loaded[folder].append(result)
+
+    jobs = _by_name(loaded["jobs"], problems)
+    clusters = _by_name(loaded["clusters"], problems)
+    policies = _by_name(loaded["policies"], problems)
+    sources = {(d.kind, d.name): s for items in loaded.values() for d, s in items}
+    repository = Repository(
+        root=root,
+        jobs={name: d for name, (d, _) in sorted(jobs.items())},
+        clusters={name: d for name, (d, _) in sorted(clusters.items())},
+        policies={name: d for name, (d, _) in sorted(policies.items())},
+        sources=sources,
+    )
+    problems.extend(check_repository(repository))
+    if problems:
+        raise InvalidRepository(problems)
+    return repository
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+
+
+def _by_name(items: list[tuple[M, Source]], problems: list[Problem]) -> dict[str, tuple[M, Source]]:
+    seen: dict[str, tuple[M, Source]] = {}
+    for definition, source in items:
+        name: str = definition.name  # type: ignore[attr-defined]
+        if name in seen:
+            first = seen[name][1]
+            problems.append(
+                source.problem(
+                    ("name",),
+                    f"expected a unique name, but {name!r} is also defined in {first.file}:{first.line('name')}",
+                )
+            )
+        else:
+            seen[name] = (definition, source)
+    return seen
+
+
+# --- one document ---------------------------------------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _load_document(
+    path: Path, source: Source, model: type[M], problems: list[Problem]
+) -> tuple[M, Source] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        problems.append(Problem(source.file, None, "", f"expected a readable UTF-8 YAML file: {error}"))
+        return None
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_LineLoader))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(error, "problem", None) or str(error)
+        problems.append(Problem(source.file, line, "", f"expected valid YAML: {reason}"))
+        return None
+    nodes = [n for n in nodes if n is not None]
+    if len(nodes) != 1:
+        problems.append(Problem(source.file, None, "", f"expected exactly one YAML document, found {len(nodes)}"))
+        return None
+    node = nodes[0]
+    duplicates: list[Problem] = []
+    _positions(node, (), source, duplicates)
+    if duplicates:
+        problems.extend(duplicates)
+        return None
+    data = _LineLoader(text).get_single_data()
+    if not isinstance(data, dict):
+        problems.append(
+            Problem(source.file, node.start_mark.line + 1, "", f"expected a mapping of {model.__name__} fields")
+        )
+        return None
+    try:
+        return model.model_validate(data), source
+    except ValidationError as error:
+        problems.extend(_problems_from(error, source, model))
+        return None
+
+
+def _positions(node: yaml.Node, loc: tuple[str | int, ...], source: Source, problems: list[Problem]) -> None:
+    source.lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                problems.append(
+                    Problem(source.file, key.start_mark.line + 1, field_path((*loc, name)), "expected a key only once")
+                )
+            seen.add(name)
+            _positions(value, (*loc, name), source, problems)
+            source.lines[(*loc, name)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _positions(item, (*loc, index), source, problems)
+
+
+def _problems_from(error: ValidationError, source: Source, model: type[BaseModel]) -> Iterator[Problem]:
+    for item in error.errors(include_url=False):
+        # Pydantic adds the union member or validator name to loc for some errors; keep document fields only.
+        loc = tuple(part for part in item["loc"] if isinstance(part, int) or not part.startswith("function-"))
+        yield source.problem(loc, _expectation(item, model))
+
+
+_PATTERNS = {
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "a DNS-1123 label (lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit)",
+    "^/": "an absolute path",
+    "^[^\\s]+$": "a container image reference without spaces",
+    "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$": "a label value (letters, digits, '-', '_' and '.', "
+    "starting and ending alphanumeric)",
+}
+
+
+def _expectation(item: Any, model: type[BaseModel]) -> str:
+    kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
+    got = "" if kind == "missing" else f", got {value!r}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see the JSON Schema under schemas/)"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}{got}"
+    if kind == "enum":
+        return f"expected one of {ctx.get('expected')}{got}"
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        return f"expected {_PATTERNS.get(pattern, 'text matching ' + pattern)}{got}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        return f"expected a number {op} {bound}{got}"
+    if kind in ("string_too_long", "too_long"):
+        return f"expected at most {ctx.get('max_length')} characters or items{got}"
+    if kind in ("string_too_short", "too_short"):
+        return f"expected at least {ctx.get('min_length')} characters or items{got}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number{got}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number{got}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false{got}"
+    if kind == "string_type":
+        return f"expected a string (quote it in YAML){got}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping{got}"
+    if kind in ("list_type", "tuple_type"):
+        return f"expected a list{got}"
+    message = str(item["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message if message.startswith("expected") or "expect" in message else f"expected: {message}"
+
+
+# --- the repository as a whole --------------------------------------------------------------------------------
+
+
+def check_repository(repository: Repository) -> list[Problem]:
+    """The checks that span files: data held, eligible clusters, policies obeyed, claim limits."""
+    problems: list[Problem] = []
+    clusters = list(repository.clusters.values())
+    for cluster in clusters:
+        source = repository.source(cluster)
+        custom = len(cluster.datasets) + len(CAPACITY_CLAIMS)
+        if custom > MAX_CUSTOM_CLUSTER_CLAIMS:
+            problems.append(
+                source.problem(
+                    ("datasets",),
+                    f"expected at most {MAX_CUSTOM_CLUSTER_CLAIMS - len(CAPACITY_CLAIMS)} datasets: the klusterlet "
+                    f"reports {MAX_CUSTOM_CLUSTER_CLAIMS} custom ClusterClaims by default and {len(CAPACITY_CLAIMS)} "
+                    f"are capacity claims, but the cluster claims {len(cluster.datasets)}",
+                )
+            )
+
+    for job in repository.jobs.values():
+        source = repository.source(job)
+        policies = governing_policies(job, repository.policies.values())
+        for policy in policies:
+            rules = policy.rules
+            where = repository.source(policy).file
+            if rules.require_tls and not job.tls:
+                problems.append(
+                    source.problem(
+                        ("tls",),
+                        f"expected true: policy {policy.name!r} ({where}) requires TLS for dataset {job.dataset!r}",
+                    )
+                )
+            if job.min_available_clients < rules.min_clients_per_round:
+                problems.append(
+                    source.problem(
+                        ("minAvailableClients",),
+                        f"expected at least {rules.min_clients_per_round}: policy {policy.name!r} ({where}) "
+                        f"requires that many clients per round for dataset {job.dataset!r}",
+                    )
+                )
+
+        holders = [c for c in clusters if job.dataset in c.datasets]
+        if not holders:
+            problems.append(
+                source.problem(
+                    ("dataset",),
+                    f"expected a dataset that some cluster under clusters/ holds; none holds {job.dataset!r}",
+                )
+            )
+            continue
+        result = evaluate(
+            placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job), clusters
+        )
+        if len(result.feasible) < job.min_available_clients:
+            out = "; ".join(
+                f"{d.cluster}: {d.reasons[0]}" for d in result.decisions if not d.selected and d.cluster in
+                {c.name for c in holders}
+            )
+            problems.append(
+                source.problem(
+                    ("minAvailableClients",),
+                    f"expected at most {len(result.feasible)}, the number of eligible clusters "
+                    f"({', '.join(result.feasible) or 'none'}); of the clusters holding {job.dataset!r}: {out}",
+                )
+            )
+    return problems
