@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 from pydantic.alias_generators import to_camel
@@ -343,3 +343,83 @@ class FederatedLearningStatus(_Model):
     observed_generation: int = 0
     started_at: str | None = None
     finished_at: str | None = None
+
+
+# --- FederatedLearning spec -----------------------------------------------------------------------------------
+# The project's own custom resource keeps the field names of the upstream
+# federation-ai.open-cluster-management.io/v1alpha1 FederatedLearning (framework, server.rounds,
+# server.minAvailableClients, server.storage, server.listeners, client.placement) and adds what a controller
+# needs to run the job without a person: the dataset, maxClients, resources, training settings, TLS, timeouts.
+
+
+class StorageType(StrEnum):
+    PVC = "PersistentVolumeClaim"
+    S3 = "S3Bucket"
+
+
+class S3BucketSpec(_Model):
+    bucket_name: str
+    prefix: str = ""
+    region: str = ""
+
+
+class ServerStorageSpec(_Model):
+    type: StorageType
+    name: str | None = None
+    size: Quantity | None = None
+    path: str | None = None
+    s3: S3BucketSpec | None = None
+
+
+class ServerSpec(_Model):
+    image: str
+    rounds: Annotated[int, Field(ge=1)]
+    min_available_clients: Annotated[int, Field(ge=1)]
+    listeners: tuple[Listener, ...]
+    storage: ServerStorageSpec
+
+
+class ClientSpec(_Model):
+    image: str
+    placement: dict[str, Any]
+    """An OCM Placement spec (cluster.open-cluster-management.io/v1beta1), as the job's Placement carries it."""
+    resources: Resources = Resources()
+
+
+class FederatedLearningSpec(_Model):
+    framework: Framework
+    server: ServerSpec
+    client: ClientSpec
+    dataset: DNSLabel
+    max_clients: Annotated[int, Field(ge=1)]
+    training: Training = Training()
+    tls: bool = True
+    wait_timeout_seconds: Annotated[int, Field(ge=1)] = 1800
+
+    @classmethod
+    def from_job(cls, job: Job, placement: dict[str, Any]) -> FederatedLearningSpec:
+        if job.storage.pvc is not None:
+            pvc = job.storage.pvc
+            storage = ServerStorageSpec(type=StorageType.PVC, name=pvc.name, size=pvc.size, path=pvc.path)
+        else:
+            assert job.storage.s3 is not None  # ModelStorage guarantees exactly one
+            s3 = job.storage.s3
+            storage = ServerStorageSpec(
+                type=StorageType.S3, s3=S3BucketSpec(bucket_name=s3.bucket, prefix=s3.prefix, region=s3.region)
+            )
+        return cls(
+            framework=job.framework,
+            server=ServerSpec(
+                image=job.images.server,
+                rounds=job.rounds,
+                min_available_clients=job.min_available_clients,
+                listeners=job.listeners,
+                storage=storage,
+            ),
+            client=ClientSpec(image=job.images.client, placement=placement, resources=job.resources),
+            dataset=job.dataset,
+            max_clients=job.max_clients,
+            training=job.training,
+            tls=job.tls,
+            wait_timeout_seconds=job.wait_timeout_seconds,
+        )
