@@ -1,0 +1,104 @@
+"""``fleet render``: the repository -> validated hub manifests, one file per resource."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fleet.errors import EXIT_INVALID, InvalidRepository
+from fleet.repository import Repository, load_repository
+
+EXIT_STALE = 1
+
+
+@click.command("render")
+@click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="The repository holding jobs/, clusters/ and policies/.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder, replaced as a whole.  [default: <repo>/manifests]",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 when the committed output differs from a fresh render.",
+)
+@click.option(
+    "--crds",
+    "crds",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of upstream CRDs to validate against.\n[default: $FLEET_CRDS_DIR, else <repo>/../shared/crds]",
+)
+def command(repo: Path, out: Path | None, check: bool, crds: Path | None) -> None:
+    """Render jobs/, clusters/ and policies/ into hub manifests, validate them, and write them.
+
+    Targets: manifests/hub (this project's controller) and manifests/upstream (the upstream OCM
+    federated-learning controller). Exit 2 when the repository or the rendered output is invalid (nothing is
+    written then); with --check, exit 1 when the committed output is stale.
+    """
+    out = out if out is not None else repo / "manifests"
+    repository = load_or_exit(repo)
+    files = render_and_validate(repository, crds)
+
+    from render.output import stale_files, write_tree
+
+    if check:
+        stale = stale_files(files, out)
+        if stale:
+            click.echo(
+                f"{out}: {len(stale)} file(s) differ from a fresh render; run `fleet render`:", err=True
+            )
+            for path in stale:
+                click.echo(f"  {path}", err=True)
+            sys.exit(EXIT_STALE)
+        click.echo(f"{out}: up to date ({len(files)} files)")
+        return
+    write_tree(files, out)
+    click.echo(f"wrote {len(files)} manifests to {out}")
+
+
+def load_or_exit(repo: Path) -> Repository:
+    try:
+        return load_repository(repo)
+    except InvalidRepository as error:
+        click.echo(f"{len(error.problems)} problem(s) in {repo}:", err=True)
+        for problem in error.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, str]:
+    """Every target's files (``<target>/<path>`` -> YAML); exits 2 when a rendered manifest is invalid."""
+    import render
+    from fleet.validation import default_crds_dir, validate_documents
+    from render.output import render_files
+
+    trees = {
+        target: [(m.path, m.body) for m in render.synth(repository, target)] for target in render.TARGETS
+    }
+    documents = [(f"{target}/{path}", body) for target, items in trees.items() for path, body in items]
+    crds_dir = default_crds_dir(repository.root, crds)
+    if not crds_dir.is_dir():
+        click.echo(
+            f"warning: no upstream CRDs at {crds_dir} (set --crds or FLEET_CRDS_DIR): "
+            "OCM, policy, Argo CD and Flux kinds are not validated",
+            err=True,
+        )
+    report = validate_documents(documents, crds_dir if crds_dir.is_dir() else None)
+    if not report.ok:
+        click.echo("the rendered manifests are invalid; nothing was written:", err=True)
+        click.echo(report.format(), err=True)
+        sys.exit(EXIT_INVALID)
+    return render_files(trees)

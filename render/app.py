@@ -1,0 +1,65 @@
+"""Build the cdk8s app for a repository and synthesise its manifests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from render.node import use_bundled_node
+
+use_bundled_node()
+
+import cdk8s  # noqa: E402  (needs JSII_NODE set first)
+
+from fleet.repository import Repository  # noqa: E402
+from render.charts.base import FolderChart  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One rendered object and the file (relative to the target's output folder) it is written to."""
+
+    path: str
+    body: dict[str, Any]
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """(apiVersion, kind, namespace, name): how GitOps tools tell objects apart."""
+        metadata = self.body.get("metadata", {})
+        return (self.body["apiVersion"], self.body["kind"], metadata.get("namespace", ""), metadata["name"])
+
+
+def _hub(app: cdk8s.App, repository: Repository) -> None:
+    from render.charts.hub import build_hub
+
+    build_hub(app, repository)
+
+
+def _upstream(app: cdk8s.App, repository: Repository) -> None:
+    from render.charts.upstream import build_upstream
+
+    build_upstream(app, repository)
+
+
+TARGETS: dict[str, Callable[[cdk8s.App, Repository], None]] = {"hub": _hub, "upstream": _upstream}
+"""Output targets: ``hub`` for this project's controller, ``upstream`` for the upstream
+federation-ai.open-cluster-management.io controller."""
+
+
+def synth(repository: Repository, target: str = "hub") -> list[Manifest]:
+    """Render ``repository`` for ``target``; the list is sorted by path and each path is unique."""
+    app = cdk8s.App()
+    TARGETS[target](app, repository)
+    manifests: list[Manifest] = []
+    for chart in app.charts:
+        if not isinstance(chart, FolderChart):  # pragma: no cover - every chart of ours is one
+            raise TypeError(f"unexpected chart {chart.node.id}")
+        for body in chart.to_json():
+            manifests.append(Manifest(chart.path_for(body), body))
+    manifests.sort(key=lambda m: m.path)
+    paths = [m.path for m in manifests]
+    duplicates = sorted({p for p in paths if paths.count(p) > 1}) if len(set(paths)) != len(paths) else []
+    if duplicates:  # two objects would overwrite each other's file
+        raise ValueError(f"two rendered objects share the output file(s): {', '.join(duplicates)}")
+    return manifests

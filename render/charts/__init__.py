@@ -1,0 +1,1 @@
+"""Charts group constructs by concern; each chart is one output folder."""
