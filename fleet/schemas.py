@@ -82,6 +82,7 @@ _KEPT = frozenset(
         "additionalProperties",
         "items",
         "x-kubernetes-int-or-string",
+        "x-kubernetes-preserve-unknown-fields",
     }
 )
 _DROPPED = frozenset({"title", "examples", "propertyNames"})
@@ -92,9 +93,10 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """An OpenAPI v3 structural schema of ``model`` for a CustomResourceDefinition.
 
     Structural (Kubernetes' rules): no ``$ref`` (definitions are inlined), a ``type`` on every node except
-    int-or-string ones, no ``anyOf``/``oneOf`` carrying types (``X | None`` becomes ``nullable: true``;
-    ``int | str`` such as a Quantity becomes ``x-kubernetes-int-or-string: true`` keeping the string pattern),
-    maps as ``additionalProperties`` with a typed value, ``properties`` never beside ``additionalProperties``.
+    int-or-string and free-form ones, no ``anyOf``/``oneOf`` carrying types (``X | None`` becomes
+    ``nullable: true``; ``int | str`` such as a Quantity becomes ``x-kubernetes-int-or-string: true`` keeping
+    the string pattern), maps as ``additionalProperties`` with a typed value, ``properties`` never beside
+    ``additionalProperties``, ``Any`` as ``x-kubernetes-preserve-unknown-fields: true``, no null defaults.
     Raises ValueError for a model holding a shape a structural schema cannot express.
     """
     schema = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_Generator)
@@ -113,9 +115,15 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any], where: str) -
         # A map with constrained keys: OpenAPI v3.0 keeps the value type and loses the key pattern.
         (value,) = node.pop("patternProperties").values()
         node["additionalProperties"] = value
-    if node.get("additionalProperties") is False or node.get("additionalProperties") is True:
+    if node.get("additionalProperties") is False:
         # Unknown fields are pruned by the API server, and apiextensions forbids `false` beside `properties`.
         del node["additionalProperties"]
+    if node.get("additionalProperties") in (True, {}) or (
+        "type" not in node and not node.get("x-kubernetes-int-or-string")
+    ):
+        # dict[str, Any] or Any: free-form content, kept as written instead of pruned.
+        node.pop("additionalProperties", None)
+        node["x-kubernetes-preserve-unknown-fields"] = True
     for bound in ("exclusiveMinimum", "exclusiveMaximum"):
         if bound in node:  # JSON Schema's numeric form -> OpenAPI v3.0's boolean form
             node[bound.replace("exclusiveM", "m")] = node.pop(bound)
@@ -141,9 +149,15 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any], where: str) -
         else:
             raise ValueError(f"{where}: {key!r} cannot be expressed in a structural schema")
 
-    if "type" not in out and not out.get("x-kubernetes-int-or-string"):
+    if "type" not in out and not (
+        out.get("x-kubernetes-int-or-string") or out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         raise ValueError(f"{where}: expected a type for every node of a structural schema, found {node!r}")
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+    if out.get("type") == "object" and not (
+        "properties" in out
+        or "additionalProperties" in out
+        or out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         raise ValueError(f"{where}: an object needs 'properties' or a typed 'additionalProperties'")
     if out.get("type") == "array" and "items" not in out:
         raise ValueError(f"{where}: an array needs typed 'items'")
@@ -174,7 +188,10 @@ def _union(node: dict[str, Any], definitions: dict[str, Any], where: str) -> dic
     types = {m.get("type") for m in members}
     if len(members) == 1:
         merged = {**members[0], **node}
-    elif types == {"integer", "string"} and len(members) == 2:
+        if "anyOf" in merged or "oneOf" in merged:  # Quantity | None: the member is itself a union
+            merged = _union(merged, definitions, where)
+    elif types in ({"integer", "string"}, {"integer", "number", "string"}) and len(members) == len(types):
+        # A Quantity: Kubernetes stores it as int-or-string; the renderer always writes the string form.
         text = next(m for m in members if m["type"] == "string")
         merged = {key: value for key, value in text.items() if key != "type"}
         merged.update(node)
