@@ -99,6 +99,8 @@ def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, 
     report = validate_documents(documents, crds_dir if crds_dir.is_dir() else None)
     if not report.ok:
         click.echo("the rendered manifests are invalid; nothing was written:", err=True)
-        click.echo(report.format(), err=True)
+        for line in report.lines():
+            click.echo(f"  {line}", err=True)
+        click.echo(report.summary(), err=True)
         sys.exit(EXIT_INVALID)
     return render_files(trees)

@@ -1,0 +1,174 @@
+"""Benchmark: load + render + validate synthetic repositories, against the serialization floor.
+
+    .venv/bin/python benchmarks/render.py [--sizes 10x50,100x50,...] [--out benchmarks/render.md]
+
+Each size runs in a fresh subprocess (so peak memory is that run's alone): it writes a synthetic repository of
+J jobs and C clusters, then times loading it, rendering both targets with cdk8s, validating every manifest
+against the CRDs, and serialising to YAML; in the same process it times a plain ``yaml.safe_dump_all`` of the
+same objects (the floor any renderer pays to produce YAML at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+REGIONS = ("eu-west", "eu-central", "eu-north", "us-east", "us-west")
+CLUSTER_SETS = ("set-a", "set-b", "set-c", "set-d")
+DATASETS = tuple(f"data-{i:02d}" for i in range(20))
+
+
+def write_repository(root: Path, jobs: int, clusters: int) -> None:
+    """A valid repository: every dataset is held by many clusters in every region and set."""
+    for folder in ("jobs", "clusters", "policies"):
+        (root / folder).mkdir(parents=True)
+    for i in range(clusters):
+        held = {DATASETS[(i + k) % len(DATASETS)]: {"path": f"/data/{i}/{k}", "samples": 100 + k} for k in range(3)}
+        doc = {
+            "name": f"cluster-{i:04d}",
+            "clusterSet": CLUSTER_SETS[i % len(CLUSTER_SETS)],
+            "labels": {"region": REGIONS[i % len(REGIONS)], "tier": "research"},
+            "datasets": held,
+            "capacity": {"cpu": str(4 + i % 13), "memory": f"{8 + i % 57}Gi", "gpu": i % 2},
+        }
+        (root / "clusters" / f"cluster-{i:04d}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    for d, dataset in enumerate(DATASETS[::2]):
+        doc = {
+            "name": f"residency-{d:02d}",
+            "datasets": [dataset],
+            "allowedClusters": {"matchExpressions": [{"key": "region", "operator": "In", "values": list(REGIONS[:3])}]},
+            "rules": {"requireTls": True, "minClientsPerRound": 2},
+        }
+        (root / "policies" / f"residency-{d:02d}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    for j in range(jobs):
+        doc = {
+            "name": f"job-{j:04d}",
+            "namespace": f"team-{j % 25:02d}",
+            "images": {"server": "ghcr.io/fleet-fl/fleet-app:0.1.0", "client": "ghcr.io/fleet-fl/fleet-app:0.1.0"},
+            "rounds": 5,
+            "minAvailableClients": 2,
+            "maxClients": 5,
+            "dataset": DATASETS[j % len(DATASETS)],
+            "resources": {"cpu": "500m", "memory": "1Gi"},
+            "storage": {"pvc": {"name": f"job-{j:04d}-model", "size": "1Gi", "path": f"/models/job-{j:04d}"}},
+            "listeners": [{"name": "server", "type": "NodePort", "port": 30000 + j % 2700}],
+            "clusterSets": list(CLUSTER_SETS[: 2 + j % 3]),
+        }
+        (root / "jobs" / f"job-{j:04d}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def measure(jobs: int, clusters: int) -> dict[str, Any]:
+    """Runs inside the child process."""
+    import render
+    from fleet.repository import load_repository
+    from fleet.validation import default_crds_dir, validate_documents
+    from render.output import render_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_repository(root, jobs, clusters)
+        started = time.perf_counter()
+        repository = load_repository(root)
+        loaded = time.perf_counter()
+        trees = {target: [(m.path, m.body) for m in render.synth(repository, target)] for target in render.TARGETS}
+        rendered = time.perf_counter()
+        documents = [(f"{t}/{p}", b) for t, items in trees.items() for p, b in items]
+        report = validate_documents(documents, default_crds_dir(ROOT))
+        validated = time.perf_counter()
+        files = render_files(trees)
+        serialised = time.perf_counter()
+        bodies = [b for _, b in documents]
+        floor_start = time.perf_counter()
+        yaml.safe_dump_all(bodies, sort_keys=False)
+        floor = time.perf_counter() - floor_start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "jobs": jobs,
+        "clusters": clusters,
+        "objects": len(documents),
+        "files": len(files),
+        "valid": report.ok,
+        "load_s": loaded - started,
+        "render_s": rendered - loaded,
+        "validate_s": validated - rendered,
+        "serialise_s": serialised - validated,
+        "total_s": serialised - started,
+        "floor_s": floor,
+        "peak_python_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_node_mib": children / 1024,
+    }
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10x50,100x50,1000x50,10x500,100x500,1000x500")
+    parser.add_argument("--out", type=Path, default=None, help="write a markdown table here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        jobs, clusters = (int(x) for x in args.child.split("x"))
+        print(json.dumps(measure(jobs, clusters)))
+        return
+    rows = []
+    for size in args.sizes.split(","):
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", size], check=True, capture_output=True, text=True, cwd=ROOT
+        )
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(
+            f"{row['jobs']:>5} jobs x {row['clusters']:>3} clusters: {row['objects']:>5} objects, "
+            f"total {row['total_s']:.2f} s (load {row['load_s']:.2f}, render {row['render_s']:.2f}, "
+            f"validate {row['validate_s']:.2f}, yaml {row['serialise_s']:.2f}), floor {row['floor_s']:.2f} s, "
+            f"ratio {row['total_s'] / row['floor_s']:.1f}x, peak {row['peak_python_mib']:.0f} MiB + node "
+            f"{row['peak_node_mib']:.0f} MiB",
+            flush=True,
+        )
+    if args.out:
+        lines = [
+            "# Render benchmark",
+            "",
+            f"Machine: {machine()}.",
+            f"Command: `.venv/bin/python benchmarks/render.py --sizes {args.sizes}`",
+            "",
+            "| jobs | clusters | objects | load s | render s | validate s | yaml s | total s | floor s "
+            "| total / floor | s per 1k objects | peak Python MiB | peak Node MiB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['jobs']} | {r['clusters']} | {r['objects']} | {r['load_s']:.2f} | {r['render_s']:.2f} | "
+                f"{r['validate_s']:.2f} | {r['serialise_s']:.2f} | {r['total_s']:.2f} | {r['floor_s']:.2f} | "
+                f"{r['total_s'] / r['floor_s']:.1f}x | {1000 * r['total_s'] / r['objects']:.2f} | "
+                f"{r['peak_python_mib']:.0f} | {r['peak_node_mib']:.0f} |"
+            )
+        args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
