@@ -39,7 +39,7 @@ EXIT_STALE = 1
     "crds",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder of upstream CRDs to validate against.\n[default: $FLEET_CRDS_DIR, else <repo>/../shared/crds]",
+    help="Upstream CRDs to validate against.  [default: $FLEET_CRDS_DIR, else <repo>/../shared/crds]",
 )
 def command(repo: Path, out: Path | None, check: bool, crds: Path | None) -> None:
     """Render jobs/, clusters/ and policies/ into hub manifests, validate them, and write them.
