@@ -1,0 +1,524 @@
+"""The loader on bad input: each case is the bundled example with one edit, and the exact problem it gives.
+
+Each expected problem names the file, the line (found as the line of the edited file holding a marker text,
+so the cases survive edits to the example), the field path and key phrases of the message.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fleet.errors import InvalidRepository, Problem
+from fleet.repository import load_repository
+
+JOB = "jobs/mnist-digits.yaml"
+CLUSTER = "clusters/eu-west-hospital.yaml"
+POLICY = "policies/digits-residency.yaml"
+
+DNS_LABEL = "expected a DNS-1123 label"
+
+
+@dataclass(frozen=True)
+class Expected:
+    file: str
+    marker: str | None
+    """Text on the line the problem must name (its first occurrence in the edited file); None: no line."""
+    field: str
+    phrases: tuple[str, ...]
+    """Each must appear in the message."""
+
+
+Edit = Callable[[Path], None]
+
+
+def replace(file: str, old: str, new: str) -> Edit:
+    def edit(repo: Path) -> None:
+        path = repo / file
+        text = path.read_text(encoding="utf-8")
+        assert text.count(old) == 1, f"{old!r} must occur exactly once in {file}"
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
+    return edit
+
+
+def write(file: str, text: str) -> Edit:
+    def edit(repo: Path) -> None:
+        (repo / file).write_text(text, encoding="utf-8")
+
+    return edit
+
+
+def append(file: str, text: str) -> Edit:
+    def edit(repo: Path) -> None:
+        path = repo / file
+        path.write_text(path.read_text(encoding="utf-8") + text, encoding="utf-8")
+
+    return edit
+
+
+def copy(source: str, target: str) -> Edit:
+    def edit(repo: Path) -> None:
+        shutil.copyfile(repo / source, repo / target)
+
+    return edit
+
+
+def _many_datasets(count: int) -> Edit:
+    claims = "".join(f"  set-{i:02d}:\n    path: /data/set-{i:02d}\n    samples: 10\n" for i in range(count))
+    return replace(CLUSTER, "datasets:\n", "datasets:\n" + claims)
+
+
+def _all(*edits: Edit) -> Edit:
+    def edit(repo: Path) -> None:
+        for one in edits:
+            one(repo)
+
+    return edit
+
+
+CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
+    # --- Job: one document's fields ---
+    "job-unknown-field": (
+        replace(JOB, "rounds: 5\n", "rounds: 5\nepochs: 3\n"),
+        (Expected(JOB, "epochs: 3", "epochs", ("unknown field",)),),
+    ),
+    "job-unknown-nested-field": (
+        replace(JOB, "  batchSize: 32\n", "  batchSize: 32\n  learningrate: 0.1\n"),
+        (Expected(JOB, "learningrate", "training.learningrate", ("unknown field",)),),
+    ),
+    "job-missing-required-field": (
+        replace(JOB, "dataset: digits\n", ""),
+        (Expected(JOB, "name: mnist-digits", "dataset", ("required field is missing",)),),
+    ),
+    "job-missing-nested-required-field": (
+        replace(JOB, "  server: ghcr.io/fleet-fl/fleet-app:0.1.0\n", ""),
+        (Expected(JOB, "images:", "images.server", ("required field is missing",)),),
+    ),
+    "job-name-not-dns": (
+        replace(JOB, "name: mnist-digits\n", "name: MNIST_Digits\n"),
+        (Expected(JOB, "name: MNIST_Digits", "name", (DNS_LABEL, "'MNIST_Digits'")),),
+    ),
+    "job-namespace-too-long": (
+        replace(JOB, "namespace: fl-mnist-digits", "namespace: " + "a" * 64),
+        (Expected(JOB, "namespace:", "namespace", ("expected at most 63 characters",)),),
+    ),
+    "job-quantity-with-space": (
+        replace(JOB, "cpu: 500m", "cpu: 4 Gi"),
+        (Expected(JOB, "cpu: 4 Gi", "resources.cpu", ("expected a Kubernetes quantity", "'4 Gi'")),),
+    ),
+    "job-quantity-negative": (
+        replace(JOB, "memory: 1Gi", "memory: -1"),
+        (Expected(JOB, "memory: -1", "resources.memory", ("expected a quantity of at least 0", "-1")),),
+    ),
+    "job-quantity-list": (
+        replace(JOB, "memory: 1Gi", "memory: [1Gi]"),
+        (Expected(JOB, "memory: [1Gi]", "resources.memory", ("expected a Kubernetes quantity",)),),
+    ),
+    "job-rounds-string": (
+        replace(JOB, "rounds: 5", 'rounds: "5"'),
+        (Expected(JOB, "rounds:", "rounds", ("expected a whole number", "'5'")),),
+    ),
+    "job-rounds-empty": (
+        replace(JOB, "rounds: 5", "rounds:"),
+        (Expected(JOB, "rounds:", "rounds", ("expected a whole number", "None")),),
+    ),
+    "job-tls-string": (
+        replace(JOB, "tls: true", 'tls: "yes"'),
+        (Expected(JOB, "tls:", "tls", ("expected true or false", "'yes'")),),
+    ),
+    "job-framework-enum": (
+        replace(JOB, "framework: flower", "framework: tensorflow"),
+        (Expected(JOB, "framework:", "framework", ("expected one of 'flower' or 'openfl'", "'tensorflow'")),),
+    ),
+    "job-kind-of-another-folder": (
+        replace(JOB, "name: mnist-digits\n", "kind: Cluster\nname: mnist-digits\n"),
+        (Expected(JOB, "kind: Cluster", "kind", ("expected 'Job'", "'Cluster'")),),
+    ),
+    "job-fedprox-without-proximal-mu": (
+        replace(JOB, "strategy: fedavg", "strategy: fedprox"),
+        (Expected(JOB, "training:", "training", ("strategy fedprox expects 'proximalMu' greater than 0",)),),
+    ),
+    "job-learning-rate-zero": (
+        replace(JOB, "learningRate: 0.05", "learningRate: 0"),
+        (Expected(JOB, "learningRate:", "training.learningRate", ("expected a number > 0", "got 0")),),
+    ),
+    "job-image-with-space": (
+        replace(JOB, "  client: ghcr.io/fleet-fl/fleet-app:0.1.0", "  client: ghcr.io/fleet-fl/fleet app"),
+        (
+            Expected(
+                JOB, "client:", "images.client", ("expected a container image reference without spaces",)
+            ),
+        ),
+    ),
+    "job-node-port-out-of-range": (
+        replace(JOB, "port: 30093", "port: 8080"),
+        (Expected(JOB, "- name: server", "listeners[0]", ("'port' in the node-port range 30000-32767",)),),
+    ),
+    "job-route-without-host": (
+        replace(JOB, "type: NodePort", "type: Route"),
+        (Expected(JOB, "- name: server", "listeners[0]", ("Route listener expects 'host'",)),),
+    ),
+    "job-no-listeners": (
+        replace(
+            JOB, "listeners:\n  - name: server\n    type: NodePort\n    port: 30093\n", "listeners: []\n"
+        ),
+        (Expected(JOB, "listeners:", "listeners", ("expected at least 1 item",)),),
+    ),
+    "job-duplicate-listener-names": (
+        replace(
+            JOB,
+            "    port: 30093\n",
+            "    port: 30093\n  - name: server\n    type: LoadBalancer\n    port: 9092\n",
+        ),
+        (Expected(JOB, "listeners:", "listeners", ("expected", "distinct listener names")),),
+    ),
+    "job-storage-pvc-and-s3": (
+        replace(
+            JOB,
+            "    path: /models/mnist-digits\n",
+            "    path: /models/mnist-digits\n  s3:\n    bucket: fleet-models\n    region: eu-west-1\n",
+        ),
+        (Expected(JOB, "storage:", "storage", ("expected exactly one of 'pvc' or 's3'",)),),
+    ),
+    "job-storage-neither": (
+        replace(
+            JOB,
+            "  pvc:\n    name: mnist-digits-model\n    size: 1Gi\n    path: /models/mnist-digits\n",
+            "  {}\n",
+        ),
+        (Expected(JOB, "storage:", "storage", ("expected exactly one of 'pvc' or 's3'",)),),
+    ),
+    "job-min-available-above-max-clients": (
+        replace(JOB, "minAvailableClients: 2", "minAvailableClients: 4"),
+        (Expected(JOB, "maxClients:", "maxClients", ("expected", "minAvailableClients", "4")),),
+    ),
+    # --- the YAML itself ---
+    "yaml-duplicate-key": (
+        replace(JOB, "tls: true\n", "tls: true\nrounds: 7\n"),
+        (Expected(JOB, "rounds: 7", "rounds", ("expected a key only once",)),),
+    ),
+    "yaml-invalid": (
+        replace(JOB, "rounds: 5", "rounds: [5"),
+        (Expected(JOB, "minAvailableClients:", "", ("expected valid YAML",)),),
+    ),
+    "yaml-tab-indent": (
+        replace(JOB, "  cpu: 500m", "\tcpu: 500m"),
+        (Expected(JOB, "\tcpu: 500m", "", ("expected valid YAML", "'\\t'")),),
+    ),
+    "yaml-two-documents": (
+        append(JOB, "---\nname: other\n"),
+        (Expected(JOB, "---", "", ("expected exactly one YAML document, found 2",)),),
+    ),
+    "yaml-empty-file": (
+        write(CLUSTER, ""),
+        (Expected(CLUSTER, None, "", ("expected exactly one YAML document, found 0",)),),
+    ),
+    "yaml-comments-only": (
+        write(CLUSTER, "# nothing yet\n"),
+        (Expected(CLUSTER, None, "", ("expected exactly one YAML document, found 0",)),),
+    ),
+    "yaml-list-document": (
+        write(CLUSTER, "# a list\n- name: a\n- name: b\n"),
+        (Expected(CLUSTER, "- name: a", "", ("expected a mapping of Cluster fields",)),),
+    ),
+    "yaml-scalar-document": (
+        write(CLUSTER, "eu-west-hospital\n"),
+        (Expected(CLUSTER, "eu-west-hospital", "", ("expected a mapping of Cluster fields",)),),
+    ),
+    "yaml-not-utf8": (
+        lambda repo: (repo / CLUSTER).write_bytes(b"name: \xff\xfe\n"),
+        (Expected(CLUSTER, None, "", ("expected a readable UTF-8 YAML file",)),),
+    ),
+    # --- Cluster ---
+    "cluster-label-key": (
+        replace(CLUSTER, "  tier: clinical", '  "bad key!": clinical'),
+        (Expected(CLUSTER, "bad key!", "labels.bad key!", ("expected a label key", "'bad key!'")),),
+    ),
+    "cluster-label-key-prefix": (
+        replace(CLUSTER, "  tier: clinical", "  Example.COM/tier: clinical"),
+        (Expected(CLUSTER, "Example.COM", "labels.Example.COM/tier", ("prefix is a DNS subdomain",)),),
+    ),
+    "cluster-label-value": (
+        replace(CLUSTER, "  region: eu-west", "  region: eu west"),
+        (Expected(CLUSTER, "region: eu west", "labels.region", ("expected a label value", "'eu west'")),),
+    ),
+    "cluster-label-value-not-string": (
+        replace(CLUSTER, "  tier: clinical", "  tier: 3"),
+        (Expected(CLUSTER, "tier: 3", "labels.tier", ("expected a string (quote it in YAML)",)),),
+    ),
+    "cluster-set-not-dns": (
+        replace(CLUSTER, "clusterSet: research-eu", "clusterSet: Research_EU"),
+        (Expected(CLUSTER, "clusterSet:", "clusterSet", (DNS_LABEL, "'Research_EU'")),),
+    ),
+    "cluster-dataset-name-not-dns": (
+        replace(CLUSTER, "  digits:", "  Digits:"),
+        (Expected(CLUSTER, "Digits:", "datasets.Digits", (DNS_LABEL, "'Digits'")),),
+    ),
+    "cluster-dataset-path-relative": (
+        replace(CLUSTER, "path: /data/digits/eu-west-hospital", "path: data/digits"),
+        (Expected(CLUSTER, "path: data/digits", "datasets.digits.path", ("expected an absolute path",)),),
+    ),
+    "cluster-dataset-no-samples": (
+        replace(CLUSTER, "samples: 500", "samples: 0"),
+        (Expected(CLUSTER, "samples: 0", "datasets.digits.samples", ("expected a number >= 1", "got 0")),),
+    ),
+    "cluster-gpu-negative": (
+        replace(CLUSTER, "memory: 32Gi", "memory: 32Gi\n  gpu: -1"),
+        (Expected(CLUSTER, "gpu: -1", "capacity.gpu", ("expected a number >= 0", "got -1")),),
+    ),
+    "cluster-capacity-missing": (
+        replace(CLUSTER, 'capacity:\n  cpu: "8"\n  memory: 32Gi\n', ""),
+        (Expected(CLUSTER, "name: eu-west-hospital", "capacity", ("required field is missing",)),),
+    ),
+    "cluster-too-many-dataset-claims": (
+        _many_datasets(17),  # 17 + digits = 18 datasets, + 3 capacity claims = 21 > 20
+        (Expected(CLUSTER, "datasets:", "datasets", ("expected at most 17 datasets", "claims 18")),),
+    ),
+    # --- DataLocalityPolicy ---
+    "policy-in-without-values": (
+        replace(POLICY, "      values: [eu-west, eu-central]\n", ""),
+        (
+            Expected(
+                POLICY,
+                "- key: region",
+                "allowedClusters.matchExpressions[0]",
+                ("In expects a non-empty 'values'",),
+            ),
+        ),
+    ),
+    "policy-exists-with-values": (
+        replace(POLICY, "operator: In", "operator: Exists"),
+        (
+            Expected(
+                POLICY,
+                "- key: region",
+                "allowedClusters.matchExpressions[0]",
+                ("Exists expects no 'values'",),
+            ),
+        ),
+    ),
+    "policy-unknown-operator": (
+        replace(POLICY, "operator: In", "operator: Contains"),
+        (
+            Expected(
+                POLICY,
+                "operator:",
+                "allowedClusters.matchExpressions[0].operator",
+                ("expected one of 'In', 'NotIn', 'Exists' or 'DoesNotExist'", "'Contains'"),
+            ),
+        ),
+    ),
+    "policy-no-datasets": (
+        replace(POLICY, "datasets:\n  - digits\n", "datasets: []\n"),
+        (Expected(POLICY, "datasets:", "datasets", ("expected at least 1 item",)),),
+    ),
+    "policy-min-clients-zero": (
+        replace(POLICY, "minClientsPerRound: 2", "minClientsPerRound: 0"),
+        (Expected(POLICY, "minClientsPerRound:", "rules.minClientsPerRound", ("expected a number >= 1",)),),
+    ),
+    "policy-require-tls-string": (
+        replace(POLICY, "requireTls: true", 'requireTls: "true"'),
+        (Expected(POLICY, "requireTls:", "rules.requireTls", ("expected true or false", "'true'")),),
+    ),
+    # --- across files ---
+    "cross-duplicate-cluster-name": (
+        copy(CLUSTER, "clusters/zz-copy.yaml"),
+        (
+            Expected(
+                "clusters/zz-copy.yaml",
+                "name: eu-west-hospital",
+                "name",
+                ("expected a unique name", f"also defined in {CLUSTER}:2"),
+            ),
+        ),
+    ),
+    "cross-duplicate-job-name": (
+        copy(JOB, "jobs/another.yml"),
+        (
+            Expected(
+                JOB,
+                "name: mnist-digits",
+                "name",
+                ("expected a unique name", "also defined in jobs/another.yml:3"),
+            ),
+        ),
+    ),
+    "cross-dataset-no-cluster-holds": (
+        replace(JOB, "dataset: digits", "dataset: faces"),
+        (Expected(JOB, "dataset: faces", "dataset", ("expected a dataset that some cluster", "'faces'")),),
+    ),
+    "cross-too-few-eligible-by-region-policy": (
+        replace(POLICY, "values: [eu-west, eu-central]", "values: [eu-central]"),
+        (
+            Expected(
+                JOB,
+                "minAvailableClients:",
+                "minAvailableClients",
+                (
+                    "expected at most 1",
+                    "(eu-central-lab)",
+                    "eu-west-hospital: label selector region In ['eu-central']",
+                ),
+            ),
+        ),
+    ),
+    "cross-too-few-eligible-by-capacity": (
+        replace(JOB, "cpu: 500m", 'cpu: "10"'),
+        (
+            Expected(
+                JOB,
+                "minAvailableClients:",
+                "minAvailableClients",
+                (
+                    "expected at most 1",
+                    "(eu-central-lab)",
+                    "eu-west-hospital: CEL selector not met",
+                    ">= 10000",
+                ),
+            ),
+        ),
+    ),
+    "cross-too-few-eligible-by-cluster-set": (
+        replace(JOB, "  - research-eu\n", ""),
+        (
+            Expected(
+                JOB,
+                "minAvailableClients:",
+                "minAvailableClients",
+                ("expected at most 0", "(none)", "'research-eu' is not among the job's clusterSets"),
+            ),
+        ),
+    ),
+    "cross-tls-off-on-governed-dataset": (
+        replace(JOB, "tls: true", "tls: false"),
+        (Expected(JOB, "tls: false", "tls", ("expected true", "'digits-residency'", "requires TLS")),),
+    ),
+    "cross-policy-minimum-above-job-minimum": (
+        replace(POLICY, "minClientsPerRound: 2", "minClientsPerRound: 3"),
+        (
+            Expected(
+                JOB,
+                "minAvailableClients:",
+                "minAvailableClients",
+                ("expected at least 3", "'digits-residency'", "clients per round"),
+            ),
+        ),
+    ),
+    "several-errors-in-several-files": (
+        _all(
+            replace(JOB, "rounds: 5", 'rounds: "5"'),
+            replace(CLUSTER, "  region: eu-west", "  region: eu west"),
+            replace(POLICY, "operator: In", "operator: Contains"),
+            write("clusters/empty.yaml", ""),
+        ),
+        (
+            Expected(JOB, "rounds:", "rounds", ("expected a whole number",)),
+            Expected(CLUSTER, "region: eu west", "labels.region", ("expected a label value",)),
+            Expected(
+                POLICY, "operator:", "allowedClusters.matchExpressions[0].operator", ("expected one of",)
+            ),
+            Expected("clusters/empty.yaml", None, "", ("found 0",)),
+        ),
+    ),
+}
+
+
+def _line(repo: Path, expected: Expected) -> int | None:
+    if expected.marker is None:
+        return None
+    lines = (repo / expected.file).read_text(encoding="utf-8").splitlines()
+    return next(number for number, text in enumerate(lines, 1) if expected.marker in text)
+
+
+def assert_problems(repo: Path, problems: list[Problem], expected: tuple[Expected, ...]) -> None:
+    """Exactly the expected problems: one each, with the file, line, field and phrases named."""
+    shown = "\n".join(str(p) for p in problems)
+    assert len(problems) == len(expected), f"expected {len(expected)} problem(s), got:\n{shown}"
+    for want in expected:
+        matching = [p for p in problems if p.file == want.file and p.field == want.field]
+        assert len(matching) == 1, f"no single problem in {want.file} at field {want.field!r}:\n{shown}"
+        problem = matching[0]
+        assert problem.line == _line(repo, want), f"wrong line:\n{shown}"
+        for phrase in want.phrases:
+            assert phrase in problem.message, f"{phrase!r} not in {problem.message!r}"
+
+
+def test_the_bundled_example_loads(example_repo: Path) -> None:
+    repository = load_repository(example_repo)
+    assert list(repository.jobs) == ["mnist-digits"]
+    assert len(repository.clusters) == 5
+    assert list(repository.policies) == ["digits-residency"]
+    assert repository.source(repository.jobs["mnist-digits"]).file == JOB
+
+
+def test_there_are_at_least_thirty_cases() -> None:
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_reported_with_file_line_field_and_expectation(example_repo: Path, case: str) -> None:
+    edit, expected = CASES[case]
+    edit(example_repo)
+    before = sorted(p.relative_to(example_repo) for p in example_repo.rglob("*"))
+
+    with pytest.raises(InvalidRepository) as raised:
+        load_repository(example_repo)
+
+    assert_problems(example_repo, raised.value.problems, expected)
+    assert str(raised.value) == "\n".join(str(p) for p in raised.value.problems)
+    assert sorted(p.relative_to(example_repo) for p in example_repo.rglob("*")) == before  # nothing written
+
+
+def test_problems_print_as_file_line_field_message() -> None:
+    assert str(Problem("jobs/a.yaml", 9, "rounds", "expected a whole number")) == (
+        "jobs/a.yaml:9: rounds: expected a whole number"
+    )
+    assert (
+        str(Problem("jobs/a.yaml", None, "", "expected one document")) == "jobs/a.yaml: expected one document"
+    )
+
+
+def test_problems_are_sorted_and_deduplicated() -> None:
+    second = Problem("jobs/b.yaml", 1, "name", "x")
+    first = Problem("jobs/a.yaml", 7, "rounds", "y")
+    error = InvalidRepository([second, first, second])
+    assert error.problems == [first, second]
+
+
+def test_an_empty_repository_loads(tmp_path: Path) -> None:
+    repository = load_repository(tmp_path)
+    assert (repository.jobs, repository.clusters, repository.policies) == ({}, {}, {})
+
+
+def test_files_other_than_yaml_are_ignored(example_repo: Path) -> None:
+    (example_repo / "jobs" / "README.md").write_text("# not a job\n")
+    (example_repo / "clusters" / "notes.txt").write_text("name: [\n")
+    assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+
+
+def test_yml_files_are_read(example_repo: Path) -> None:
+    (example_repo / JOB).rename(example_repo / "jobs" / "mnist-digits.yml")
+    assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+
+
+def test_a_valid_edit_still_loads(example_repo: Path) -> None:
+    replace(JOB, "minAvailableClients: 2", "minAvailableClients: 3")(example_repo)
+    replace(
+        JOB,
+        "  pvc:\n    name: mnist-digits-model\n    size: 1Gi\n    path: /models/mnist-digits\n",
+        "  s3:\n    bucket: fleet-models\n    region: eu-west-1\n",
+    )(example_repo)
+    job = load_repository(example_repo).jobs["mnist-digits"]
+    assert job.min_available_clients == 3
+    assert job.storage.s3 is not None
+    assert job.storage.s3.bucket == "fleet-models"
+
+
+def test_seventeen_datasets_are_allowed(example_repo: Path) -> None:
+    _many_datasets(16)(example_repo)  # 16 + digits = 17 datasets + 3 capacity claims = 20, the default limit
+    assert len(load_repository(example_repo).clusters["eu-west-hospital"].datasets) == 17
