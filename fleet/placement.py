@@ -36,12 +36,12 @@ def placement_spec(job: Job, policies: Iterable[DataLocalityPolicy]) -> dict[str
     """The ``spec`` of the job's Placement."""
     label_expressions: list[dict[str, Any]] = []
     for policy in governing_policies(job, policies):
-        selector = policy.allowed_clusters
+        allowed = policy.allowed_clusters
         # matchLabels become In-expressions so that the selectors of several policies AND together
         # in one list without key clashes.
-        for key, value in sorted(selector.match_labels.items()):
+        for key, value in sorted(allowed.match_labels.items()):
             label_expressions.append({"key": key, "operator": "In", "values": [value]})
-        for req in selector.match_expressions:
+        for req in allowed.match_expressions:
             expression: dict[str, Any] = {"key": req.key, "operator": req.operator.value}
             if req.values:
                 expression["values"] = list(req.values)
@@ -214,12 +214,15 @@ def _cel_program(expression: str) -> Any:
 
 def _cel_true(expression: str, mc: Mapping[str, Any]) -> bool:
     import celpy
+    from celpy.adapter import json_to_cel
+    from celpy.evaluation import CELEvalError
 
-    activation = {"managedCluster": celpy.json_to_cel(dict(mc))}
+    activation = {"managedCluster": json_to_cel(dict(mc))}
     try:
-        return bool(_cel_program(expression).evaluate(activation))
-    except celpy.CELEvalError:
-        return False
+        result = _cel_program(expression).evaluate(activation)
+    except CELEvalError:
+        return False  # as OCM: an expression that errors on a cluster does not select it
+    return isinstance(result, bool | celpy.celtypes.BoolType) and bool(result)
 
 
 def _scores(spec: Mapping[str, Any], clusters: Sequence[Cluster]) -> dict[str, float]:

@@ -8,7 +8,7 @@ import cdk8s
 from constructs import Construct
 
 
-class FolderChart(cdk8s.Chart):  # type: ignore[misc]
+class FolderChart(cdk8s.Chart):
     def __init__(self, scope: Construct, folder: str) -> None:
         super().__init__(scope, folder.replace("/", "--"), disable_resource_name_hashes=True)
         self.folder = folder

@@ -13,7 +13,7 @@ SOURCE_ANNOTATION = "fleet.dev/source"
 """Names the repository file(s) an object was rendered from, so a reviewer can trace any hub object back."""
 
 
-class HubObject(cdk8s.ApiObject):  # type: ignore[misc]
+class HubObject(cdk8s.ApiObject):
     """A Kubernetes object whose whole body is built in Python.
 
     cdk8s keeps the object in its construct tree (ids, ordering, synthesis); the body is returned by `to_json`
