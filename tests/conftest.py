@@ -18,3 +18,14 @@ def example_repo(tmp_path: Path) -> Path:
     for folder in ("jobs", "clusters", "policies"):
         shutil.copytree(ROOT / folder, repo / folder)
     return repo
+
+
+@pytest.fixture
+def crds_dir() -> Path:
+    """The folder of upstream CRDs (``$FLEET_CRDS_DIR`` or ``../shared/crds``); skips the test if absent."""
+    from fleet.validation import CRDS_DIR_VARIABLE, default_crds_dir
+
+    folder = default_crds_dir(ROOT)
+    if not folder.is_dir():
+        pytest.skip(f"no upstream CRDs at {folder}: put them there or point ${CRDS_DIR_VARIABLE} at them")
+    return folder
