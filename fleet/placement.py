@@ -9,8 +9,10 @@ Semantics (open-cluster-management.io/api cluster/v1beta1 Placement):
   ``spec.clusterSets`` (all bound sets when the list is empty);
 - ``predicates`` are ORed; inside one ``requiredClusterSelector`` the label, claim and CEL selectors are ANDed;
 - prioritizers score the remaining clusters (built-in ``ResourceAllocatableCPU``/``Memory`` normalise the
-  allocatable amount to [-100, 100] across the candidates) and ``numberOfClusters`` keeps the best, ties broken
-  by cluster name.
+  allocatable amount to [-100, 100] across the candidates, truncated to an integer as OCM's int64 scores are;
+  all equal -> 100) and ``numberOfClusters`` keeps the best, ties broken by cluster name. ``Balance`` and
+  ``Steady`` (on by default in Additive mode) score from live PlacementDecisions, which a repository does not
+  have: for a first placement they score every cluster alike, so they are left out.
 """
 
 from __future__ import annotations
@@ -87,12 +89,26 @@ def _capacity_expressions(job: Job) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Exclusion:
+    """One Placement rule that leaves a cluster out."""
+
+    rule: str
+    """The Placement field at fault: ``clusterSets``, ``clusterSetBinding``, ``labelSelector``,
+    ``claimSelector``, ``celSelector`` or ``numberOfClusters``."""
+    message: str
+    key: str = ""
+    """The label or claim key of a failed selector expression."""
+
+
+@dataclass(frozen=True)
 class ClusterDecision:
     cluster: str
     selected: bool
     score: float | None = None
     reasons: tuple[str, ...] = ()
     """Why the cluster is out (empty when selected)."""
+    exclusions: tuple[Exclusion, ...] = ()
+    """The same reasons, each with the rule it comes from."""
 
 
 @dataclass(frozen=True)
@@ -129,14 +145,16 @@ def evaluate(
     bound = set(bound_cluster_sets)
     wanted_sets = set(spec.get("clusterSets") or bound)
     predicates = spec.get("predicates") or [{}]
-    reasons: dict[str, list[str]] = {}
+    reasons: dict[str, list[Exclusion]] = {}
     feasible: list[Cluster] = []
     for cluster in clusters:
-        out: list[str] = []
+        out: list[Exclusion] = []
         if cluster.cluster_set not in wanted_sets:
-            out.append(f"cluster set {cluster.cluster_set!r} is not among the job's clusterSets")
+            message = f"cluster set {cluster.cluster_set!r} is not among the job's clusterSets"
+            out.append(Exclusion("clusterSets", message, cluster.cluster_set))
         elif cluster.cluster_set not in bound:
-            out.append(f"cluster set {cluster.cluster_set!r} is not bound to the namespace")
+            message = f"cluster set {cluster.cluster_set!r} is not bound to the namespace"
+            out.append(Exclusion("clusterSetBinding", message, cluster.cluster_set))
         else:
             mc = managed_cluster(cluster)
             failures = [_predicate_failures(p.get("requiredClusterSelector") or {}, mc) for p in predicates]
@@ -152,33 +170,38 @@ def evaluate(
     limit = spec.get("numberOfClusters")
     chosen = ranked if limit is None else ranked[:limit]
     for cluster in ranked[len(chosen) :]:
-        reasons[cluster.name] = [
-            f"cut by numberOfClusters={limit} after scoring (score {scores[cluster.name]:.1f})"
-        ]
+        message = f"cut by numberOfClusters={limit} after scoring (score {scores[cluster.name]:.0f})"
+        reasons[cluster.name] = [Exclusion("numberOfClusters", message)]
     decisions = [ClusterDecision(c.name, True, scores[c.name]) for c in chosen]
     decisions += [
-        ClusterDecision(name, False, scores.get(name), tuple(reasons[name])) for name in sorted(reasons)
+        ClusterDecision(
+            name, False, scores.get(name), tuple(e.message for e in reasons[name]), tuple(reasons[name])
+        )
+        for name in sorted(reasons)
     ]
     return PlacementResult(tuple(decisions), tuple(c.name for c in ranked))
 
 
-def _predicate_failures(selector: Mapping[str, Any], mc: Mapping[str, Any]) -> list[str]:
+def _predicate_failures(selector: Mapping[str, Any], mc: Mapping[str, Any]) -> list[Exclusion]:
     labels: dict[str, str] = mc["metadata"]["labels"]
     claims = {c["name"]: c["value"] for c in mc["status"]["clusterClaims"]}
-    failures: list[str] = []
+    failures: list[Exclusion] = []
     label_selector = selector.get("labelSelector") or {}
     for key, value in sorted((label_selector.get("matchLabels") or {}).items()):
         if labels.get(key) != value:
-            failures.append(f"label {key}={value} required, cluster has {_show(labels.get(key))}")
+            message = f"label {key}={value} required, cluster has {_show(labels.get(key))}"
+            failures.append(Exclusion("labelSelector", message, key))
     for req in label_selector.get("matchExpressions") or []:
         if not _expression_matches(req, labels):
-            failures.append(f"label selector {_describe(req)} not met (cluster has {_show(labels.get(req['key']))})")
+            message = f"label selector {_describe(req)} not met (cluster has {_show(labels.get(req['key']))})"
+            failures.append(Exclusion("labelSelector", message, req["key"]))
     for req in (selector.get("claimSelector") or {}).get("matchExpressions") or []:
         if not _expression_matches(req, claims):
-            failures.append(f"claim selector {_describe(req)} not met (cluster has {_show(claims.get(req['key']))})")
+            message = f"claim selector {_describe(req)} not met (cluster has {_show(claims.get(req['key']))})"
+            failures.append(Exclusion("claimSelector", message, req["key"]))
     for expression in (selector.get("celSelector") or {}).get("celExpressions") or []:
         if not _cel_true(expression, mc):
-            failures.append(f"CEL selector not met: {expression}")
+            failures.append(Exclusion("celSelector", f"CEL selector not met: {expression}"))
     return failures
 
 
@@ -228,10 +251,7 @@ def _cel_true(expression: str, mc: Mapping[str, Any]) -> bool:
 def _scores(spec: Mapping[str, Any], clusters: Sequence[Cluster]) -> dict[str, float]:
     scores = {c.name: 0.0 for c in clusters}
     policy = spec.get("prioritizerPolicy") or {}
-    configurations = policy.get("configurations") or []
-    if policy.get("mode", "Additive") == "Additive" and not configurations:
-        configurations = [{"scoreCoordinate": {"type": "BuiltIn", "builtIn": "Balance"}, "weight": 1}]
-    for configuration in configurations:
+    for configuration in policy.get("configurations") or []:
         coordinate = configuration.get("scoreCoordinate") or {}
         weight = configuration.get("weight", 1)
         amount = {
@@ -243,7 +263,7 @@ def _scores(spec: Mapping[str, Any], clusters: Sequence[Cluster]) -> dict[str, f
         values = {c.name: amount(c) for c in clusters}
         low, high = min(values.values(), default=0.0), max(values.values(), default=0.0)
         for name, value in values.items():
-            # OCM: score = (value - min) / (max - min) * 200 - 100; all equal -> 100 (the maximum).
-            normalised = 100.0 if high == low else (value - low) / (high - low) * 200 - 100
+            # OCM: int64(((value - min) / (max - min) - 0.5) * 200), truncated toward zero; all equal -> 100.
+            normalised = 100 if high == low else int(((value - low) / (high - low) - 0.5) * 2.0 * 100.0)
             scores[name] += weight * normalised
     return scores
