@@ -1,0 +1,204 @@
+"""The ``controller/`` folder: what the hub needs to run this project's controller.
+
+The FederatedLearning CustomResourceDefinition is generated from the models (`fleet.models`), so the API
+server checks exactly what the renderer writes and the controller reads. The controller's ClusterRole lists
+every verb it needs and nothing more: no wildcards.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+from constructs import Construct
+
+import fleet
+from fleet.claims import API_GROUP
+from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from fleet.models import FederatedLearningSpec, FederatedLearningStatus
+from fleet.repository import Repository
+from fleet.schemas import structural_schema
+from render.charts.base import FolderChart
+from render.constructs.cluster_role import ClusterRole, rule
+from render.constructs.cluster_role_binding import ClusterRoleBinding
+from render.constructs.custom_resource_definition import CustomResourceDefinition
+from render.constructs.deployment import Deployment
+from render.constructs.federated_learning import VERSION
+from render.constructs.namespace import Namespace
+from render.constructs.service_account import ServiceAccount
+
+SOURCE = "render/charts/controller.py"
+"""These objects come from no repository file: the annotation names the module that generates them."""
+COMPONENT = "controller"
+CONTROLLER_IMAGE = f"ghcr.io/fleet-fl/fleet-controller:{fleet.__version__}"
+HEALTH_PORT = 8080
+HEALTH_PATH = "/healthz"
+METRICS_PORT = 9090
+
+KIND = "FederatedLearning"
+PLURAL = "federatedlearnings"
+SHORT_NAME = "fedl"
+
+_READ = ["get", "list", "watch"]
+_MANAGE = ["get", "list", "watch", "create", "update", "patch", "delete"]
+RULES: list[dict[str, Any]] = [
+    rule(API_GROUP, [PLURAL], ["get", "list", "watch", "patch", "update"]),
+    rule(API_GROUP, [f"{PLURAL}/status"], ["get", "patch", "update"]),
+    rule(API_GROUP, [f"{PLURAL}/finalizers"], ["update"]),
+    rule(
+        "cluster.open-cluster-management.io", ["placements", "placementdecisions", "managedclusters"], _READ
+    ),
+    rule("work.open-cluster-management.io", ["manifestworks"], _MANAGE),
+    rule("apps", ["deployments"], _MANAGE),
+    # Secrets: the hub CA and the SuperLinks' server certificates.
+    rule("", ["services", "persistentvolumeclaims", "secrets", "configmaps"], _MANAGE),
+    rule("route.openshift.io", ["routes"], _MANAGE),
+    rule("networking.k8s.io", ["ingresses"], _MANAGE),
+    rule("", ["events"], ["create", "patch"]),
+    rule("", ["namespaces"], _READ),
+]
+"""The controller's permissions on the hub: exactly the verbs it uses, no wildcards."""
+
+
+def build_controller(app: Construct, repository: Repository) -> None:
+    chart = FolderChart(app, "controller")
+    Namespace(chart, name=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE)
+    CustomResourceDefinition(
+        chart,
+        spec=federated_learning_crd_spec(),
+        component=COMPONENT,
+        instance=CONTROLLER_NAME,
+        source=SOURCE,
+    )
+    ServiceAccount(
+        chart, name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE
+    )
+    ClusterRole(chart, name=CONTROLLER_NAME, rules=copy.deepcopy(RULES), component=COMPONENT, source=SOURCE)
+    ClusterRoleBinding(
+        chart,
+        name=CONTROLLER_NAME,
+        cluster_role=CONTROLLER_NAME,
+        service_account=CONTROLLER_NAME,
+        namespace=CONTROLLER_NAMESPACE,
+        component=COMPONENT,
+        source=SOURCE,
+    )
+    Deployment(
+        chart,
+        name=CONTROLLER_NAME,
+        namespace=CONTROLLER_NAMESPACE,
+        spec=_controller_spec(),
+        component=COMPONENT,
+        source=SOURCE,
+    )
+
+
+def federated_learning_crd_spec() -> dict[str, Any]:
+    """The ``spec`` of the FederatedLearning CustomResourceDefinition (a fresh copy each call)."""
+    return copy.deepcopy(_crd_spec())
+
+
+@cache
+def _crd_spec() -> dict[str, Any]:
+    spec_schema = structural_schema(FederatedLearningSpec)
+    # client.placement is an OCM Placement spec: kept as written, the Placement CRD validates it on its own.
+    spec_schema["properties"]["client"]["properties"]["placement"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    return {
+        "group": API_GROUP,
+        "names": {
+            "kind": KIND,
+            "listKind": f"{KIND}List",
+            "plural": PLURAL,
+            "singular": KIND.lower(),
+            "shortNames": [SHORT_NAME],
+        },
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "description": "A federated-learning job run across OCM clusters.",
+                        "properties": {
+                            "apiVersion": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "metadata": {"type": "object"},
+                            "spec": spec_schema,
+                            "status": structural_schema(FederatedLearningStatus),
+                        },
+                        "required": ["spec"],
+                    }
+                },
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Round", "type": "integer", "jsonPath": ".status.currentRound"},
+                    {"name": "Rounds", "type": "integer", "jsonPath": ".spec.server.rounds"},
+                    {"name": "Dataset", "type": "string", "jsonPath": ".spec.dataset"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+            }
+        ],
+    }
+
+
+def _controller_spec() -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": CONTROLLER_NAME, "app.kubernetes.io/part-of": "fleet"}
+    probe = {"httpGet": {"path": HEALTH_PATH, "port": "health"}, "periodSeconds": 10, "timeoutSeconds": 2}
+    return {
+        "replicas": 1,
+        # One controller at a time: two would race on the same jobs while a rolling update overlaps them.
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "serviceAccountName": CONTROLLER_NAME,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "runAsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "controller",
+                        "image": CONTROLLER_IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["fleet", "controller"],
+                        "env": [
+                            {
+                                "name": "POD_NAMESPACE",
+                                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                            },
+                        ],
+                        "ports": [
+                            {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+                            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+                        ],
+                        "livenessProbe": {**probe, "initialDelaySeconds": 15, "failureThreshold": 3},
+                        "readinessProbe": {**probe, "initialDelaySeconds": 5, "failureThreshold": 3},
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "256Mi"},
+                            "limits": {"cpu": "1", "memory": "1Gi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        # A read-only root file system still needs somewhere for Python's temporary files.
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }
+                ],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+            },
+        },
+    }
