@@ -41,7 +41,14 @@ EXIT_STALE = 1
     default=None,
     help="Upstream CRDs to validate against.  [default: $FLEET_CRDS_DIR, else <repo>/../shared/crds]",
 )
-def command(repo: Path, out: Path | None, check: bool, crds: Path | None) -> None:
+@click.option("--diff", is_flag=True, help="Write nothing; show how the manifests differ from --base's.")
+@click.option(
+    "--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]"
+)
+@click.option("--output", type=click.Choice(["text", "markdown"]), default="text", help="With --diff.")
+def command(
+    repo: Path, out: Path | None, check: bool, crds: Path | None, diff: bool, base: str | None, output: str
+) -> None:
     """Render jobs/, clusters/ and policies/ into hub manifests, validate them, and write them.
 
     Targets: manifests/hub (this project's controller) and manifests/upstream (the upstream OCM
@@ -50,6 +57,12 @@ def command(repo: Path, out: Path | None, check: bool, crds: Path | None) -> Non
     """
     out = out if out is not None else repo / "manifests"
     repository = load_or_exit(repo)
+    if diff or base or output != "text":
+        from fleet.diff import run_render_diff  # exits 0 no change, 1 changes, 2 errors (as kubectl diff)
+
+        sys.exit(
+            run_render_diff(repo, lambda: render_and_validate(repository, crds), diff, check, base, output)
+        )
     files = render_and_validate(repository, crds)
 
     from render.output import stale_files, write_tree

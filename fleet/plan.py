@@ -1,0 +1,307 @@
+"""Which clusters each job's Placement selects, and why every other cluster is out: ``fleet plan``.
+
+The plan reads the Placement exactly as the renderer writes it (from ``render.synth(repository, "hub")``: the
+job's Placement and the ManagedClusterSetBindings of its namespace) and decides with the one evaluator,
+`fleet.placement.evaluate`, over the clusters of ``clusters/``. This module only names the decisions: which
+dataset, which policy (from the Placement's ``fleet.dev/policies`` annotation), which cluster set, which
+capacity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, dataset_claim
+from fleet.models import Cluster, Job
+from fleet.placement import ClusterDecision, Exclusion, evaluate
+from fleet.repository import Repository
+from render.constructs.placement import JOB_LABEL, POLICIES_ANNOTATION
+
+PLACEMENT_API = "cluster.open-cluster-management.io/v1beta1"
+BINDING_KIND = "ManagedClusterSetBinding"
+
+
+class PlanError(Exception):
+    """The plan cannot be made: an unknown job, or a rendered Placement missing."""
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why one cluster is out, in the terms of the repository."""
+
+    category: str
+    """``dataset``, ``policy``, ``clusterSet``, ``capacity``, ``numberOfClusters`` or ``selector``."""
+    rule: str
+    """The Placement field at fault (see `fleet.placement.Exclusion`)."""
+    message: str
+    policy: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        data = {"category": self.category, "rule": self.rule, "message": self.message}
+        if self.policy:
+            data["policy"] = self.policy
+        return data
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    cluster: str
+    cluster_set: str
+    selected: bool
+    score: float | None
+    reasons: tuple[Reason, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "clusterSet": self.cluster_set,
+            "selected": self.selected,
+            "score": self.score,
+            "reasons": [r.to_json() for r in self.reasons],
+        }
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job: str
+    namespace: str
+    dataset: str
+    placement: str
+    """The rendered Placement's file, relative to the hub target."""
+    cluster_sets: tuple[str, ...]
+    bound_cluster_sets: tuple[str, ...]
+    policies: tuple[str, ...]
+    number_of_clusters: int | None
+    min_available_clients: int
+    clusters: tuple[ClusterPlan, ...]
+    """Every cluster of clusters/: the selected ones first in decision order, then the rest by name."""
+
+    @property
+    def selected(self) -> list[str]:
+        return [c.cluster for c in self.clusters if c.selected]
+
+    @property
+    def min_available_met(self) -> bool:
+        return len(self.selected) >= self.min_available_clients
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "namespace": self.namespace,
+            "dataset": self.dataset,
+            "placement": {
+                "file": self.placement,
+                "clusterSets": list(self.cluster_sets),
+                "boundClusterSets": list(self.bound_cluster_sets),
+                "policies": list(self.policies),
+                "numberOfClusters": self.number_of_clusters,
+            },
+            "minAvailableClients": self.min_available_clients,
+            "minAvailableClientsMet": self.min_available_met,
+            "selected": self.selected,
+            "clusters": [c.to_json() for c in self.clusters],
+        }
+
+
+def plan(
+    repository: Repository,
+    jobs: Sequence[str] = (),
+    rendered: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
+) -> list[JobPlan]:
+    """The plan of each job named in ``jobs`` (all jobs when empty), in the order given or by name.
+
+    ``rendered`` is the hub target as ``(path, body)`` pairs; it is rendered here when not given.
+    """
+    unknown = [name for name in jobs if name not in repository.jobs]
+    if unknown:
+        known = ", ".join(repository.jobs) or "none"
+        raise PlanError(f"no job named {', '.join(map(repr, unknown))} under jobs/ (jobs: {known})")
+    if rendered is None:
+        import render
+
+        rendered = [(m.path, m.body) for m in render.synth(repository, "hub")]
+    names = list(dict.fromkeys(jobs)) or list(repository.jobs)
+    return [_job_plan(repository, repository.jobs[name], rendered) for name in names]
+
+
+def _job_plan(repository: Repository, job: Job, rendered: Sequence[tuple[str, Mapping[str, Any]]]) -> JobPlan:
+    found = [
+        (path, body)
+        for path, body in rendered
+        if body.get("apiVersion") == PLACEMENT_API
+        and body.get("kind") == "Placement"
+        and (body.get("metadata", {}).get("labels") or {}).get(JOB_LABEL) == job.name
+    ]
+    if len(found) != 1:
+        raise PlanError(
+            f"expected one rendered Placement labelled {JOB_LABEL}={job.name}, found {len(found)}"
+        )
+    path, placement = found[0]
+    metadata = placement["metadata"]
+    namespace: str = metadata["namespace"]
+    spec: Mapping[str, Any] = placement.get("spec") or {}
+    bound = tuple(
+        sorted(
+            body["spec"]["clusterSet"]
+            for _, body in rendered
+            if body.get("kind") == BINDING_KIND and body.get("metadata", {}).get("namespace") == namespace
+        )
+    )
+    annotation: str = (metadata.get("annotations") or {}).get(POLICIES_ANNOTATION, "")
+    policies = tuple(name for name in annotation.split(",") if name)
+
+    clusters = list(repository.clusters.values())
+    result = evaluate(spec, bound, clusters)
+    by_name = {c.name: c for c in clusters}
+    plans = tuple(
+        ClusterPlan(
+            d.cluster,
+            by_name[d.cluster].cluster_set,
+            d.selected,
+            d.score,
+            _reasons(d, job, by_name[d.cluster], repository, policies, namespace),
+        )
+        for d in result.decisions
+    )
+    return JobPlan(
+        job=job.name,
+        namespace=namespace,
+        dataset=job.dataset,
+        placement=path,
+        cluster_sets=tuple(spec.get("clusterSets") or ()),
+        bound_cluster_sets=bound,
+        policies=policies,
+        number_of_clusters=spec.get("numberOfClusters"),
+        min_available_clients=_min_available_clients(job, rendered),
+        clusters=plans,
+    )
+
+
+def _min_available_clients(job: Job, rendered: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+    """From the job's rendered FederatedLearning, which is what the controller waits for."""
+    for _, body in rendered:
+        labels = body.get("metadata", {}).get("labels") or {}
+        if body.get("kind") == "FederatedLearning" and labels.get(JOB_LABEL) == job.name:
+            value = (body.get("spec") or {}).get("server", {}).get("minAvailableClients")
+            if isinstance(value, int):
+                return value
+    return job.min_available_clients
+
+
+def _reasons(
+    decision: ClusterDecision,
+    job: Job,
+    cluster: Cluster,
+    repository: Repository,
+    policies: Sequence[str],
+    namespace: str,
+) -> tuple[Reason, ...]:
+    return tuple(_reason(e, job, cluster, repository, policies, namespace) for e in decision.exclusions)
+
+
+def _reason(
+    exclusion: Exclusion,
+    job: Job,
+    cluster: Cluster,
+    repository: Repository,
+    policies: Sequence[str],
+    namespace: str,
+) -> Reason:
+    rule, message = exclusion.rule, exclusion.message
+    if rule == "claimSelector" and exclusion.key == dataset_claim(job.dataset):
+        return Reason("dataset", rule, f"holds no {job.dataset!r} dataset (no {exclusion.key} claim)")
+    if rule == "labelSelector":
+        # The label selector is the AND of the governing policies' allowedClusters: name the one(s) that
+        # carry the failing key.
+        owners = [name for name in policies if _mentions(repository, name, exclusion.key)]
+        if owners:
+            names = ", ".join(owners)
+            return Reason("policy", rule, f"policy {names}: {message}", policy=names)
+    if rule == "clusterSetBinding":
+        return Reason("clusterSet", rule, f"{message} {namespace!r}")
+    if rule == "clusterSets":
+        return Reason("clusterSet", rule, message)
+    if rule == "celSelector":
+        return Reason("capacity", rule, f"capacity below the request: {_capacity_gap(job, cluster, message)}")
+    if rule == "numberOfClusters":
+        return Reason("numberOfClusters", rule, message)
+    return Reason("selector", rule, message)
+
+
+def _mentions(repository: Repository, policy: str, key: str) -> bool:
+    found = repository.policies.get(policy)
+    if found is None:
+        return False
+    selector = found.allowed_clusters
+    return key in selector.match_labels or any(req.key == key for req in selector.match_expressions)
+
+
+def _capacity_gap(job: Job, cluster: Cluster, message: str) -> str:
+    """Which requested amount the failing CEL expression compares, next to what the cluster offers."""
+    wanted, offered = job.resources, cluster.capacity
+    parts = {
+        CPU_CLAIM: f"cpu {wanted.cpu} requested, cluster has {offered.cpu}",
+        MEMORY_CLAIM: f"memory {wanted.memory} requested, cluster has {offered.memory}",
+        GPU_CLAIM: f"gpu {wanted.gpu} requested, cluster has {offered.gpu}",
+    }
+    named = [text for claim, text in parts.items() if f'"{claim}"' in message]
+    return "; ".join(named) if named else message
+
+
+# --- plan diff ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobChange:
+    job: str
+    status: str
+    """``added``, ``removed``, ``changed`` or ``unchanged``."""
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    min_available_before: bool | None
+    min_available_after: bool | None
+
+    @property
+    def gained(self) -> list[str]:
+        return sorted(set(self.after) - set(self.before))
+
+    @property
+    def lost(self) -> list[str]:
+        return sorted(set(self.before) - set(self.after))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "status": self.status,
+            "before": list(self.before),
+            "after": list(self.after),
+            "gained": self.gained,
+            "lost": self.lost,
+            "minAvailableClientsMetBefore": self.min_available_before,
+            "minAvailableClientsMetAfter": self.min_available_after,
+        }
+
+
+def compare(base: Sequence[JobPlan], head: Sequence[JobPlan]) -> list[JobChange]:
+    """Per job (of either side, by name): the clusters selected before and after."""
+    before = {p.job: p for p in base}
+    after = {p.job: p for p in head}
+    changes: list[JobChange] = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        old_selected = tuple(sorted(old.selected)) if old else ()
+        new_selected = tuple(sorted(new.selected)) if new else ()
+        old_met = old.min_available_met if old else None
+        new_met = new.min_available_met if new else None
+        if old is None:
+            status = "added"
+        elif new is None:
+            status = "removed"
+        elif old_selected != new_selected or old_met != new_met:
+            status = "changed"
+        else:
+            status = "unchanged"
+        changes.append(JobChange(name, status, old_selected, new_selected, old_met, new_met))
+    return changes
