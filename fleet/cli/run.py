@@ -1,0 +1,140 @@
+"""``fleet run JOB``: train a job on this machine with a real Flower federation over mutual TLS."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fleet.errors import EXIT_INVALID, InvalidRepository
+from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
+from fleet.federation.progress import RoundFinished
+from fleet.models import Phase
+from fleet.repository import load_repository
+
+EXIT_FAILED = 1
+
+
+class _ProgressView:
+    """A progress bar over rounds with the participants and metrics of the last round."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: Any = None
+        self.status = console.status("starting")
+
+    def phase(self, message: str) -> None:
+        self.status.update(message)
+
+    def warning(self, message: str) -> None:
+        self.console.print(f"[bold yellow]warning:[/] {message}")
+
+    def started(self, rounds: int, clusters: tuple[str, ...]) -> None:
+        self.status.stop()
+        self.console.print(f"collaborators: {', '.join(clusters)}")
+        self.progress.start()
+        self.task = self.progress.add_task("rounds", total=rounds, detail="waiting for round 1")
+
+    def round(self, event: RoundFinished) -> None:
+        metrics = " ".join(f"{k}={v:.3f}" for k, v in sorted(event.metrics.items()))
+        detail = f"{', '.join(event.participants)} | {metrics}"
+        if self.task is not None:
+            self.progress.update(self.task, completed=event.round, detail=detail)
+
+    def __enter__(self) -> _ProgressView:
+        self.status.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.status.stop()
+        self.progress.stop()
+
+
+@click.command("run")
+@click.argument("job")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=Path(), show_default=True)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".fleet/data"),
+    show_default=True,
+    help="Local folder the clusters' claimed data paths are mapped under.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".fleet/runs"),
+    show_default=True,
+    help="Status, credentials, logs and the model storage of each job.",
+)
+@click.option(
+    "--test-data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Held-out test split for the ServerApp's evaluation "
+    "[default: <data-root>/test/<dataset>.npz if present].",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["warm", "flower"]),
+    default="warm",
+    show_default=True,
+    help="warm: one pre-imported executor forks each ClientApp; "
+    "flower: a new flwr-clientapp process per message.",
+)
+def command(
+    job: str, repo: Path, data_root: Path, work_dir: Path, test_data: Path | None, executor: str
+) -> None:
+    """Run JOB on this machine: one SuperLink and one SuperNode per placed cluster, over mutual TLS."""
+    console = Console(stderr=True)
+    try:
+        repository = load_repository(repo)
+    except InvalidRepository as error:
+        for problem in error.problems:
+            console.print(str(problem), markup=False, highlight=False)
+        console.print(f"{len(error.problems)} problem(s) in {repo}: nothing was run", style="bold red")
+        sys.exit(EXIT_INVALID)
+    try:
+        plan = plan_run(repository, job, data_root, work_dir)
+    except RunError as error:
+        console.print(f"fleet run: {error}", markup=False, highlight=False)
+        sys.exit(EXIT_INVALID)
+    if test_data is None:
+        default = data_root / "test" / f"{plan.job.dataset}.npz"
+        test_data = default.resolve() if default.is_file() else None
+    settings = RunSettings(executor="warm" if executor == "warm" else "flower")
+    console.print(
+        f"running job [bold]{plan.job.name}[/]: {plan.job.rounds} rounds, "
+        f"{len(plan.collaborators)} collaborators, TLS {'on' if plan.job.tls else '[bold red]OFF[/]'}"
+    )
+    with _ProgressView(console) as view:
+        status = run_federation(plan, view, settings, test_data)
+    if status.phase is Phase.COMPLETED:
+        table = Table(title=f"{plan.job.name}: completed", show_header=True)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in sorted(status.final_metrics.items()):
+            table.add_row(name, f"{value:.4f}")
+        console.print(table)
+        console.print(f"model: {status.model_path}")
+        console.print(f"model card: {Path(status.model_path).parent / 'model-card.md'}")
+        console.print(f"status: {plan.job_dir / 'status.json'}")
+        return
+    console.print(f"[bold red]fleet run: job {plan.job.name} failed:[/] ", end="")
+    console.print(status.message, markup=False, highlight=False)
+    console.print(f"logs: {plan.job_dir / 'logs'}; status: {plan.job_dir / 'status.json'}")
+    sys.exit(EXIT_FAILED)

@@ -1,0 +1,1 @@
+"""Start, secure, drive and stop a real Flower federation on this machine (``fleet run``)."""

@@ -1,0 +1,258 @@
+"""The credentials of a local federation: a hub CA, the SuperLink's server certificate, one identity per
+cluster.
+
+On the fleet, each managed cluster's identity comes from the OCM add-on registration: the agent makes a key
+and a CSR, the hub signs it. Here the same happens on one machine: `create_cluster_identity` is the cluster's
+side (key + CSR), `CertificateAuthority.sign_cluster` the hub's. The cluster's EC key (P-384, a NIST curve as
+Flower requires) is also its Flower SuperNode authentication key: `verified_auth_public_key` gives the OpenSSH
+public key the SuperLink registers, and only for a certificate that the hub CA signed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+_VALIDITY = datetime.timedelta(days=2)
+_ORGANIZATION = "fleet"
+
+
+class CertificateRejectedError(Exception):
+    """A cluster certificate that the hub does not accept (not signed by its CA, wrong key, expired)."""
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    certificate: Path
+    """PEM certificate."""
+    key: Path
+    """PEM (PKCS #8) private key."""
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    cluster: str
+    certificate: Path
+    """PEM certificate signed by the hub CA; also serves the SuperNode's local Runtime API (SAN localhost)."""
+    key: Path
+    """PEM private key for TLS."""
+    auth_key: Path
+    """The same key in OpenSSH format: the SuperNode's `--auth-supernode-private-key`."""
+    auth_public_key: Path
+    """The OpenSSH public key registered with the SuperLink."""
+
+
+class CertificateAuthority:
+    """The hub CA: signs the SuperLink's server certificate and the clusters' CSRs."""
+
+    def __init__(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        self.certificate = certificate
+        self._key = key
+        self.path = path
+        """The CA certificate (PEM) every party verifies against."""
+
+    @classmethod
+    def create(cls, directory: Path, name: str = "fleet hub CA") -> CertificateAuthority:
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP384R1())
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANIZATION),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
+        start = _now()
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start - datetime.timedelta(minutes=5))
+            .not_valid_after(start + _VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA384())
+        )
+        path = directory / "ca.pem"
+        _write_private(directory / "ca.key", _pem_key(key))
+        path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        return cls(certificate, key, path)
+
+    def issue_server(
+        self, directory: Path, name: str = "superlink", hosts: tuple[str, ...] = LOCAL_HOSTS
+    ) -> KeyPair:
+        """A key and a certificate for the SuperLink, valid for ``hosts``."""
+        key = ec.generate_private_key(ec.SECP384R1())
+        certificate = self._sign(_subject(name), key.public_key(), hosts, server=True, client=False)
+        return _save_pair(directory, name, key, certificate)
+
+    def sign_cluster(self, csr: x509.CertificateSigningRequest) -> x509.Certificate:
+        """Sign a cluster's CSR, as the hub does when it accepts a managed cluster's add-on registration."""
+        if not csr.is_signature_valid:
+            raise CertificateRejectedError("the CSR's signature does not match its public key")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise CertificateRejectedError("expected an EC key in the CSR")
+        names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names:
+            raise CertificateRejectedError("expected a common name (the cluster name) in the CSR")
+        return self._sign(csr.subject, public_key, LOCAL_HOSTS, server=True, client=True)
+
+    def _sign(
+        self,
+        subject: x509.Name,
+        public_key: ec.EllipticCurvePublicKey,
+        hosts: tuple[str, ...],
+        *,
+        server: bool,
+        client: bool,
+    ) -> x509.Certificate:
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
+        start = _now()
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start - datetime.timedelta(minutes=5))
+            .not_valid_after(start + _VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([_general_name(h) for h in hosts]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()),  # type: ignore[arg-type]
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA384())
+        )
+
+
+def create_cluster_identity(
+    directory: Path, cluster: str, authority: CertificateAuthority
+) -> ClusterIdentity:
+    """Make a cluster's key and CSR (the cluster's side), have ``authority`` sign it (the hub's side)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_subject(cluster))
+        .add_extension(x509.SubjectAlternativeName([_general_name(h) for h in LOCAL_HOSTS]), critical=False)
+        .sign(key, hashes.SHA384())
+    )
+    certificate = authority.sign_cluster(csr)
+    pair = _save_pair(directory, cluster, key, certificate)
+    auth_key = directory / f"{cluster}.auth"
+    _write_private(
+        auth_key,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
+    )
+    auth_public_key = directory / f"{cluster}.auth.pub"
+    auth_public_key.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    return ClusterIdentity(cluster, pair.certificate, pair.key, auth_key, auth_public_key)
+
+
+def verified_auth_public_key(identity: ClusterIdentity, ca_certificate: Path) -> bytes:
+    """The OpenSSH public key to register for ``identity``, once its certificate checks out with the hub CA.
+
+    Raises `CertificateRejectedError` when the certificate is not signed by that CA, has expired, names
+    another cluster, or does not hold the same key as the authentication key.
+    """
+    ca = x509.load_pem_x509_certificate(ca_certificate.read_bytes())
+    try:
+        certificate = x509.load_pem_x509_certificate(identity.certificate.read_bytes())
+    except ValueError as error:
+        raise CertificateRejectedError(
+            f"{identity.certificate}: expected a PEM certificate ({error})"
+        ) from error
+    try:
+        certificate.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as error:
+        raise CertificateRejectedError(
+            f"the certificate of cluster {identity.cluster!r} ({identity.certificate}) is not signed by the "
+            f"hub CA ({ca_certificate})"
+        ) from error
+    now = _now()
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        raise CertificateRejectedError(f"the certificate of cluster {identity.cluster!r} is not valid now")
+    names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [identity.cluster]:
+        raise CertificateRejectedError(
+            f"the certificate names {names!r}, expected the cluster {identity.cluster!r}"
+        )
+    public_key = serialization.load_ssh_public_key(identity.auth_public_key.read_bytes())
+    if public_key != certificate.public_key():
+        raise CertificateRejectedError(
+            f"the authentication key of cluster {identity.cluster!r} is not the key its certificate certifies"
+        )
+    return identity.auth_public_key.read_bytes()
+
+
+def _subject(name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _save_pair(
+    directory: Path, name: str, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate
+) -> KeyPair:
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path = directory / f"{name}.key"
+    certificate_path = directory / f"{name}.pem"
+    _write_private(key_path, _pem_key(key))
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return KeyPair(certificate_path, key_path)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(content)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

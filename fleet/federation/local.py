@@ -1,0 +1,761 @@
+"""Run a job on this machine as a real Flower federation: one SuperLink, one SuperNode per placed cluster.
+
+`plan_run` places the job with the same evaluator as ``fleet plan`` and maps each selected cluster's claimed
+data path under the local data root. `run_federation` then
+- makes the credentials (hub CA, SuperLink certificate, a CA-signed identity per cluster; `certificates`),
+- starts ``flower-superlink`` with TLS and SuperNode authentication, registers each cluster's key once its
+  certificate checks out against the hub CA, and starts one ``flower-supernode`` per cluster,
+- submits the FAB (`fleet/app/pyproject.toml` + the ``fleet`` sources) with ``flwr run`` and the job's run
+  config,
+- follows the ServerApp's ``progress.jsonl`` and the run's state, writes the status file and the model card,
+- and stops every process it started, whatever happens (`processes.ProcessSupervisor`).
+
+Speed (Flower 1.41 on 2 cores): by default each SuperNode runs with ``--isolation process`` and one warm
+executor (`executor`) serves all of them, so no message pays for a new Python, Flower and torch; the SuperExec
+that starts the ServerApp polls every 0.05 s instead of 1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``). What is
+left is the SuperNode's fixed 3 s wait between polls of the SuperLink when idle. ``executor="flower"`` keeps
+Flower's own per-message ``flwr-clientapp`` processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Literal, Protocol
+
+from fleet.federation.certificates import (
+    CertificateAuthority,
+    CertificateRejectedError,
+    ClusterIdentity,
+    create_cluster_identity,
+    verified_auth_public_key,
+)
+from fleet.federation.control import ControlClient
+from fleet.federation.processes import ManagedProcess, ProcessSupervisor, free_port
+from fleet.federation.progress import (
+    PROGRESS_FILE,
+    Completed,
+    Failed,
+    ProgressFollower,
+    RoundFinished,
+    Started,
+)
+from fleet.federation.status import STATUS_FILE, StatusRecorder
+from fleet.models import FederatedLearningStatus, Job
+from fleet.placement import evaluate, placement_spec
+from fleet.repository import Repository
+
+Executor = Literal["warm", "flower"]
+_APP_PACKAGE = Path(__file__).resolve().parent.parent  # the `fleet` package the FAB carries
+_START_TIMEOUT = 90.0
+_TICK = 0.2
+_TLS_ON = "on (hub CA, CA-signed cluster identities, SuperNode authentication)"
+
+
+class RunError(Exception):
+    """The job cannot run here, or the federation failed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Collaborator:
+    cluster: str
+    data_path: Path
+    """The cluster's claimed dataset path, mapped under the local data root."""
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    job: Job
+    repository_root: Path
+    collaborators: tuple[Collaborator, ...]
+    """Placed clusters whose data is present."""
+    excluded: dict[str, str]
+    """Placed clusters left out, with the reason (their data is missing or unreadable)."""
+    job_dir: Path
+    """``<work-dir>/<job>``: status, credentials, logs, the FAB sources."""
+    storage_dir: Path
+    """The job's model storage mapped locally: checkpoints, the model, metrics and the model card."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    executor: Executor = "warm"
+    task_poll_interval: float = 0.05
+    """Seconds between the SuperExec's polls for new tasks (Flower's default: 1)."""
+    start_timeout: float = _START_TIMEOUT
+    """Seconds for the processes to start and every SuperNode to connect."""
+    seed: int = 0
+    app: Path | None = None
+    """A folder with a FAB ``pyproject.toml`` and the app's packages to run instead of fleet's own app."""
+
+
+class Observer(Protocol):
+    """What `run_federation` reports while it runs (the CLI draws a progress bar from it)."""
+
+    def phase(self, message: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+    def started(self, rounds: int, clusters: tuple[str, ...]) -> None: ...
+
+    def round(self, event: RoundFinished) -> None: ...
+
+
+class _InterruptedError(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def local_storage_dir(job: Job, job_dir: Path) -> Path:
+    """The job's model storage on this machine: the PVC path, or a folder named after S3 bucket and prefix."""
+    storage = job_dir / "storage"
+    if job.storage.pvc is not None:
+        return storage / job.storage.pvc.path.lstrip("/")
+    assert job.storage.s3 is not None
+    return storage / "s3" / job.storage.s3.bucket / job.storage.s3.prefix.strip("/")
+
+
+def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: Path) -> LocalPlan:
+    """Place ``job_name`` over the repository's clusters; raise `RunError` when it cannot run."""
+    job = repository.jobs.get(job_name)
+    if job is None:
+        known = ", ".join(repository.jobs) or "none"
+        raise RunError(f"no job named {job_name!r} under {repository.root / 'jobs'} (jobs: {known})")
+    clusters = list(repository.clusters.values())
+    result = evaluate(
+        placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job), clusters
+    )
+    selected = result.selected
+    if len(selected) < job.min_available_clients:
+        out = "; ".join(f"{d.cluster}: {', '.join(d.reasons)}" for d in result.decisions if not d.selected)
+        raise RunError(
+            f"job {job.name!r} needs minAvailableClients={job.min_available_clients} collaborators, but "
+            f"placement selects {len(selected)} ({', '.join(selected) or 'none'}); left out: {out or 'none'}"
+        )
+    collaborators, excluded = [], {}
+    for name in selected:
+        claim = repository.clusters[name].datasets[job.dataset]
+        path = data_root / claim.path.lstrip("/")
+        problem = _data_problem(path)
+        if problem:
+            excluded[name] = (
+                f"collaborator {name}: its data path {claim.path} (locally {path}) {problem}; "
+                f"`fleet data prepare` writes the example partitions"
+            )
+        else:
+            collaborators.append(Collaborator(name, path.resolve()))
+    job_dir = (work_dir / job.name).resolve()
+    return LocalPlan(
+        job,
+        repository.root.resolve(),
+        tuple(collaborators),
+        excluded,
+        job_dir,
+        local_storage_dir(job, job_dir),
+    )
+
+
+def run_config(
+    plan: LocalPlan, settings: RunSettings, test_data: Path | None
+) -> dict[str, str | int | float]:
+    """The ServerApp's run config, from the job (keys of fleet/app/pyproject.toml [tool.flwr.app.config])."""
+    job, training = plan.job, plan.job.training
+    return {
+        "num-rounds": job.rounds,
+        "strategy": training.strategy.value,
+        "proximal-mu": float(training.proximal_mu),
+        "local-epochs": training.local_epochs,
+        "learning-rate": float(training.learning_rate),
+        "batch-size": training.batch_size,
+        "fraction-train": float(training.fraction_train),
+        "min-available-clients": job.min_available_clients,
+        "round-timeout": training.round_timeout_seconds,
+        "model-dir": str(plan.storage_dir),
+        "test-data": str(test_data) if test_data else "",
+        "seed": settings.seed,
+    }
+
+
+def run_federation(
+    plan: LocalPlan,
+    observer: Observer,
+    settings: RunSettings = RunSettings(),
+    test_data: Path | None = None,
+) -> FederatedLearningStatus:
+    """Run the planned federation to its end; the final status (Completed, or Failed with the reason)."""
+    job = plan.job
+    recorder = StatusRecorder(plan.job_dir / STATUS_FILE, job.rounds)
+    supervisor = ProcessSupervisor(plan.job_dir / "logs", _environment(plan, settings))
+    run = _Run(plan, settings, observer, recorder, supervisor, test_data)
+    with _signals_raise():
+        try:
+            run.execute()
+        except _InterruptedError as interrupt:
+            recorder.failed(f"interrupted by {interrupt} before the run finished")
+        except RunError as error:
+            recorder.failed(str(error))
+        except BaseException as error:
+            recorder.failed(f"fleet run failed: {type(error).__name__}: {error}")
+            raise
+        finally:
+            run.stop()
+    return recorder.status
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into an exception, so that the processes are stopped in order."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise _InterruptedError(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@dataclass
+class _Run:
+    plan: LocalPlan
+    settings: RunSettings
+    observer: Observer
+    recorder: StatusRecorder
+    supervisor: ProcessSupervisor
+    test_data: Path | None
+    control: ControlClient | None = None
+    run_id: int | None = None
+    finished: bool = False
+    supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def job(self) -> Job:
+        return self.plan.job
+
+    def execute(self) -> None:
+        plan, job = self.plan, self.job
+        for reason in plan.excluded.values():
+            self.observer.warning(reason)
+        if len(plan.collaborators) < job.min_available_clients:
+            raise RunError(
+                f"only {len(plan.collaborators)} collaborators have their data, job {job.name!r} needs "
+                f"minAvailableClients={job.min_available_clients}: " + "; ".join(plan.excluded.values())
+            )
+        self._prepare_folders()
+        names = tuple(c.cluster for c in plan.collaborators)
+        self.recorder.waiting("creating the hub CA and the cluster identities", names)
+        tls = self._credentials()
+        if tls is None:
+            self.observer.warning(
+                f"job {job.name!r} sets tls: false: the SuperLink, the SuperNodes and every model update run "
+                "WITHOUT TLS and WITHOUT SuperNode authentication"
+            )
+        # Start what does not depend on the SuperLink (the executor's imports) while the SuperLink starts, and
+        # submit the run while the SuperNodes connect: the ServerApp waits for them itself.
+        ports = {c.cluster: free_port() for c in plan.collaborators}
+        address = self._start_superlink(tls)
+        self._start_executor(ports, tls)
+        self._wait_for_superlink(address, tls)
+        self.control = ControlClient(address, tls.ca if tls else None)
+        node_ids = self._register(tls)
+        self._start_supernodes(address, ports, tls)
+        submission = self._submit()
+        self._wait_for_nodes(node_ids)
+        self.run_id = self._submitted(submission)
+        self.recorder.running(f"run {self.run_id} submitted to {len(self.supernodes)} collaborators")
+        self.observer.started(job.rounds, tuple(self.supernodes))
+        self._follow(time.monotonic() + self._timeout())
+
+    # --- set-up -------------------------------------------------------------------------------------------
+
+    def _prepare_folders(self) -> None:
+        for sub in ("certs", "logs", "flwr-home", "app"):
+            shutil.rmtree(self.plan.job_dir / sub, ignore_errors=True)
+        self.plan.storage_dir.mkdir(parents=True, exist_ok=True)
+        (self.plan.storage_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        (self.plan.storage_dir / "model-card.md").unlink(missing_ok=True)
+
+    def _credentials(self) -> _Tls | None:
+        if not self.job.tls:
+            return None
+        self.observer.phase("creating the hub CA, the SuperLink certificate and one identity per cluster")
+        directory = self.plan.job_dir / "certs"
+        authority = CertificateAuthority.create(directory, f"fleet hub CA ({self.job.name})")
+        server = authority.issue_server(directory)
+        identities = {
+            c.cluster: create_cluster_identity(directory / "clusters", c.cluster, authority)
+            for c in self.plan.collaborators
+        }
+        return _Tls(authority.path, server.certificate, server.key, identities)
+
+    def _start_superlink(self, tls: _Tls | None) -> str:
+        self.observer.phase("starting the SuperLink")
+        port = free_port()
+        argv = [_tool("flower-superlink"), "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--disable-runtime-dependency-installation"]
+        if tls:
+            argv += ["--ssl-ca-certfile", str(tls.ca), "--ssl-certfile", str(tls.server_certificate)]
+            argv += ["--ssl-keyfile", str(tls.server_key), "--enable-supernode-auth"]
+        else:
+            argv += ["--insecure"]
+        self.supervisor.start("superlink", argv)
+        address = f"127.0.0.1:{port}"
+        _write_flower_config(self.plan.job_dir / "flwr-home", address, tls.ca if tls else None)
+        return address
+
+    def _wait_for_superlink(self, address: str, tls: _Tls | None) -> None:
+        superlink = self.supervisor.processes[0]
+        deadline = time.monotonic() + self.settings.start_timeout
+        while not _healthy(address, tls.ca if tls else None):
+            if not superlink.alive():
+                raise RunError(
+                    f"the SuperLink exited while starting; its log ({superlink.log}) ends:\n"
+                    f"{superlink.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"the SuperLink did not answer on {address} within {self.settings.start_timeout:.0f} s"
+                )
+            time.sleep(0.1)
+
+    def _register(self, tls: _Tls | None) -> dict[str, int]:
+        """Register each cluster's key with the SuperLink, as the hub does; cluster -> node id."""
+        if tls is None:
+            return {}
+        assert self.control is not None
+        self.observer.phase("registering the clusters' SuperNode keys with the SuperLink")
+        node_ids = {}
+        for cluster, identity in tls.identities.items():
+            try:
+                key = verified_auth_public_key(identity, tls.ca)
+            except CertificateRejectedError as error:
+                self._lose(cluster, f"refused: {error}")
+                continue
+            node_ids[cluster] = self.control.register_node(key, cluster)
+        self._check_minimum()
+        return node_ids
+
+    def _start_supernodes(self, address: str, ports: Mapping[str, int], tls: _Tls | None) -> None:
+        self.observer.phase(f"starting {len(self.plan.collaborators)} SuperNodes")
+        for collaborator in self.plan.collaborators:
+            cluster = collaborator.cluster
+            if cluster in self.lost:
+                continue
+            argv = [_tool("flower-supernode"), "--superlink", address, "--host", "127.0.0.1"]
+            argv += ["--port", str(ports[cluster])]
+            node_config = (
+                f"data-path={_toml_string(str(collaborator.data_path))} cluster-name={_toml_string(cluster)}"
+            )
+            argv += ["--node-config", node_config]
+            if tls:
+                identity = tls.identities[cluster]
+                argv += [
+                    "--root-certificates",
+                    str(tls.ca),
+                    "--auth-supernode-private-key",
+                    str(identity.auth_key),
+                ]
+                # The cluster's certificate also serves the SuperNode's Runtime API to its ClientApps.
+                argv += ["--ssl-certfile", str(identity.certificate), "--ssl-keyfile", str(identity.key)]
+                argv += ["--ssl-ca-certfile", str(tls.ca)]
+            else:
+                argv += ["--insecure"]
+            if self.settings.executor == "warm":
+                argv += ["--isolation", "process"]
+            self.supernodes[cluster] = self.supervisor.start(f"supernode-{cluster}", argv)
+
+    def _start_executor(self, ports: Mapping[str, int], tls: _Tls | None) -> None:
+        """The warm executor serving every SuperNode's ClientApp tasks (``executor="warm"``)."""
+        if self.settings.executor != "warm":
+            return
+        argv = [sys.executable, "-m", "fleet.federation.executor", "--parent-pid", str(os.getpid())]
+        for port in ports.values():
+            argv += ["--runtime-api-address", f"127.0.0.1:{port}"]
+        if tls:
+            argv += ["--root-certificates", str(tls.ca)]
+        app = self._app_dir()
+        argv += ["--app-dir", str(app), "--preload", _component(app, "clientapp").partition(":")[0]]
+        self.supervisor.start("executor", argv)
+
+    def _wait_for_nodes(self, node_ids: dict[str, int]) -> None:
+        assert self.control is not None
+        self.recorder.waiting(
+            f"waiting for {len(self.supernodes)} SuperNodes to connect", tuple(self.supernodes)
+        )
+        self.observer.phase("waiting for the SuperNodes to connect")
+        deadline = time.monotonic() + self.settings.start_timeout
+        while True:
+            self._check_processes()
+            online = {n for n, state in self.control.node_statuses().items() if state == "online"}
+            expected = {node_ids[c] for c in self.supernodes if c in node_ids}
+            if (expected and expected <= online) or (not node_ids and len(online) >= len(self.supernodes)):
+                return
+            if time.monotonic() > deadline:
+                late = [c for c in self.supernodes if node_ids.get(c) not in online]
+                if len(self.supernodes) - len(late) >= self.job.min_available_clients:
+                    for cluster in late:
+                        self._lose(cluster, "did not connect in time", stop=True)
+                    return
+                raise RunError(
+                    f"SuperNodes of {', '.join(late)} did not connect within "
+                    f"{self.settings.start_timeout:.0f} s"
+                    + "".join(
+                        f"\n--- {c} ({self.supernodes[c].log}):\n{self.supernodes[c].tail()}" for c in late
+                    )
+                )
+            time.sleep(0.1)
+
+    def _app_dir(self) -> Path:
+        """The FAB's sources: fleet/app/pyproject.toml at the top, and the `fleet` package's Python files."""
+        app = self.plan.job_dir / "app"
+        if not (app / "pyproject.toml").is_file():
+            staging = self.plan.job_dir / ".app.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            if self.settings.app is None:
+                sources, into, manifest = (
+                    _APP_PACKAGE,
+                    staging / "fleet",
+                    _APP_PACKAGE / "app" / "pyproject.toml",
+                )
+            else:
+                sources, into, manifest = self.settings.app, staging, self.settings.app / "pyproject.toml"
+            for source in sorted(sources.rglob("*.py")):
+                if "__pycache__" in source.parts:
+                    continue
+                target = into / source.relative_to(sources)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+            shutil.copy2(manifest, staging / "pyproject.toml")
+            shutil.rmtree(app, ignore_errors=True)
+            staging.rename(app)
+        return app
+
+    def _submit(self) -> subprocess.Popen[str]:
+        """Start ``flwr run`` with the job's run config; `_submitted` collects the run id."""
+        self.observer.phase("submitting the run (flwr run)")
+        config_file = self.plan.job_dir / "run-config.toml"
+        config = run_config(self.plan, self.settings, self.test_data)
+        config_file.write_text(
+            "".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()), encoding="utf-8"
+        )
+        argv = [_tool("flwr"), "run", str(self._app_dir()), "local", "--run-config", str(config_file)]
+        argv += ["--format", "json"]
+        return subprocess.Popen(
+            argv,
+            env=dict(self.supervisor.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def _submitted(self, submission: subprocess.Popen[str]) -> int:
+        try:
+            stdout, stderr = submission.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            submission.kill()
+            submission.communicate()
+            raise RunError("`flwr run` did not return within 120 s") from None
+        try:
+            answer = json.loads(stdout[stdout.index("{") :])
+            return int(answer["run-id"])
+        except (ValueError, KeyError):
+            raise RunError(
+                f"`flwr run` did not start the run (exit {submission.returncode}):\n"
+                f"{stdout}\n{stderr}".strip()
+            ) from None
+
+    # --- following the run --------------------------------------------------------------------------------
+
+    def _timeout(self) -> float:
+        training = self.job.training
+        return self.settings.start_timeout + self.job.rounds * training.round_timeout_seconds + 60
+
+    def _follow(self, deadline: float) -> None:
+        assert self.control is not None and self.run_id is not None
+        follower = ProgressFollower(self.plan.storage_dir / PROGRESS_FILE)
+        next_state_check = 0.0
+        while True:
+            for event in follower.read():
+                if isinstance(event, Started):
+                    continue
+                if isinstance(event, RoundFinished):
+                    self.recorder.round(event.round, event.participants, event.metrics, event.time)
+                    self.observer.round(event)
+                elif isinstance(event, Completed):
+                    self.finished = True
+                    self._complete(event)
+                    return
+                elif isinstance(event, Failed):
+                    self.finished = True
+                    raise RunError(f"the ServerApp failed: {event.reason}{self._lost_note()}")
+            self._check_processes()
+            now = time.monotonic()
+            if now >= next_state_check:
+                next_state_check = now + 1.0
+                state = self.control.run_state(self.run_id)
+                if state is not None and state.status == "finished":
+                    # The ServerApp writes its last event before it ends: read once more before judging.
+                    time.sleep(_TICK)
+                    if any(isinstance(e, Completed | Failed) for e in follower.read()):
+                        continue
+                    self.finished = True
+                    raise RunError(
+                        f"the run ended ({state.sub_status}) without completing: "
+                        f"{state.details or 'no details'}"
+                        f"{self._lost_note()}; see {self.plan.job_dir / 'logs'}"
+                    )
+            if now > deadline:
+                raise RunError(
+                    f"the run did not finish within {self._timeout():.0f} s (start-up plus "
+                    f"{self.job.rounds} rounds of roundTimeoutSeconds="
+                    f"{self.job.training.round_timeout_seconds})"
+                )
+            time.sleep(_TICK)
+
+    def _check_processes(self) -> None:
+        self.supervisor.watch()
+        for process in self.supervisor.exited():
+            if process.name == "superlink" and not self.finished:
+                raise RunError(
+                    f"the SuperLink exited (code {process.popen.returncode}); its log ends:\n{process.tail()}"
+                )
+            if process.name == "executor" and not self.finished:
+                raise RunError(f"the ClientApp executor exited; its log ends:\n{process.tail()}")
+            cluster = process.name.removeprefix("supernode-")
+            if process.name.startswith("supernode-") and cluster not in self.lost:
+                self._lose(
+                    cluster,
+                    f"its SuperNode exited (code {process.popen.returncode}); log ends:\n{process.tail(5)}",
+                )
+        self._check_minimum()
+
+    def _lose(self, cluster: str, reason: str, stop: bool = False) -> None:
+        self.lost[cluster] = reason
+        self.observer.warning(f"collaborator {cluster}: {reason}")
+        process = self.supernodes.pop(cluster, None)
+        if stop and process is not None:
+            self.supervisor.stop(process)
+
+    def _check_minimum(self) -> None:
+        remaining = len(self.plan.collaborators) - len(self.lost)
+        if remaining < self.job.min_available_clients:
+            raise RunError(
+                f"only {remaining} of {len(self.plan.collaborators)} collaborators remain, job "
+                f"{self.job.name!r} needs minAvailableClients={self.job.min_available_clients}"
+                f"{self._lost_note()}"
+            )
+
+    def _lost_note(self) -> str:
+        if not self.lost:
+            return ""
+        return " (lost: " + "; ".join(f"{c}: {r.splitlines()[0]}" for c, r in self.lost.items()) + ")"
+
+    def _complete(self, event: Completed) -> None:
+        storage = self.plan.storage_dir
+        model = storage / "model.pt"
+        if not model.is_file():
+            raise RunError(f"the ServerApp reported completion but wrote no model at {model}")
+        rounds = self.recorder.status.rounds
+        participants = sorted({p for r in rounds for p in r.participants}) or sorted(self.supernodes)
+        _write_model_card(self.plan, participants, event.metrics, self.recorder.status)
+        self.recorder.completed(
+            str(model),
+            event.metrics,
+            f"{self.job.rounds} rounds with {', '.join(participants)}{self._lost_note()}",
+        )
+
+    def stop(self) -> None:
+        if self.control is not None:
+            if self.run_id is not None and not self.finished:
+                with contextlib.suppress(Exception):
+                    self.control.stop_run(self.run_id)
+            with contextlib.suppress(Exception):
+                self.control.close()
+        self.supervisor.stop_all()
+
+
+@dataclass(frozen=True)
+class _Tls:
+    ca: Path
+    server_certificate: Path
+    server_key: Path
+    identities: dict[str, ClusterIdentity]
+
+
+def _environment(plan: LocalPlan, settings: RunSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(
+        {
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+            "FLWR_HOME": str(plan.job_dir / "flwr-home"),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(settings.task_poll_interval),
+            "PYTHONUNBUFFERED": "1",
+            "NO_COLOR": "1",
+        }
+    )
+    return env
+
+
+def _tool(name: str) -> str:
+    """A Flower command from this Python's environment."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+def _component(app: Path, name: str) -> str:
+    """A component reference (``module:attribute``) from the FAB manifest ``app/pyproject.toml``."""
+    import tomllib
+
+    manifest = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
+    reference: str = manifest["tool"]["flwr"]["app"]["components"][name]
+    return reference
+
+
+def _write_flower_config(home: Path, address: str, ca: Path | None) -> None:
+    """The `flwr` CLI's config ($FLWR_HOME/config.toml): the SuperLink connection named `local`."""
+    home.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "[superlink]",
+        'default = "local"',
+        "",
+        "[superlink.local]",
+        f"address = {_toml_string(address)}",
+    ]
+    lines += [f"root-certificates = {_toml_string(str(ca))}"] if ca else ["insecure = true"]
+    (home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _healthy(address: str, ca: Path | None) -> bool:
+    scheme = "https" if ca else "http"
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    try:
+        with urllib.request.urlopen(f"{scheme}://{address}/health", timeout=1, context=context) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def _data_problem(path: Path) -> str:
+    if not path.exists():
+        return "does not exist"
+    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+        return "is not readable"
+    if path.is_dir() and not any(path.iterdir()):
+        return "is empty"
+    return ""
+
+
+def _toml_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid TOML basic string
+
+
+def _toml_value(value: str | int | float) -> str:
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "0.0"
+    return str(value)
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+def _write_model_card(
+    plan: LocalPlan, clusters: list[str], metrics: Mapping[str, float], status: FederatedLearningStatus
+) -> None:
+    job, training = plan.job, plan.job.training
+    lines = [
+        f"# Model card: {job.name}",
+        "",
+        f"- job: `{job.name}` (namespace `{job.namespace}`, dataset `{job.dataset}`)",
+        f"- repository commit: `{_git_commit(plan.repository_root)}`",
+        f"- clusters: {', '.join(clusters)}",
+        f"- rounds: {job.rounds} (minAvailableClients {job.min_available_clients}, "
+        f"maxClients {job.max_clients})",
+        f"- training: {training.strategy.value}, {training.local_epochs} local epochs, learning rate "
+        f"{training.learning_rate}, batch size {training.batch_size}, fraction {training.fraction_train}"
+        + (f", proximal mu {training.proximal_mu}" if training.proximal_mu else ""),
+        f"- TLS: {_TLS_ON if job.tls else 'OFF'}",
+        f"- trained: {status.started_at} to {status.finished_at or 'now'}",
+        "- model: `model.pt`; per-round checkpoints: `checkpoints/`; metrics: `metrics.json`",
+        "",
+        "## Final metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())],
+        "",
+        "## Rounds",
+        "",
+        "| round | participants | metrics |",
+        "|---|---|---|",
+        *[
+            f"| {r.round} | {', '.join(r.participants)} | "
+            + ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.metrics.items()))
+            + " |"
+            for r in status.rounds
+        ],
+        "",
+        "The data never left the clusters: each collaborator trained on its own partition and sent only "
+        "model updates to the aggregator.",
+    ]
+    target = plan.storage_dir / "model-card.md"
+    temporary = target.with_name(".model-card.md.tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    temporary.replace(target)
+
+
+__all__ = [
+    "Collaborator",
+    "LocalPlan",
+    "Observer",
+    "RunError",
+    "RunSettings",
+    "local_storage_dir",
+    "plan_run",
+    "run_config",
+    "run_federation",
+]

@@ -1,0 +1,179 @@
+"""Start, watch and stop the processes of a local federation, so that none outlives the run.
+
+Each process starts in its own session (so a Ctrl-C in the terminal reaches only ``fleet run``, which then
+stops everything in order) with its output in a log file. Flower starts further processes of its own
+(SuperExec, ``flwr-serverapp``, some in new sessions): `ProcessSupervisor.watch` keeps a record of every
+descendant seen, and `ProcessSupervisor.stop_all` terminates the process groups and every recorded descendant,
+then kills what is left after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of the process's log, without terminal colour codes."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(_strip_ansi(line) for line in text.splitlines()[-lines:])
+
+
+@dataclass
+class ProcessSupervisor:
+    log_dir: Path
+    env: Mapping[str, str]
+    processes: list[ManagedProcess] = field(default_factory=list)
+    _descendants: dict[int, float] = field(default_factory=dict)
+    """pid -> create time of every process seen under ours (create time guards against pid reuse)."""
+
+    def start(self, name: str, argv: Sequence[str], cwd: Path | None = None) -> ManagedProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(self.env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        process = ManagedProcess(name, popen, log)
+        self.processes.append(process)
+        return process
+
+    def exited(self) -> list[ManagedProcess]:
+        return [p for p in self.processes if not p.alive()]
+
+    def watch(self) -> None:
+        """Record the current descendants of every started process."""
+        for process in self.processes:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        self._descendants.setdefault(child.pid, child.create_time())
+
+    def descendants(self, name: str) -> list[psutil.Process]:
+        """The live recorded descendants whose process name or command line contains ``name``."""
+        found = []
+        for pid, created in self._descendants.items():
+            with contextlib.suppress(psutil.Error):
+                child = psutil.Process(pid)
+                if child.create_time() == created and any(
+                    name in part for part in [child.name(), *child.cmdline()]
+                ):
+                    found.append(child)
+        return found
+
+    def pids(self) -> list[int]:
+        """Every live process started or recorded, ours first."""
+        self.watch()
+        live = [p.pid for p in self.processes if p.alive()]
+        for pid, created in self._descendants.items():
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(pid).create_time() == created:
+                    live.append(pid)
+        return live
+
+    def stop(self, process: ManagedProcess, grace: float = 3.0) -> None:
+        """Stop one process and its group."""
+        self._signal_group(process, signal.SIGTERM)
+        try:
+            process.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self._signal_group(process, signal.SIGKILL)
+            process.popen.wait(timeout=grace)
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        """Terminate everything started (newest first), then kill what is left after ``grace`` seconds."""
+        self.watch()
+        recorded = self._recorded()
+        for process in reversed(self.processes):
+            self._signal_group(process, signal.SIGTERM)
+        for child in recorded:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        deadline = time.monotonic() + grace
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        _, remaining = psutil.wait_procs(recorded, timeout=max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
+            self._signal_group(process, signal.SIGKILL)
+        for child in [*remaining, *self._recorded()]:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=grace)
+
+    def _recorded(self) -> list[psutil.Process]:
+        live = []
+        for pid, created in self._descendants.items():
+            with contextlib.suppress(psutil.Error):
+                child = psutil.Process(pid)
+                if child.create_time() == created:
+                    live.append(child)
+        return live
+
+    @staticmethod
+    def _signal_group(process: ManagedProcess, signum: signal.Signals) -> None:
+        # The group id is the leader's pid (start_new_session); it outlives the leader while members remain.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signum)
+
+    def __enter__(self) -> ProcessSupervisor:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _strip_ansi(line: str) -> str:
+    out, skip = [], False
+    for char in line:
+        if char == "\x1b":
+            skip = True
+        elif skip:
+            skip = not char.isalpha()
+        else:
+            out.append(char)
+    return "".join(out)

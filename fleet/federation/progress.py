@@ -1,0 +1,98 @@
+"""Follow the ServerApp's ``progress.jsonl``: one JSON object a line, appended as the run goes.
+
+Events (written by fleet.app.server_app): ``started`` (rounds), ``round`` (round, participants, metrics,
+time), ``completed`` (metrics) and ``failed`` (reason). A line still being written waits for the next
+read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROGRESS_FILE = "progress.jsonl"
+
+
+@dataclass(frozen=True)
+class Started:
+    rounds: int
+
+
+@dataclass(frozen=True)
+class RoundFinished:
+    round: int
+    participants: tuple[str, ...]
+    metrics: dict[str, float]
+    time: str | None
+
+
+@dataclass(frozen=True)
+class Completed:
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+
+
+Event = Started | RoundFinished | Completed | Failed
+
+
+@dataclass
+class ProgressFollower:
+    path: Path
+    _offset: int = 0
+    _pending: bytes = field(default=b"", repr=False)
+
+    def read(self) -> list[Event]:
+        """The events appended since the last read (complete lines only)."""
+        try:
+            with self.path.open("rb") as source:
+                source.seek(self._offset)
+                chunk = source.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._pending + chunk
+        *lines, self._pending = data.split(b"\n")
+        events = []
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                events.append(
+                    parse_event(line.decode("utf-8", errors="replace"), f"{self.path} (new line {number})")
+                )
+        return events
+
+
+def parse_event(line: str, where: str) -> Event:
+    """One progress line; a line that is not a known event becomes `Failed` naming the problem."""
+    try:
+        data: Any = json.loads(line)
+        kind = data["event"]
+        if kind == "started":
+            return Started(int(data["rounds"]))
+        if kind == "round":
+            return RoundFinished(
+                int(data["round"]),
+                tuple(str(p) for p in data.get("participants", ())),
+                _metrics(data.get("metrics")),
+                data.get("time"),
+            )
+        if kind == "completed":
+            return Completed(_metrics(data.get("metrics")))
+        if kind == "failed":
+            return Failed(str(data.get("reason") or "the ServerApp reported a failure without a reason"))
+        raise ValueError(f"unknown event {kind!r}")
+    except (ValueError, KeyError, TypeError) as error:
+        return Failed(f"{where}: expected a progress event (started, round, completed, failed): {error}")
+
+
+def _metrics(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(k): float(v) for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
