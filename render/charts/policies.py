@@ -36,9 +36,9 @@ DATASET_LABEL = "fleet.dev/dataset"
 POLICY_LABEL = "fleet.dev/policy"
 EGRESS_SUFFIX = "-egress"
 LOCALITY_SUFFIX = "-locality"
-MAX_REPLICATED_NAME = 62
-"""OCM copies a Policy into each cluster namespace as ``<namespace>.<name>``, which must fit in 62
-characters."""
+MAX_REPLICATED_NAME = 63
+"""OCM copies a Policy into each cluster namespace as ``<namespace>.<name>``, which must fit in 63
+characters (the policy propagator's admission webhook refuses longer ones)."""
 REMEDIATION = "enforce"
 WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"), ("v1", "Pod"))
 """What counts as a collaborator workload for the locality policy."""

@@ -31,8 +31,9 @@ def _addon(example: Example) -> Rendered:
 
 def _agent(template: dict[str, Any]) -> dict[str, Any]:
     manifests = template["spec"]["agentSpec"]["workload"]["manifests"]
-    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
-    return deployment
+    deployments: list[dict[str, Any]] = [m for m in manifests if m["kind"] == "Deployment"]
+    assert len(deployments) == 1
+    return deployments[0]
 
 
 def test_folder_holds_the_three_addon_objects(example: Example) -> None:
@@ -93,7 +94,7 @@ def test_registration_gets_each_collaborator_a_certificate_signed_by_the_hub_ca(
 def test_agent_is_a_supernode_using_the_registration_certificate(example: Example) -> None:
     agent = _agent(one(_addon(example), "AddOnTemplate"))
     pod = agent["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
+    volumes: dict[str, dict[str, Any]] = {v["name"]: v for v in pod["volumes"]}
     (supernode,) = pod["containers"]
     assert supernode["command"] == ["flower-supernode"]
     args = dict(arg.removeprefix("--").split("=", 1) for arg in supernode["args"])
