@@ -273,11 +273,53 @@ def _validate_one(file: str, document: Mapping[str, Any], schemas: _Schemas) -> 
         return ResourceResult(*identity, status=Status.ERROR, reason=found.reason)
     if found is None:
         return ResourceResult(*identity, status=Status.SKIPPED, reason=schemas.not_found(api_version, kind))
+    errors = tuple(sorted(set(_resource_errors(document, kind, found, schemas))))
+    return ResourceResult(*identity, status=Status.INVALID if errors else Status.VALID, errors=errors)
 
-    errors = set(found.errors(document))
-    errors.update(_metadata_errors(document, kind))
-    status = Status.INVALID if errors else Status.VALID
-    return ResourceResult(*identity, status=status, errors=tuple(sorted(errors)))
+
+def _resource_errors(
+    document: Mapping[str, Any], kind: str, found: _Compiled, schemas: _Schemas
+) -> Iterator[ResourceError]:
+    yield from found.errors(document)
+    yield from _metadata_errors(document, kind)
+    # Resources embedded in this one (a ManifestWork's manifests) are checked against their own schemas where
+    # one is known: their CRD only says "some Kubernetes object".
+    for path in found.embedded:
+        for location, embedded in _expand(document, path):
+            api_version, embedded_kind = embedded.get("apiVersion"), embedded.get("kind")
+            if not isinstance(api_version, str) or not isinstance(embedded_kind, str):
+                continue  # the parent's schema already requires both
+            inner = schemas.lookup(api_version, embedded_kind)
+            prefix = field_path(location)
+            if isinstance(inner, _Unserved):
+                yield ResourceError(prefix + ".apiVersion", inner.reason)
+            elif inner is not None:
+                for error in _resource_errors(embedded, embedded_kind, inner, schemas):
+                    joined = (
+                        prefix
+                        if not error.path
+                        else f"{prefix}{'' if error.path[0] == '[' else '.'}{error.path}"
+                    )
+                    yield ResourceError(joined, error.message)
+
+
+def _expand(node: Any, path: tuple[str | None, ...]) -> Iterator[tuple[list[str | int], dict[str, Any]]]:
+    """The objects at ``path`` in ``node``: a name is a field, None any item of a list or value of a map."""
+    if not path:
+        if isinstance(node, dict):
+            yield [], node
+        return
+    head, rest = path[0], path[1:]
+    children: Iterable[tuple[str | int, Any]]
+    if head is None:
+        children = (
+            enumerate(node) if isinstance(node, list) else node.items() if isinstance(node, dict) else ()
+        )
+    else:
+        children = [(head, node[head])] if isinstance(node, dict) and head in node else []
+    for key, child in children:
+        for location, found in _expand(child, rest):
+            yield [key, *location], found
 
 
 def _describe(error: SchemaError) -> Iterator[ResourceError]:
@@ -917,6 +959,8 @@ class _Compiled:
     """The jsonschema validator: the authority, and the source of every error message."""
     fast: _Check | None
     """Accepts valid documents quickly; None where the schema uses a keyword it does not implement."""
+    embedded: tuple[tuple[str | None, ...], ...] = ()
+    """Where embedded Kubernetes objects sit (``x-kubernetes-embedded-resource``); None: any item or value."""
 
     def errors(self, document: Mapping[str, Any]) -> Iterator[ResourceError]:
         if self.fast is not None:
@@ -936,7 +980,21 @@ def _compile(schema: dict[str, Any], registry: Registry | None = None) -> _Compi
     kwargs: dict[str, Any] = {"format_checker": _FORMATS}
     if registry is not None:
         kwargs["registry"] = registry
-    return _Compiled(_Validator(schema, **kwargs), _fast_check(schema))
+    return _Compiled(_Validator(schema, **kwargs), _fast_check(schema), tuple(_embedded_paths(schema)))
+
+
+def _embedded_paths(
+    schema: Mapping[str, Any], path: tuple[str | None, ...] = ()
+) -> Iterator[tuple[str | None, ...]]:
+    if schema.get("x-kubernetes-embedded-resource") is True:
+        yield path
+        return  # deeper ones belong to the embedded object's own schema
+    for name, sub in (schema.get("properties") or {}).items():
+        if isinstance(sub, Mapping):
+            yield from _embedded_paths(sub, (*path, name))
+    for keyword in ("items", "additionalProperties"):
+        if isinstance(schema.get(keyword), Mapping):
+            yield from _embedded_paths(schema[keyword], (*path, None))
 
 
 @cache
@@ -950,8 +1008,7 @@ def _compiled(schema_json: str) -> _Compiled:
 _DROPPED = frozenset(
     {"description", "default", "example", "title", "externalDocs", "x-kubernetes-validations",
      "x-kubernetes-map-type", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
-     "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
-     "nullable"}
+     "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "nullable"}
 )  # fmt: skip
 
 

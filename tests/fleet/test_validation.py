@@ -291,10 +291,30 @@ def test_every_served_version_is_accepted(crds_dir: Path) -> None:
 
 
 def test_preserve_unknown_fields_accepts_extras(crds_dir: Path) -> None:
+    policy = yaml.safe_load(POLICY)
+    template = policy["spec"]["policy-templates"][0]["objectDefinition"]["spec"]["object-templates"][0]
+    template["objectDefinition"]["anything"] = {"goes": ["here", 1]}
     work = yaml.safe_load(MANIFEST_WORK)
-    work["spec"]["workload"]["manifests"][0]["anything"] = {"goes": ["here", 1]}
-    report = validate_documents([("w.yaml", work)], crds_dir, kubeconform=False)
+    # An embedded object of a kind with no schema anywhere: free-form, as the ManifestWork CRD says.
+    thing = {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "t"}, "x": {"y": 1}}
+    work["spec"]["workload"]["manifests"].append(thing)
+    report = validate_documents([("p.yaml", policy), ("w.yaml", work)], crds_dir, kubeconform=False)
     assert report.ok, report.lines()
+
+
+def test_embedded_resources_are_checked_against_their_own_schemas(crds_dir: Path) -> None:
+    work = yaml.safe_load(MANIFEST_WORK)
+    work["spec"]["workload"]["manifests"][0]["spec"]["valu"] = "/data"
+    work["spec"]["workload"]["manifests"] += [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": 1}},
+        {"apiVersion": "apps/v1beta1", "kind": "Deployment", "metadata": {"name": "d"}},
+    ]
+    result = only(validate_documents([("w.yaml", work)], crds_dir, kubeconform=False))
+    assert result.status is Status.INVALID
+    errors = errors_of(result)
+    assert errors["spec.workload.manifests[0].spec.valu"] == "unknown field (expected one of: value)"
+    assert errors["spec.workload.manifests[1].data.a"] == "expected string or null, found integer 1"
+    assert "does not serve Deployment in v1beta1" in errors["spec.workload.manifests[2].apiVersion"]
 
 
 def test_metadata_is_checked_as_object_meta(crds_dir: Path) -> None:
@@ -383,7 +403,8 @@ def test_own_crd_features_are_honoured(path: str, value: Any, expected_path: str
 def test_own_crd_accepts_nullable_int_or_string_and_open_objects() -> None:
     text = with_change(OWN, "spec.server.port", "grpc")
     text = with_change(text, "spec.extra", {"anything": {"at": ["all", 1]}})
-    text = with_change(text, "spec.template", {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}})
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}
+    text = with_change(text, "spec.template", config_map)
     report = validate_documents(docs(OWN_CRD, text), None, kubeconform=False)
     assert report.ok, report.lines()
 
