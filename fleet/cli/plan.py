@@ -1,0 +1,194 @@
+"""``fleet plan``: which clusters each job trains on, and why every other cluster is out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from fleet.errors import EXIT_INVALID
+from fleet.plan import JobChange, JobPlan, PlanError, compare, plan
+from fleet.repository import Repository
+
+_MARKER = {True: "[green]selected[/]", False: "[red]out[/]"}
+
+
+@click.command("plan")
+@click.argument("jobs", nargs=-1)
+@click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="The repository holding jobs/, clusters/ and policies/.",
+)
+@click.option(
+    "--output", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True
+)
+@click.option("--diff", is_flag=True, help="Show the clusters each job gains or loses against --base.")
+@click.option(
+    "--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]"
+)
+def command(jobs: tuple[str, ...], repo: Path, output: str, diff: bool, base: str | None) -> None:
+    """Evaluate each job's rendered Placement over clusters/: the clusters selected, with their scores, and
+    for every other cluster the reason it is out; whether minAvailableClients is met.
+
+    Exit 2 for an invalid repository or an unknown job. With --diff: exit 0 when no job gains or loses a
+    cluster, 1 when one does, 2 on errors.
+    """
+    from fleet.cli.render import load_or_exit
+
+    if base and not diff:
+        click.echo("--base goes with --diff", err=True)
+        sys.exit(EXIT_INVALID)
+    repository = load_or_exit(repo)
+    try:
+        if diff:
+            changes = _plan_diff(repository, repo, jobs, base)
+        else:
+            plans = plan(repository, jobs)
+    except PlanError as error:
+        click.echo(f"fleet plan: {error}", err=True)
+        sys.exit(EXIT_INVALID)
+
+    if diff:
+        _show_changes(changes, output)
+        sys.exit(1 if any(c.status != "unchanged" for c in changes) else 0)
+    if output == "json":
+        click.echo(json.dumps({"jobs": [p.to_json() for p in plans]}, indent=2))
+    elif output == "markdown":
+        click.echo("\n".join(_markdown_plan(p) for p in plans), nl=False)
+    else:
+        _print_tables(plans)
+
+
+def _plan_diff(repository: Repository, repo: Path, jobs: Sequence[str], base: str | None) -> list[JobChange]:
+    from fleet.diff import DiffError, base_tree, resolve_base
+    from fleet.errors import InvalidRepository
+    from fleet.repository import load_repository
+
+    try:
+        commit, description = resolve_base(repo, base)
+        with base_tree(repo, commit) as root:
+            try:
+                base_repository = load_repository(root)
+            except InvalidRepository as error:
+                problems = "; ".join(str(p) for p in error.problems)
+                raise DiffError(
+                    f"the base ({description}, {commit[:12]}) does not load: {problems}"
+                ) from error
+            base_jobs = [name for name in jobs if name in base_repository.jobs]
+            before = plan(base_repository, base_jobs) if base_jobs or not jobs else []
+    except DiffError as error:
+        click.echo(f"fleet plan --diff: {error}", err=True)
+        sys.exit(EXIT_INVALID)
+    head_jobs = [name for name in jobs if name in repository.jobs]
+    unknown = [name for name in jobs if name not in repository.jobs and name not in {p.job for p in before}]
+    if unknown:
+        raise PlanError(f"no job named {', '.join(map(repr, unknown))} in the working tree or the base")
+    after = plan(repository, head_jobs) if head_jobs or not jobs else []
+    return compare(before, after)
+
+
+# --- output -----------------------------------------------------------------------------------------------
+
+
+def _print_tables(plans: Sequence[JobPlan]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False, width=_width())
+    for job_plan in plans:
+        met = "[green]met[/]" if job_plan.min_available_met else "[bold red]NOT met[/]"
+        table = Table(
+            title=(
+                f"[bold]{job_plan.job}[/] (namespace {job_plan.namespace}, dataset {job_plan.dataset}): "
+                f"{len(job_plan.selected)} selected of numberOfClusters {job_plan.number_of_clusters}; "
+                f"minAvailableClients {job_plan.min_available_clients} {met}"
+            ),
+            title_justify="left",
+            caption=(
+                f"clusterSets {', '.join(job_plan.cluster_sets) or '(all bound)'}; bound to the namespace: "
+                f"{', '.join(job_plan.bound_cluster_sets) or 'none'}; policies: "
+                f"{', '.join(job_plan.policies) or 'none'}"
+            ),
+            caption_justify="left",
+        )
+        for column in ("cluster", "cluster set", "decision", "score", "reason"):
+            table.add_column(column, justify="right" if column == "score" else "left")
+        for cluster in job_plan.clusters:
+            table.add_row(
+                cluster.cluster,
+                cluster.cluster_set,
+                _MARKER[cluster.selected],
+                "" if cluster.score is None else f"{cluster.score:.0f}",
+                "\n".join(r.message for r in cluster.reasons),
+            )
+        console.print(table)
+
+
+def _markdown_plan(job_plan: JobPlan) -> str:
+    met = "met" if job_plan.min_available_met else "**not met**"
+    lines = [
+        f"**{job_plan.job}**: {len(job_plan.selected)} selected; minAvailableClients "
+        f"{job_plan.min_available_clients} {met}\n",
+        "| cluster | decision | score | reason |",
+        "|---|---|---:|---|",
+    ]
+    for c in job_plan.clusters:
+        score = "" if c.score is None else f"{c.score:.0f}"
+        reason = "; ".join(r.message for r in c.reasons).replace("|", "\\|")
+        lines.append(f"| {c.cluster} | {'selected' if c.selected else 'out'} | {score} | {reason} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def _show_changes(changes: Sequence[JobChange], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps({"jobs": [c.to_json() for c in changes]}, indent=2))
+        return
+    rows = [
+        (
+            c.job,
+            c.status,
+            ", ".join(c.gained) or "-",
+            ", ".join(c.lost) or "-",
+            ", ".join(c.after) or "-",
+            _met(c.min_available_before, c.min_available_after),
+        )
+        for c in changes
+    ]
+    header = ("job", "status", "gains", "loses", "selected now", "minAvailableClients met")
+    if output == "markdown":
+        click.echo("#### Placement (`fleet plan --diff`)\n")
+        if not changes:
+            click.echo("No jobs.\n")
+            return
+        click.echo("| " + " | ".join(header) + " |")
+        click.echo("|" + "---|" * len(header))
+        for row in rows:
+            click.echo("| " + " | ".join(row) + " |")
+        click.echo("")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Clusters each job gains or loses", title_justify="left")
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(soft_wrap=False, width=_width()).print(table)
+
+
+def _met(before: bool | None, after: bool | None) -> str:
+    show = {None: "-", True: "yes", False: "no"}
+    return show[after] if before == after else f"{show[before]} → {show[after]}"
+
+
+def _width() -> int | None:
+    # Rich falls back to 80 columns without a terminal; CI logs have room for reasons on one line.
+    return None if sys.stdout.isatty() else 160
