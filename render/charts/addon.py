@@ -3,8 +3,10 @@
 OCM's add-on manager installs the agent from the AddOnTemplate on every cluster that has the add-on's
 ManagedClusterAddOn (rendered per cluster under ``clusters/``; the install strategy is Manual). The template
 registers the agent with a CustomSigner: the klusterlet makes a key and a CSR, the hub signs it with the CA
-in ``fleet.hub.HUB_CA_SECRET``, and the signed certificate lands in a secret in the install namespace. That
-key is also the SuperNode's authentication key: the SuperLink admits only collaborators the hub vouched for.
+in ``fleet.hub.HUB_CA_SECRET`` (a ``kubernetes.io/tls`` Secret in ``fleet.hub.CONTROLLER_NAMESPACE``:
+``tls.crt``, ``tls.key`` in PKCS #8 or PKCS #1), and the signed certificate lands in a secret in the install
+namespace. That key is also the SuperNode's authentication key: the SuperLink admits only collaborators the
+hub vouched for.
 
 Template variables are written ``{{NAME}}`` (OCM's template syntax: plain string substitution). Built-in
 ones: ``CLUSTER_NAME`` and ``INSTALL_NAMESPACE``; the others come from the AddOnDeploymentConfig's
@@ -217,7 +219,6 @@ def _supernode(image: str) -> dict[str, Any]:
                             },
                             "securityContext": security,
                             "volumeMounts": [
-                                {"name": "client-certificate", "mountPath": _CERT_DIR, "readOnly": True},
                                 {"name": "ca", "mountPath": _CA_DIR, "readOnly": True},
                                 {"name": "auth", "mountPath": _AUTH_DIR, "readOnly": True},
                                 {"name": "data", "mountPath": "{{DATA_ROOT}}", "readOnly": True},

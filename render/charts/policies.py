@@ -8,6 +8,9 @@ line on the spokes themselves, whatever creates workloads there:
 - ``<policy>-locality``: no collaborator workload labelled with a governed dataset may exist on a cluster that
   holds the data but is not allowed (``mustnothave``, enforced: the policy framework deletes it).
 
+The NetworkPolicy leaves the add-on healthy: OCM judges a template add-on by its Deployment's availability
+(reported through ManifestWork feedback), not by a lease the agent would have to renew over the network.
+
 Each comes with its Placement and PlacementBinding in ``fleet.hub.POLICY_NAMESPACE``, which is bound to every
 cluster set of ``clusters/``.
 """
