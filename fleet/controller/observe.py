@@ -1,0 +1,134 @@
+"""What the hub's objects say about a job, read from their status: pure functions over plain dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fleet.claims import dataset_claim
+from fleet.lifecycle import Problem
+from fleet.models import FederatedLearningSpec, ListenerStatus, ListenerType
+
+from .objects import JobRef, internal_address, listener_name
+
+_IMAGE_ERRORS = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "manifest unknown",
+)
+
+
+def selected_clusters(decisions: Iterable[Mapping[str, Any]]) -> tuple[str, ...] | None:
+    """The clusters a Placement selected, from its PlacementDecisions; None while it has decided nothing."""
+    ordered = sorted(decisions, key=lambda d: d.get("metadata", {}).get("name", ""))
+    if not ordered:
+        return None
+    clusters: list[str] = []
+    for decision in ordered:
+        for entry in (decision.get("status") or {}).get("decisions") or []:
+            name = entry.get("clusterName")
+            if name and name not in clusters:
+                clusters.append(name)
+    return tuple(clusters)
+
+
+def cluster_claims(managed_cluster: Mapping[str, Any]) -> dict[str, str]:
+    """A ManagedCluster's ClusterClaims, name -> value."""
+    claims = (managed_cluster.get("status") or {}).get("clusterClaims") or []
+    return {c["name"]: str(c.get("value", "")) for c in claims if "name" in c}
+
+
+def data_path(claims: Mapping[str, str], dataset: str) -> str | None:
+    """Where ``dataset`` lies on a cluster, from its ``<dataset>.dataset.fleet.dev`` claim."""
+    value = claims.get(dataset_claim(dataset))
+    return value or None
+
+
+def deployment_available(deployment: Mapping[str, Any] | None) -> bool:
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    return int(status.get("availableReplicas") or 0) >= 1
+
+
+def collaborator_state(work: Mapping[str, Any] | None) -> tuple[bool, Problem | None]:
+    """(available, problem) of the collaborator a ManifestWork carries: its status feedback and conditions."""
+    if work is None:
+        return False, None
+    status = work.get("status") or {}
+    available = False
+    texts: list[str] = []
+    for manifest in (status.get("resourceStatus") or {}).get("manifests") or []:
+        if (manifest.get("resourceMeta") or {}).get("kind") != "Deployment":
+            continue
+        values = {
+            v.get("name"): v.get("fieldValue") or {}
+            for v in (manifest.get("statusFeedback") or {}).get("values") or []
+        }
+        replicas = values.get("AvailableReplicas", {}).get("integer")
+        available = isinstance(replicas, int) and replicas >= 1
+        reason = str(values.get("ProgressingReason", {}).get("string") or "")
+        message = str(values.get("ProgressingMessage", {}).get("string") or "")
+        if reason == "ProgressDeadlineExceeded":
+            texts.append(f"{reason}: {message}".rstrip(": "))
+        elif any(marker in message for marker in _IMAGE_ERRORS):
+            texts.append(message)
+        texts += [
+            f"{c.get('type')}: {c.get('message', '')}"
+            for c in manifest.get("conditions") or []
+            if c.get("status") == "False" and c.get("type") == "Applied"
+        ]
+    texts += [
+        f"{c.get('type')}: {c.get('reason', '')}: {c.get('message', '')}"
+        for c in status.get("conditions") or []
+        if c.get("type") == "Applied" and c.get("status") == "False"
+    ]
+    if available or not texts:
+        return available, None
+    text = "; ".join(dict.fromkeys(texts))
+    if any(marker in text for marker in _IMAGE_ERRORS):
+        return False, Problem("ImagePullError", f"the collaborator's image cannot be pulled: {text}")
+    if "ProgressDeadlineExceeded" in text:
+        return False, Problem(
+            "CollaboratorNotStarting",
+            "the collaborator did not start (check its image, pull secret and the add-on's client "
+            f"certificate): {text}",
+        )
+    return False, Problem("CollaboratorNotApplied", f"the collaborator could not be applied: {text}")
+
+
+def listener_statuses(
+    spec: FederatedLearningSpec,
+    job: JobRef,
+    services: Mapping[str, Mapping[str, Any]],
+    node_host: str = "",
+) -> tuple[ListenerStatus, ...]:
+    """Each listener with the address collaborators reach the SuperLink at ('' while not known yet)."""
+    found = []
+    for listener in spec.server.listeners:
+        address = ""
+        if listener.type is ListenerType.NODE_PORT:
+            address = f"{node_host}:{listener.port}" if node_host else ""
+        elif listener.type is ListenerType.LOAD_BALANCER:
+            service = services.get(listener_name(job, listener)) or {}
+            ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            if ingress:
+                host = ingress[0].get("hostname") or ingress[0].get("ip") or ""
+                address = f"{host}:{listener.port}" if host else ""
+        else:
+            address = f"{listener.host}:443"
+        found.append(
+            ListenerStatus(name=listener.name, type=listener.type, port=listener.port, address=address)
+        )
+    return tuple(found)
+
+
+def superlink_address(listeners: Iterable[ListenerStatus], job: JobRef) -> str:
+    """The address collaborators dial: the first listener with a known address; the in-hub Service otherwise
+    (which only collaborators inside the hub's network reach)."""
+    for listener in listeners:
+        if listener.address:
+            return listener.address
+    return internal_address(job)

@@ -1,0 +1,264 @@
+"""One reconcile of one job, as a pure function: the hub's state in; objects, status and events out.
+
+`reconcile` observes the job's world from plain objects (its PlacementDecisions, the selected clusters'
+ClusterClaims, the objects it owns and their status), runs the shared phase machine (`fleet.lifecycle.step`)
+and turns its actions into the desired objects. The caller applies the difference: `Plan.apply` holds only
+objects that are missing or differ from what the controller last wrote (by `objects.DESIRED_HASH`), and
+`Plan.delete` only objects the job no longer wants, so a reconcile with nothing new costs no API request.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from fleet.federation.progress import Event
+from fleet.lifecycle import (
+    DeployCollaborators,
+    EmitEvent,
+    EnsureFederation,
+    Observation,
+    Problem,
+    ScaleDownFederation,
+    StopRun,
+    SubmitRun,
+    rfc3339,
+    step,
+)
+from fleet.models import Condition, FederatedLearningSpec, FederatedLearningStatus, Phase
+
+from . import observe
+from .objects import (
+    DEPLOYMENT,
+    DESIRED_HASH,
+    MANIFEST_WORK,
+    RUN_ID_ANNOTATION,
+    SECRET,
+    SERVICE,
+    JobRef,
+    ObjectKey,
+    TlsMaterial,
+    collaborator_work,
+    federation_objects,
+    key_of,
+    model_path,
+    superlink_name,
+    tls_secret_name,
+    work_name,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_host: str = ""
+    """The host name or address at which the hub's nodes are reached, for NodePort listeners."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    resource: Mapping[str, Any]
+    """The FederatedLearning object: metadata, spec, status."""
+    decisions: Sequence[Mapping[str, Any]]
+    """The PlacementDecisions of the job's Placement."""
+    claims: Mapping[str, Mapping[str, str]]
+    """ClusterClaims (name -> value) of the managed clusters, by cluster."""
+    owned: Mapping[ObjectKey, Mapping[str, Any]]
+    """The objects that exist for this job (hub objects and ManifestWorks), by key."""
+    ca_pem: str
+    """The hub CA certificate (PEM)."""
+    now: datetime.datetime
+    events: tuple[Event, ...] = ()
+    """Progress events of the run (all of them, or those since the last reconcile)."""
+    run_failure: str | None = None
+    issued_tls: TlsMaterial | None = None
+    """A SuperLink certificate issued for this reconcile (after a plan asked for one)."""
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: FederatedLearningStatus
+    status_changed: bool
+    apply: tuple[dict[str, Any], ...] = ()
+    """Objects to create, or to replace where they exist with another desired hash."""
+    delete: tuple[ObjectKey, ...] = ()
+    events: tuple[EmitEvent, ...] = ()
+    submit: SubmitRun | None = None
+    stop_run: bool = False
+    needs_tls: bool = False
+    """The SuperLink needs a server certificate and none exists: issue one and reconcile again."""
+
+
+def job_ref(resource: Mapping[str, Any]) -> JobRef:
+    metadata = resource["metadata"]
+    return JobRef(metadata["name"], metadata["namespace"], metadata.get("uid", ""))
+
+
+def run_id(resource: Mapping[str, Any]) -> int | None:
+    value = ((resource.get("metadata") or {}).get("annotations") or {}).get(RUN_ID_ANNOTATION)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def current_status(resource: Mapping[str, Any]) -> FederatedLearningStatus:
+    """The resource's status, or a fresh one when it has none (or one this version cannot read)."""
+    try:
+        return FederatedLearningStatus.model_validate(resource.get("status") or {})
+    except ValidationError:
+        return FederatedLearningStatus()
+
+
+def reconcile(state: JobState) -> Plan:
+    resource = state.resource
+    job = job_ref(resource)
+    status = current_status(resource)
+    try:
+        spec = FederatedLearningSpec.model_validate(resource.get("spec") or {})
+    except ValidationError as error:
+        return _invalid(status, state, error)
+
+    decided = observe.selected_clusters(state.decisions)
+    selected = (decided or ())[: spec.max_clients]
+    data_paths: dict[str, str] = {}
+    problems: dict[str, Problem] = {}
+    available: set[str] = set()
+    for cluster in selected:
+        path = observe.data_path(state.claims.get(cluster, {}), spec.dataset)
+        if path is None:
+            problems[cluster] = Problem(
+                "NoDataClaim",
+                f"cluster {cluster} has no ClusterClaim naming where dataset {spec.dataset!r} lies",
+            )
+            continue
+        data_paths[cluster] = path
+        ready, problem = observe.collaborator_state(
+            state.owned.get(ObjectKey("ManifestWork", cluster, work_name(job)))
+        )
+        if ready:
+            available.add(cluster)
+        if problem is not None:
+            problems[cluster] = problem
+
+    existing_tls = _tls_from_secret(
+        state.owned.get(ObjectKey(SECRET.kind, job.namespace, tls_secret_name(job)))
+    )
+    tls = existing_tls or state.issued_tls
+    superlink = state.owned.get(ObjectKey(DEPLOYMENT.kind, job.namespace, superlink_name(job)))
+    federation_ready = observe.deployment_available(superlink) and (not spec.tls or existing_tls is not None)
+    generation = int((resource.get("metadata") or {}).get("generation") or 1)
+    observation = Observation(
+        now=state.now,
+        generation=generation,
+        placement_decided=decided is not None,
+        selected_clusters=selected,
+        available_clusters=frozenset(available),
+        collaborator_problems=problems,
+        federation_ready=federation_ready,
+        run_submitted=run_id(resource) is not None,
+        events=state.events,
+        run_failure=state.run_failure,
+        model_path=model_path(spec, job),
+    )
+    result = step(spec, status, observation)
+
+    services = {
+        key.name: obj
+        for key, obj in state.owned.items()
+        if key.kind == SERVICE.kind and key.namespace == job.namespace
+    }
+    listeners = observe.listener_statuses(spec, job, services, state.settings.node_host)
+    new_status = result.status.model_copy(update={"listeners": listeners})
+
+    desired: list[dict[str, Any]] = []
+    needs_tls = False
+    for action in result.actions:
+        if isinstance(action, EnsureFederation | ScaleDownFederation):
+            replicas = 1 if isinstance(action, EnsureFederation) else 0
+            needs_tls = replicas == 1 and spec.tls and tls is None
+            desired += federation_objects(spec, job, tls, replicas=replicas)
+        elif isinstance(action, DeployCollaborators) and (tls is not None or not spec.tls):
+            address = observe.superlink_address(listeners, job)
+            desired += [
+                collaborator_work(
+                    spec, job, cluster, data_paths[cluster], address, tls.ca if tls else state.ca_pem
+                )
+                for cluster in action.clusters
+                if cluster in data_paths
+            ]
+    desired_keys = {key_of(o) for o in desired}
+    apply = tuple(o for o in desired if _differs(o, state.owned.get(key_of(o))))
+    delete = tuple(sorted((k for k in state.owned if k not in desired_keys), key=_deletion_order))
+    return Plan(
+        status=new_status,
+        status_changed=_status_dict(new_status) != _status_dict(status),
+        apply=apply,
+        delete=delete,
+        events=tuple(result.events()),
+        submit=next((a for a in result.actions if isinstance(a, SubmitRun)), None),
+        stop_run=any(isinstance(a, StopRun) for a in result.actions),
+        needs_tls=needs_tls,
+    )
+
+
+def status_body(status: FederatedLearningStatus) -> dict[str, Any]:
+    """The status as the resource carries it (camelCase, no nulls)."""
+    return _status_dict(status)
+
+
+def _status_dict(status: FederatedLearningStatus) -> dict[str, Any]:
+    body: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return body
+
+
+def _differs(desired: Mapping[str, Any], existing: Mapping[str, Any] | None) -> bool:
+    if existing is None:
+        return True
+    have = ((existing.get("metadata") or {}).get("annotations") or {}).get(DESIRED_HASH)
+    return bool(have != desired["metadata"]["annotations"][DESIRED_HASH])
+
+
+def _deletion_order(key: ObjectKey) -> tuple[int, str, str]:
+    # Spokes first (frees the clusters soonest), the certificate last (the SuperLink mounts it).
+    order = {MANIFEST_WORK.kind: 0, SECRET.kind: 9}
+    return order.get(key.kind, 5), key.namespace, key.name
+
+
+def _tls_from_secret(secret: Mapping[str, Any] | None) -> TlsMaterial | None:
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+    try:
+        texts = {k: base64.b64decode(data[k]).decode() for k in ("ca.crt", "tls.crt", "tls.key")}
+    except (KeyError, ValueError):
+        return None
+    return TlsMaterial(ca=texts["ca.crt"], certificate=texts["tls.crt"], key=texts["tls.key"])
+
+
+def _invalid(status: FederatedLearningStatus, state: JobState, error: ValidationError) -> Plan:
+    problems = "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+    )
+    message = f"the spec is not valid: {problems}"
+    now = rfc3339(state.now)
+    conditions = {c.type: c for c in status.conditions}
+    old = conditions.get("Succeeded")
+    conditions["Succeeded"] = Condition(
+        type="Succeeded",
+        status="False",
+        reason="InvalidSpec",
+        message=message,
+        last_transition_time=old.last_transition_time if old is not None and old.status == "False" else now,
+    )
+    new = status.model_copy(
+        update={"phase": Phase.FAILED, "message": message, "conditions": tuple(conditions.values())}
+    )
+    changed = _status_dict(new) != _status_dict(status)
+    events = (EmitEvent("Warning", "InvalidSpec", message),) if changed else ()
+    return Plan(status=new, status_changed=changed, events=events, delete=tuple(state.owned))

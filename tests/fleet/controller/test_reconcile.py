@@ -1,0 +1,302 @@
+"""One reconcile as a pure function: desired objects, status and events for every phase."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from pathlib import Path
+from typing import Any
+
+from fleet.controller.objects import (
+    DESIRED_HASH,
+    RUN_ID_ANNOTATION,
+    JobRef,
+    ObjectKey,
+    TlsMaterial,
+    key_of,
+)
+from fleet.controller.reconcile import JobState, Plan, Settings, reconcile
+from fleet.federation.progress import Completed, RoundFinished
+from fleet.models import Phase
+from fleet.validation import Status, validate_documents
+
+from .conftest import (
+    T0,
+    collaborator_deployment_name,
+    job,
+    managed_cluster,
+    placement_decision,
+    resource,
+    work_status,
+)
+
+TLS = TlsMaterial(ca="CA PEM\n", certificate="CERT PEM\n", key="KEY PEM\n")
+CLUSTERS = ["eu-west-a", "eu-west-b", "eu-central-c"]
+
+
+class Hub:
+    """The objects of one job as the API server would hold them, for plans to act on."""
+
+    def __init__(self, fl: dict[str, Any] | None = None, clusters: list[str] | None = None) -> None:
+        self.fl = fl or resource()
+        self.decisions: list[dict[str, Any]] = []
+        self.claims = {name: _claims(name) for name in (clusters or CLUSTERS)}
+        self.owned: dict[ObjectKey, dict[str, Any]] = {}
+        self.now = T0
+
+    def state(self, **changes: Any) -> JobState:
+        fields: dict[str, Any] = {
+            "resource": self.fl,
+            "decisions": self.decisions,
+            "claims": self.claims,
+            "owned": dict(self.owned),
+            "ca_pem": TLS.ca,
+            "now": self.now,
+            "settings": Settings(node_host="hub.example"),
+        }
+        fields.update(changes)
+        return JobState(**fields)
+
+    def act(self, plan: Plan) -> None:
+        for obj in plan.apply:
+            self.owned[key_of(obj)] = obj
+        for key in plan.delete:
+            del self.owned[key]
+        if plan.status_changed:
+            self.fl = {
+                **self.fl,
+                "status": plan.status.model_dump(mode="json", by_alias=True, exclude_none=True),
+            }
+        if plan.submit is not None:
+            self.fl["metadata"] = {**self.fl["metadata"], "annotations": {RUN_ID_ANNOTATION: "7"}}
+
+    def reconcile(self, seconds: float = 1, **changes: Any) -> Plan:
+        self.now += datetime.timedelta(seconds=seconds)
+        plan = reconcile(self.state(**changes))
+        self.act(plan)
+        return plan
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for k, o in self.owned.items() if k.kind == kind]
+
+    def set_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        key = ObjectKey(kind, namespace, name)
+        self.owned[key] = {**self.owned[key], "status": status}
+
+
+def _claims(name: str) -> dict[str, str]:
+    return {c["name"]: c["value"] for c in managed_cluster(name)["status"]["clusterClaims"]}
+
+
+def _ready_federation(hub: Hub) -> None:
+    hub.set_status("Deployment", "fl-digits", "digits-superlink", {"availableReplicas": 1, "replicas": 1})
+
+
+def _collaborators_available(hub: Hub, clusters: list[str]) -> None:
+    name = collaborator_deployment_name()
+    for cluster in clusters:
+        hub.set_status(
+            "ManifestWork", cluster, "fl-fl-digits-digits", work_status("fleet-collaborator", name, 1)
+        )
+
+
+def test_a_new_job_asks_for_a_certificate_and_waits_for_placement() -> None:
+    hub = Hub()
+    plan = hub.reconcile()
+    assert plan.needs_tls
+    assert plan.status.phase is Phase.WAITING
+    assert {k.kind for k in hub.owned} == {"PersistentVolumeClaim", "Service", "Route", "Ingress"}
+    assert not hub.of_kind("Deployment")  # the SuperLink waits for its certificate
+    plan = hub.reconcile(issued_tls=TLS)
+    assert not plan.needs_tls
+    kinds = sorted(k.kind for k in hub.owned)
+    assert kinds.count("Deployment") == 1 and kinds.count("Secret") == 1
+    assert kinds.count("Service") == 5  # the in-hub Service and one per listener
+    secret = hub.of_kind("Secret")[0]
+    assert base64.b64decode(secret["data"]["tls.crt"]).decode() == TLS.certificate
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-1" for o in hub.owned.values())
+
+
+def test_a_reconcile_with_nothing_new_changes_nothing() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    again = hub.reconcile()
+    assert (again.apply, again.delete, again.events, again.status_changed) == ((), (), (), False)
+
+
+def test_each_selected_cluster_gets_a_collaborator_with_its_data_path_and_the_address() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    works = {w["metadata"]["namespace"]: w for w in hub.of_kind("ManifestWork")}
+    assert sorted(works) == sorted(CLUSTERS)
+    work = works["eu-west-b"]
+    assert "ownerReferences" not in work["metadata"]  # cross-namespace: removed by the finalizer instead
+    configmap, deployment = work["spec"]["workload"]["manifests"]
+    assert configmap["data"]["ca.crt"] == TLS.ca
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--superlink=hub.example:30093" in args
+    assert '--node-config=data-path="/data/digits/eu-west-b" cluster-name="eu-west-b"' in args
+    feedback = work["spec"]["manifestConfigs"][0]
+    assert feedback["resourceIdentifier"]["name"] == deployment["metadata"]["name"]
+    assert {"type": "WellKnownStatus"} in feedback["feedbackRules"]
+    assert hub.fl["status"]["listeners"][0] == {
+        "name": "server",
+        "type": "NodePort",
+        "port": 30093,
+        "address": "hub.example:30093",
+    }
+
+
+def test_a_cluster_without_the_dataset_claim_gets_no_collaborator() -> None:
+    hub = Hub()
+    hub.claims["eu-west-b"] = {}
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    assert sorted(w["metadata"]["namespace"] for w in hub.of_kind("ManifestWork")) == [
+        "eu-central-c",
+        "eu-west-a",
+    ]
+
+
+def test_waiting_running_completed_round_by_round() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    _ready_federation(hub)
+    _collaborators_available(hub, CLUSTERS[:1])
+    plan = hub.reconcile()
+    assert plan.status.phase is Phase.WAITING and plan.submit is None
+    _collaborators_available(hub, CLUSTERS[:2])
+    plan = hub.reconcile()
+    assert plan.submit is not None and plan.submit.clusters == ("eu-west-a", "eu-west-b")
+    assert plan.status.phase is Phase.RUNNING
+    round_one = RoundFinished(1, ("eu-west-a", "eu-west-b"), {"accuracy": 0.8}, "2026-01-01T00:01:00Z")
+    plan = hub.reconcile(events=(round_one,))
+    assert plan.submit is None and plan.status.current_round == 1
+    assert [e.reason for e in plan.events] == ["RoundCompleted"]
+    done = (RoundFinished(3, ("eu-west-a",), {"accuracy": 0.9}, None), Completed({"accuracy": 0.93}))
+    plan = hub.reconcile(events=(round_one, *done))
+    assert plan.status.phase is Phase.COMPLETED
+    assert plan.status.model_path == "/models/digits/model.pt"
+    assert plan.status.final_metrics == {"accuracy": 0.93}
+    assert not hub.of_kind("ManifestWork")  # the spokes are freed
+    superlink = next(o for o in hub.of_kind("Deployment"))
+    assert superlink["spec"]["replicas"] == 0  # the federation scaled down, the model kept
+    assert hub.of_kind("PersistentVolumeClaim")
+    assert [k.kind for k in plan.delete] == ["ManifestWork"] * 3
+    assert hub.reconcile().apply == ()
+
+
+def test_an_image_pull_error_in_the_feedback_fails_the_job() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    hub.reconcile(issued_tls=TLS)
+    name = collaborator_deployment_name()
+    status = work_status(
+        "fleet-collaborator",
+        name,
+        0,
+        progressing=("ProgressDeadlineExceeded", 'ReplicaSet "x" has timed out progressing'),
+    )
+    hub.set_status("ManifestWork", "eu-west-a", "fl-fl-digits-digits", status)
+    plan = hub.reconcile()
+    assert plan.status.phase is Phase.FAILED
+    assert plan.status.conditions[3].reason == "CollaboratorNotStarting"
+    assert "eu-west-a" in plan.status.message
+    assert not hub.of_kind("ManifestWork")
+
+
+def test_a_placement_that_drops_a_cluster_removes_its_collaborator() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    plan = hub.reconcile()
+    assert plan.delete == (ObjectKey("ManifestWork", "eu-central-c", "fl-fl-digits-digits"),)
+
+
+def test_a_changed_spec_while_waiting_replaces_the_objects_it_changes() -> None:
+    hub = Hub()
+    hub.reconcile(issued_tls=TLS)
+    before = {k: o["metadata"]["annotations"][DESIRED_HASH] for k, o in hub.owned.items()}
+    changed = resource(
+        job(images={"server": "ghcr.io/fleet-fl/fleet-app:0.2.0", "client": "x:1"}), generation=2
+    )
+    hub.fl = {**changed, "status": hub.fl["status"]}
+    plan = hub.reconcile()
+    assert [key_of(o) for o in plan.apply] == [ObjectKey("Deployment", "fl-digits", "digits-superlink")]
+    assert plan.status.observed_generation == 2
+    assert before  # the rest kept their hash
+
+
+def test_an_invalid_spec_fails_the_job_and_removes_its_objects() -> None:
+    hub = Hub()
+    hub.reconcile(issued_tls=TLS)
+    hub.fl = {**hub.fl, "spec": {**hub.fl["spec"], "maxClients": 0}}
+    plan = hub.reconcile()
+    assert plan.status.phase is Phase.FAILED and "spec.maxClients" in plan.status.message
+    assert not hub.owned
+
+
+def test_load_balancer_address_comes_from_the_service_status() -> None:
+    hub = Hub()
+    hub.reconcile(issued_tls=TLS)
+    hub.set_status(
+        "Service", "fl-digits", "digits-listener-lb", {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+    )
+    hub.reconcile()
+    addresses = {lst["name"]: lst["address"] for lst in hub.fl["status"]["listeners"]}
+    assert addresses == {
+        "server": "hub.example:30093",
+        "lb": "203.0.113.7:9443",
+        "route": "digits.apps.hub.example:443",
+        "web": "digits.hub.example:443",
+    }
+
+
+def test_every_object_validates_against_the_upstream_crds_and_kubernetes(crds_dir: Path) -> None:
+    from render.charts.controller import federated_learning_crd_spec
+
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    _ready_federation(hub)
+    _collaborators_available(hub, CLUSTERS)
+    hub.reconcile(events=(RoundFinished(1, ("eu-west-a",), {"loss": 0.1}, None),))
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "federatedlearnings.federation.fleet.dev"},
+        "spec": federated_learning_crd_spec(),
+    }
+    documents: list[tuple[str, dict[str, Any]]] = [("crd", crd), ("fl", hub.fl)]
+    for key, obj in hub.owned.items():
+        obj = {k: v for k, v in obj.items() if k != "status"}
+        documents.append((f"{key.kind}/{key.name}", obj))
+        if key.kind == "ManifestWork":
+            documents += [(f"{key.name}/manifest", m) for m in obj["spec"]["workload"]["manifests"]]
+    report = validate_documents(documents, crds_dir, kubeconform=False)
+    assert report.ok, "\n".join(report.lines())
+    checked = {r.kind for r in report.resources if r.status is Status.VALID}
+    assert {
+        "ManifestWork",
+        "Deployment",
+        "Service",
+        "Secret",
+        "Ingress",
+        "FederatedLearning",
+        "ConfigMap",
+    } <= checked
+
+
+def test_job_ref_names_stay_valid_for_long_names() -> None:
+    from fleet.controller.objects import collaborator_name, listener_name, superlink_name
+    from fleet.models import Listener, ListenerType
+
+    ref = JobRef("j" * 63, "n" * 63, "uid")
+    listener = Listener(name="l" * 63, type=ListenerType.NODE_PORT, port=30000)
+    for name in (superlink_name(ref), collaborator_name(ref), listener_name(ref, listener)):
+        assert len(name) <= 63 and not name.endswith("-")
+    assert collaborator_name(ref) != collaborator_name(JobRef("j" * 63, "n" * 62 + "m", "uid"))
