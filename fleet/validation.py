@@ -37,6 +37,18 @@ from referencing import Registry, Resource
 
 from fleet.errors import field_path
 
+__all__ = [
+    "CRDS_DIR_VARIABLE",
+    "ManifestError",
+    "ResourceError",
+    "ResourceResult",
+    "Status",
+    "ValidationReport",
+    "default_crds_dir",
+    "load_manifests",
+    "validate_documents",
+]
+
 CRDS_DIR_VARIABLE = "FLEET_CRDS_DIR"
 """Environment variable naming the folder of upstream CustomResourceDefinitions."""
 
@@ -468,10 +480,11 @@ def _is_label_value(value: str) -> bool:
 
 
 # --- formats ------------------------------------------------------------------------------------------------
-# jsonschema checks only the formats whose optional packages are installed; these are the ones Kubernetes
-# schemas use, checked here without extra dependencies.
+# Only the formats the Kubernetes and upstream schemas use, with Kubernetes' meaning, and no others:
+# jsonschema's own checkers depend on which optional packages happen to be installed, and some differ from
+# Kubernetes (its "duration" is ISO 8601, Kubernetes' is Go's "10m").
 
-_FORMATS = FormatChecker()
+_FORMATS = FormatChecker(formats=())
 
 
 @_FORMATS.checks("int32")
