@@ -222,11 +222,12 @@ class _StrictLoader(yaml.CSafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
+            if isinstance(key, str | int | float | bool):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
         mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return mapping
 
@@ -260,6 +261,9 @@ def _load_file(file: Path) -> list[dict[str, Any]]:
 
 
 def _validate_one(file: str, document: Mapping[str, Any], schemas: _Schemas) -> ResourceResult:
+    if not isinstance(document, Mapping):
+        reason = f"expected a Kubernetes object (a mapping), found {_json_type(document)}"
+        return ResourceResult(file, "", "", "", "", Status.ERROR, reason=reason)
     api_version, kind = document.get("apiVersion"), document.get("kind")
     metadata = document.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
@@ -852,8 +856,10 @@ class _Schemas:
         self.crds_dir = crds_dir
         self.document_crds: dict[tuple[str, str], _CRDKind] = {}
         for file, doc in documents:
-            if doc.get("kind") == "CustomResourceDefinition" and str(doc.get("apiVersion", "")).startswith(
-                "apiextensions.k8s.io/"
+            if (
+                isinstance(doc, Mapping)
+                and doc.get("kind") == "CustomResourceDefinition"
+                and str(doc.get("apiVersion", "")).startswith("apiextensions.k8s.io/")
             ):
                 for key, crd_kind in _crd_kinds(file, doc).items():
                     self.document_crds.setdefault(key, crd_kind)
