@@ -359,10 +359,9 @@ def _describe(error: SchemaError) -> Iterator[ResourceError]:
                 yield ResourceError(field_path([*path, key]), "required field is missing")
         return
     if error.validator == "type":
-        expected = (
-            error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        message = (
+            f"expected {' or '.join(_as_list(expected))}, found {_json_type(instance)} {_short(instance)}"
         )
-        message = f"expected {' or '.join(expected)}, found {_json_type(instance)} {_short(instance)}"
     elif error.validator in ("enum", "const"):
         values = expected if error.validator == "enum" else [expected]
         message = f"expected one of {', '.join(_short(v) for v in values)}, found {_short(instance)}"
@@ -403,7 +402,10 @@ def _json_type(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, default=str, sort_keys=True)
+    try:
+        text = json.dumps(value, default=str, sort_keys=True)
+    except TypeError:  # keys of mixed types cannot be sorted
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
