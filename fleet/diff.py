@@ -34,6 +34,8 @@ import yaml
 
 from fleet.repository import FOLDERS, Repository
 
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # ~10x faster, same result
+
 EXIT_SAME = 0
 EXIT_CHANGED = 1
 EXIT_ERROR = 2
@@ -173,7 +175,7 @@ def rendered_files(repository: Repository) -> dict[str, str]:
 def resources(files: Mapping[str, str]) -> dict[Identity, Resource]:
     found: dict[Identity, Resource] = {}
     for path, text in sorted(files.items()):
-        for body in yaml.safe_load_all(text):
+        for body in yaml.load_all(text, Loader=_Loader):
             if isinstance(body, dict):
                 resource = Resource(path, body)
                 found[resource.identity] = resource
