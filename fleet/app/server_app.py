@@ -1,0 +1,523 @@
+"""The ServerApp: runs the federated rounds over Flower's Grid and writes the model, metrics and progress.
+
+Rather than a Flower strategy (which polls the SuperLink every 3 s), `run_federation` drives its own push/pull
+loop on the public Grid API with short sleeps: per round it waits for ``min-available-clients`` connected
+nodes, samples ``fraction-train`` of them, pushes a train message to each, pulls the replies, and averages the
+returned weights by number of examples (FedAvg; FedProx averages the same way, its proximal term acts on the
+clients). With ``test-data`` the new global model is evaluated here, on the held-out split; without it the
+round's participants evaluate it in a second round trip (federated evaluation).
+
+Faults never hang a run: a node that stops replying, disconnects, or replies with an error is left out of the
+round; the round goes on if the replies still meet ``min-available-clients``, otherwise the run fails with a
+reason that says which round, how many replied, who did not and why. Every wait is bounded by
+``round-timeout``.
+
+Written into ``model-dir`` (the contract with ``fleet run``):
+
+- ``progress.jsonl``: one JSON object per line, flushed at once: ``{"event": "started", "rounds": N}``,
+  ``{"event": "round", "round": n, "participants": [...], "metrics": {...}}`` (with ``"dropped"``, a list of
+  reasons, when some sampled node was left out), then ``{"event": "completed", "metrics": {...}}`` or
+  ``{"event": "failed", "reason": "..."}``; each with ``"time"`` (RFC 3339, UTC).
+- ``checkpoints/round-<n>.pt`` after each round and ``model.pt`` at the end (`fleet.app.task.save_model`).
+- ``metrics.json``: the settings, every round's metrics, participants and duration, and the final metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+from numpy.typing import NDArray
+
+from fleet.app.task import (
+    DataError,
+    Dataset,
+    aggregate,
+    build_model,
+    evaluate,
+    load_dataset,
+    save_model,
+)
+
+PROGRESS_FILE = "progress.jsonl"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.pt"
+CHECKPOINTS = "checkpoints"
+
+app = ServerApp()
+
+
+class FederationError(Exception):
+    """The run cannot go on; the message is the reason written to ``progress.jsonl``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run config keys ``fleet run`` sets from the job definition."""
+
+    num_rounds: int
+    model_dir: Path
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.0
+    local_epochs: int = 1
+    learning_rate: float = 0.05
+    batch_size: int = 32
+    fraction_train: float = 1.0
+    min_available_clients: int = 2
+    round_timeout: float = 600.0
+    test_data: str = ""
+    seed: int = 0
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Read and check the kebab-case run config; `FederationError` names a bad or missing key."""
+
+        def value(key: str, kind: type, default: Any = None) -> Any:
+            if key not in config:
+                if default is None:
+                    raise FederationError(f"run config: expected key {key!r}, it is missing")
+                return default
+            raw = config[key]
+            try:
+                if kind is int and (isinstance(raw, bool) or float(raw) != int(float(raw))):
+                    raise ValueError
+                return kind(raw)
+            except (TypeError, ValueError):
+                raise FederationError(f"run config {key!r}: expected {kind.__name__}, got {raw!r}") from None
+
+        settings = cls(
+            num_rounds=value("num-rounds", int),
+            model_dir=Path(value("model-dir", str)),
+            strategy=value("strategy", str, "fedavg"),
+            proximal_mu=value("proximal-mu", float, 0.0),
+            local_epochs=value("local-epochs", int, 1),
+            learning_rate=value("learning-rate", float, 0.05),
+            batch_size=value("batch-size", int, 32),
+            fraction_train=value("fraction-train", float, 1.0),
+            min_available_clients=value("min-available-clients", int, 2),
+            round_timeout=value("round-timeout", float, 600.0),
+            test_data=value("test-data", str, ""),
+            seed=value("seed", int, 0),
+        )
+        checks = [
+            (settings.num_rounds >= 1, "num-rounds", "at least 1"),
+            (settings.strategy in ("fedavg", "fedprox"), "strategy", "'fedavg' or 'fedprox'"),
+            (settings.proximal_mu >= 0, "proximal-mu", "at least 0"),
+            (settings.local_epochs >= 1, "local-epochs", "at least 1"),
+            (settings.learning_rate > 0, "learning-rate", "greater than 0"),
+            (settings.batch_size >= 1, "batch-size", "at least 1"),
+            (0 < settings.fraction_train <= 1, "fraction-train", "in (0, 1]"),
+            (settings.min_available_clients >= 1, "min-available-clients", "at least 1"),
+            (settings.round_timeout > 0, "round-timeout", "greater than 0"),
+            (str(settings.model_dir) != "", "model-dir", "a folder"),
+        ]
+        for ok, key, expected in checks:
+            if not ok:
+                raise FederationError(f"run config {key!r}: expected {expected}, got {config.get(key)!r}")
+        return settings
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    model_dir = Path(str(context.run_config.get("model-dir", ".")))
+    try:
+        settings = Settings.from_run_config(context.run_config)
+    except FederationError as error:
+        Progress(model_dir).failed(str(error))
+        raise
+    run_federation(grid, settings)
+
+
+# --- the rounds ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Replies:
+    """What came back from one push: replies by node, and why the others are missing."""
+
+    ok: dict[int, Message] = field(default_factory=dict)
+    missing: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Federation:
+    grid: Grid
+    settings: Settings
+    progress: Progress
+    poll_interval: float
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    names: dict[int, str] = field(default_factory=dict)
+    """node id -> cluster name, learned from replies."""
+    input_shape: tuple[int, int, int] | None = None
+    test: Dataset | None = None
+
+    def name(self, node: int) -> str:
+        return self.names.get(node, f"node {node}")
+
+
+def run_federation(
+    grid: Grid,
+    settings: Settings,
+    *,
+    poll_interval: float = 0.05,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, float]:
+    """Run every round; write progress, checkpoints, metrics and the final model. Returns the final metrics.
+
+    Raises `FederationError` (after writing the ``failed`` event) when the run cannot go on.
+    """
+    progress = Progress(settings.model_dir)
+    federation = _Federation(grid, settings, progress, poll_interval, clock, sleep)
+    try:
+        progress.started(settings)
+        return _rounds(federation)
+    except FederationError as error:
+        progress.failed(str(error))
+        raise
+    except Exception as error:
+        progress.failed(f"the ServerApp stopped: {type(error).__name__}: {error}")
+        raise
+
+
+def _rounds(federation: _Federation) -> dict[str, float]:
+    settings = federation.settings
+    weights: OrderedDict[str, NDArray[Any]] | None = None
+    if settings.test_data:
+        try:
+            federation.test = load_dataset(settings.test_data)
+        except DataError as error:
+            raise FederationError(f"test-data: {error}") from None
+        federation.input_shape = federation.test.input_shape
+        model = build_model(federation.input_shape, seed=settings.seed)
+        weights = OrderedDict((k, v.numpy().copy()) for k, v in model.state_dict().items())
+
+    metrics: dict[str, float] = {}
+    for server_round in range(1, settings.num_rounds + 1):
+        started = federation.clock()
+        nodes = _wait_for_nodes(federation, server_round)
+        sampled = _sample(nodes, settings, server_round)
+        replies = _exchange(
+            federation, server_round, sampled, MessageType.TRAIN, _content(settings, server_round, weights)
+        )
+        if len(replies.ok) < settings.min_available_clients:
+            raise FederationError(
+                _too_few_replies(federation, server_round, "training", len(sampled), replies)
+            )
+        weights, train_loss = _aggregate(federation, server_round, replies.ok)
+        metrics = {"train_loss": train_loss, **_evaluate(federation, server_round, weights, replies)}
+        participants = sorted(federation.name(node) for node in replies.ok)
+        dropped = [f"{federation.name(node)}: {reason}" for node, reason in sorted(replies.missing.items())]
+        _save(federation, weights, Path(CHECKPOINTS) / f"round-{server_round}.pt")
+        federation.progress.round(server_round, participants, metrics, dropped, federation.clock() - started)
+
+    assert weights is not None  # at least one round ran
+    _save(federation, weights, Path(MODEL_FILE))
+    federation.progress.completed(metrics)
+    return metrics
+
+
+def _wait_for_nodes(federation: _Federation, server_round: int) -> list[int]:
+    settings = federation.settings
+    deadline = federation.clock() + settings.round_timeout
+    while True:
+        nodes = sorted(federation.grid.get_node_ids())
+        if len(nodes) >= settings.min_available_clients:
+            return nodes
+        if federation.clock() >= deadline:
+            raise FederationError(
+                f"round {server_round}: only {len(nodes)} of the {settings.min_available_clients} required "
+                f"clients connected within {_seconds(settings.round_timeout)} s"
+                + (
+                    f" (connected: {', '.join(known)})"
+                    if (known := [federation.names[n] for n in nodes if n in federation.names])
+                    else ""
+                )
+            )
+        federation.sleep(max(federation.poll_interval, 0.2))
+
+
+def _sample(nodes: list[int], settings: Settings, server_round: int) -> list[int]:
+    wanted = max(settings.min_available_clients, math.ceil(settings.fraction_train * len(nodes)))
+    if wanted >= len(nodes):
+        return nodes
+    return sorted(random.Random(settings.seed * 100_003 + server_round).sample(nodes, wanted))
+
+
+def _exchange(
+    federation: _Federation, server_round: int, nodes: list[int], message_type: str, content: RecordDict
+) -> _Replies:
+    """Push one message to each node and pull the replies until all are in, the nodes are gone, or the round
+    times out."""
+    settings = federation.settings
+    messages = [
+        Message(content, node, message_type, ttl=settings.round_timeout + 60, group_id=str(server_round))
+        for node in nodes
+    ]
+    pushed = list(federation.grid.push_messages(messages))
+    result = _Replies()
+    waiting: dict[str, int] = {}
+    for node, message_id in zip(nodes, pushed, strict=True):
+        if message_id:
+            waiting[message_id] = node
+        else:
+            result.missing[node] = "the SuperLink refused the message"
+    deadline = federation.clock() + settings.round_timeout
+    next_liveness_check = federation.clock() + 1.0
+    while waiting:
+        for reply in federation.grid.pull_messages(list(waiting)):
+            if reply.metadata.reply_to_message_id not in waiting:
+                continue
+            node = waiting.pop(reply.metadata.reply_to_message_id)
+            if reply.has_error():
+                result.missing[node] = _error_reason(reply)
+            else:
+                result.ok[node] = reply
+                _learn_name(federation, node, reply)
+        if not waiting:
+            break
+        now = federation.clock()
+        if now >= deadline:
+            for node in waiting.values():
+                result.missing[node] = f"no reply within {_seconds(settings.round_timeout)} s"
+            break
+        if now >= next_liveness_check:
+            # The SuperLink answers for a node it sees go offline, but only after its heartbeat patience;
+            # a node missing from the connected set is given up on at once.
+            connected = set(federation.grid.get_node_ids())
+            for message_id, node in list(waiting.items()):
+                if node not in connected:
+                    del waiting[message_id]
+                    result.missing[node] = "disconnected before replying"
+            next_liveness_check = now + 1.0
+            continue
+        federation.sleep(federation.poll_interval)
+    return result
+
+
+def _content(settings: Settings, server_round: int, weights: Mapping[str, NDArray[Any]] | None) -> RecordDict:
+    """The instruction: the global weights (none before the first aggregation without test data: then the
+    clients start from the model the shared seed gives) and the training settings."""
+    arrays = ArrayRecord()
+    if weights is not None:
+        arrays = ArrayRecord.from_torch_state_dict(
+            OrderedDict((k, torch.from_numpy(v)) for k, v in weights.items())
+        )
+    config = ConfigRecord(
+        {
+            "server-round": server_round,
+            "local-epochs": settings.local_epochs,
+            "learning-rate": settings.learning_rate,
+            "batch-size": settings.batch_size,
+            "proximal-mu": settings.proximal_mu if settings.strategy == "fedprox" else 0.0,
+            "seed": settings.seed,
+        }
+    )
+    return RecordDict({"arrays": arrays, "config": config})
+
+
+def _aggregate(
+    federation: _Federation, server_round: int, replies: Mapping[int, Message]
+) -> tuple[OrderedDict[str, NDArray[Any]], float]:
+    updates: list[tuple[list[NDArray[Any]], int]] = []
+    losses: list[tuple[float, int]] = []
+    keys: list[str] | None = None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for node, reply in sorted(replies.items()):
+        info = reply.content.config_records.get("info", ConfigRecord())
+        shape = tuple(int(v) for v in info.get("input-shape", []))  # type: ignore[union-attr]
+        if shape:
+            shapes[federation.name(node)] = shape
+    if len(set(shapes.values())) > 1:
+        found = ", ".join(f"{name} {'x'.join(map(str, s[1:]))}" for name, s in sorted(shapes.items()))
+        raise FederationError(f"round {server_round}: the clusters hold images of different sizes ({found})")
+    for node, reply in sorted(replies.items()):
+        content = reply.content
+        arrays = content.array_records.get("arrays")
+        metrics = content.metric_records.get("metrics")
+        if arrays is None or metrics is None or "num-examples" not in metrics:
+            raise FederationError(
+                f"round {server_round}: {federation.name(node)} replied without 'arrays' or 'num-examples'"
+            )
+        if keys is None:
+            keys = list(arrays.keys())
+        elif list(arrays.keys()) != keys:
+            raise FederationError(f"round {server_round}: {federation.name(node)} replied with another model")
+        examples = int(metrics["num-examples"])  # type: ignore[arg-type]
+        updates.append((arrays.to_numpy_ndarrays(), examples))
+        losses.append((float(metrics.get("train_loss", 0.0)), examples))  # type: ignore[arg-type]
+    if federation.input_shape is None and shapes:
+        federation.input_shape = next(iter(shapes.values()))  # type: ignore[assignment]
+    try:
+        averaged = aggregate(updates)
+    except ValueError as error:
+        raise FederationError(f"round {server_round}: cannot aggregate the updates: {error}") from None
+    total = sum(n for _, n in losses)
+    train_loss = sum(loss * n for loss, n in losses) / total if total else float("nan")
+    return OrderedDict(zip(keys or [], averaged, strict=True)), train_loss
+
+
+def _evaluate(
+    federation: _Federation, server_round: int, weights: Mapping[str, NDArray[Any]], trained: _Replies
+) -> dict[str, float]:
+    """Server-side evaluation on the held-out split when there is one, else federated evaluation on the
+    round's participants (weighted by their examples)."""
+    if federation.test is not None:
+        result = evaluate(_model(federation, weights), federation.test)
+        return {"accuracy": result.accuracy, "eval_loss": result.loss} | {
+            f"accuracy_{digit}": value for digit, value in result.per_class_accuracy.items()
+        }
+    content = _content(federation.settings, server_round, weights)
+    replies = _exchange(federation, server_round, sorted(trained.ok), MessageType.EVALUATE, content)
+    totals = {"accuracy": 0.0, "eval_loss": 0.0}
+    examples = 0
+    for reply in replies.ok.values():
+        metrics = reply.content.metric_records.get("metrics")
+        if metrics is None:
+            continue
+        n = int(metrics.get("num-examples", 0))  # type: ignore[arg-type]
+        examples += n
+        for key in totals:
+            totals[key] += float(metrics.get(key, 0.0)) * n  # type: ignore[arg-type]
+    return {key: value / examples for key, value in totals.items()} if examples else {}
+
+
+def _model(federation: _Federation, weights: Mapping[str, NDArray[Any]]) -> torch.nn.Module:
+    if federation.input_shape is None:
+        raise FederationError("no client reported the input shape of its data; cannot build the model")
+    model = build_model(federation.input_shape)
+    model.load_state_dict(OrderedDict((k, torch.from_numpy(np.asarray(v))) for k, v in weights.items()))
+    return model
+
+
+def _save(federation: _Federation, weights: Mapping[str, NDArray[Any]], relative: Path) -> None:
+    assert federation.input_shape is not None  # known once a round was aggregated
+    save_model(federation.settings.model_dir / relative, _model(federation, weights), federation.input_shape)
+
+
+def _learn_name(federation: _Federation, node: int, reply: Message) -> None:
+    info = reply.content.config_records.get("info")
+    if info is not None and info.get("cluster-name"):
+        federation.names[node] = str(info["cluster-name"])
+
+
+def _error_reason(reply: Message) -> str:
+    reason = reply.error.reason or f"error code {reply.error.code}"
+    return reason.strip()
+
+
+def _too_few_replies(
+    federation: _Federation, server_round: int, phase: str, sampled: int, replies: _Replies
+) -> str:
+    required = federation.settings.min_available_clients
+    missing = "; ".join(
+        f"{federation.name(node)}: {reason}" for node, reason in sorted(replies.missing.items())
+    )
+    return (
+        f"round {server_round}: only {len(replies.ok)} of the {required} required clients replied to {phase} "
+        f"within {_seconds(federation.settings.round_timeout)} s ({sampled} sampled; {missing})"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+# --- what the run writes ------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Appends events to ``progress.jsonl`` and keeps ``metrics.json`` current, in ``model_dir``."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self._metrics: dict[str, Any] = {"settings": {}, "rounds": [], "final": {}}
+
+    def started(self, settings: Settings) -> None:
+        self._metrics["settings"] = {
+            k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()
+        }
+        self._event({"event": "started", "rounds": settings.num_rounds})
+
+    def round(
+        self,
+        server_round: int,
+        participants: list[str],
+        metrics: Mapping[str, float],
+        dropped: list[str],
+        seconds: float,
+    ) -> None:
+        event: dict[str, Any] = {
+            "event": "round",
+            "round": server_round,
+            "participants": participants,
+            "metrics": _round_metrics(metrics),
+        }
+        if dropped:
+            event["dropped"] = dropped
+        time_ = _now()
+        self._metrics["rounds"].append(
+            {
+                "round": server_round,
+                "participants": participants,
+                "metrics": {k: float(v) for k, v in metrics.items()},
+                "dropped": dropped,
+                "seconds": round(seconds, 3),
+                "time": time_,
+            }
+        )
+        self._write_metrics()
+        self._event(event, time_)
+
+    def completed(self, metrics: Mapping[str, float]) -> None:
+        self._metrics["final"] = {k: float(v) for k, v in metrics.items()}
+        self._write_metrics()
+        self._event({"event": "completed", "metrics": {k: float(v) for k, v in metrics.items()}})
+
+    def failed(self, reason: str) -> None:
+        self._metrics["failure"] = reason
+        self._write_metrics()
+        self._event({"event": "failed", "reason": reason})
+
+    def _event(self, event: dict[str, Any], time_: str | None = None) -> None:
+        event["time"] = time_ or _now()
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        with (self.model_dir / PROGRESS_FILE).open("a", encoding="utf-8") as file:
+            file.write(json.dumps(event) + "\n")
+            file.flush()
+
+    def _write_metrics(self) -> None:
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.model_dir, prefix=f".{METRICS_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump(self._metrics, file, indent=2)
+                file.write("\n")
+            Path(temporary).replace(self.model_dir / METRICS_FILE)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def _round_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    # The progress line stays short: per-digit accuracies go to metrics.json and the final event.
+    return {k: float(v) for k, v in metrics.items() if not k.startswith("accuracy_")}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,208 @@
+"""Write the example clusters' private data and the held-out test split, from scikit-learn's bundled digits.
+
+The digits set (1797 images, 8x8) ships with scikit-learn, so nothing is downloaded. `prepare`:
+
+1. holds out a test split of `TEST_SAMPLES` images, stratified by digit, with a fixed seed; no collaborator
+   ever sees it. It goes to ``<root>/test/digits.npz``.
+2. splits the remaining images among the clusters that claim dataset ``digits``, each receiving exactly
+   the ``samples`` its claim states, written to ``<root>/<claimed path>/digits.npz`` (the claimed path is
+   absolute, e.g. ``/data/digits/eu-west-hospital``, and is mapped under ``root``).
+
+Label skew (non-IID). Clusters are taken in name order; cluster ``i`` over-represents the digits
+``3i, 3i+1, 3i+2`` (mod 10): each of those gets `FAVOURED_WEIGHT` times the share of any other digit. The
+cluster x digit counts are the nearest integer table to those weights whose rows are the claimed sizes and
+whose columns never exceed what exists of each digit (iterative proportional fitting, then rounding). Every
+cluster keeps some of every digit. Which images go where is drawn with a fixed seed, so the output is the same
+on every run and every machine with the same scikit-learn data.
+
+Files are partition files as `fleet.app.task` documents them (``images`` uint8 0-255, ``labels`` uint8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fleet.app.task import Dataset, write_partition
+from fleet.errors import InvalidRepository, Problem
+from fleet.placement import evaluate, placement_spec
+from fleet.repository import Repository, load_repository
+
+DATASET = "digits"
+TEST_SAMPLES = 360
+SEED = 20240601
+FAVOURED_DIGITS = 3
+FAVOURED_WEIGHT = 4.0
+PARTITION_FILE = "digits.npz"
+TEST_FILE = Path("test") / "digits.npz"
+
+
+@dataclass(frozen=True)
+class Partition:
+    cluster: str
+    claimed_path: str
+    path: Path
+    """Where it was written: the claimed path mapped under the root."""
+    counts: tuple[int, ...]
+    """Samples per digit 0-9."""
+
+    @property
+    def samples(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    test_path: Path
+    test_counts: tuple[int, ...]
+    partitions: tuple[Partition, ...]
+    unused: int
+    """Images neither held out nor claimed by any cluster."""
+
+
+def digits() -> Dataset:
+    """scikit-learn's bundled digits, scaled from 0-16 to 0-255 grey levels."""
+    from sklearn.datasets import load_digits  # heavy: imported only when data is prepared
+
+    bunch = load_digits()
+    images = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
+    return Dataset(images, np.asarray(bunch.target, dtype=np.uint8))
+
+
+def test_split(data: Dataset) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Indices of the held-out test split and of the rest, stratified by digit, always the same."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(data.labels))
+    rest, test = train_test_split(indices, test_size=TEST_SAMPLES, stratify=data.labels, random_state=SEED)
+    return np.sort(test), np.sort(rest)
+
+
+def favoured_digits(position: int) -> tuple[int, ...]:
+    """The digits the cluster at ``position`` (in name order among the holders) over-represents."""
+    return tuple((FAVOURED_DIGITS * position + k) % 10 for k in range(FAVOURED_DIGITS))
+
+
+def prepare(repository_root: Path, root: Path, job: str | None = None) -> Prepared:
+    """Write the test split and the partitions (only those of the clusters the job places, with ``job``).
+
+    Raises `InvalidRepository` when the repository does not load, the job is unknown or does not train on
+    ``digits``, or the claims ask for more images than exist. Nothing is written then.
+    """
+    repository = load_repository(repository_root)
+    holders = sorted((c for c in repository.clusters.values() if DATASET in c.datasets), key=lambda c: c.name)
+    wanted = _wanted_clusters(repository, job)
+    data = digits()
+    test, rest = test_split(data)
+    rest_labels = data.labels[rest]
+    available = np.bincount(rest_labels, minlength=10)
+    sizes = [c.datasets[DATASET].samples for c in holders]
+    if sum(sizes) > len(rest):
+        largest = max(holders, key=lambda c: c.datasets[DATASET].samples)
+        claims = ", ".join(f"{c.name} {c.datasets[DATASET].samples}" for c in holders)
+        raise InvalidRepository(
+            [
+                repository.source(largest).problem(
+                    ("datasets", DATASET, "samples"),
+                    f"expected the clusters' claims on dataset {DATASET!r} to sum to at most {len(rest)} "
+                    f"(scikit-learn's {len(data.labels)} digits minus the {TEST_SAMPLES} held out), "
+                    f"but they sum to {sum(sizes)} ({claims})",
+                )
+            ]
+        )
+    counts = _skewed_counts(sizes, available)
+    rng = np.random.default_rng(SEED)
+    by_digit = [rng.permutation(rest[rest_labels == digit]) for digit in range(10)]
+    taken = [0] * 10
+    chosen: list[NDArray[np.intp]] = []
+    for row in counts:
+        picks = []
+        for digit in range(10):
+            picks.append(by_digit[digit][taken[digit] : taken[digit] + row[digit]])
+            taken[digit] += int(row[digit])
+        chosen.append(rng.permutation(np.concatenate(picks)))
+
+    partitions = []
+    for cluster, row in zip(holders, counts, strict=True):
+        claimed = cluster.datasets[DATASET].path
+        partitions.append(
+            Partition(
+                cluster.name, claimed, mapped_path(root, claimed) / PARTITION_FILE, tuple(int(v) for v in row)
+            )
+        )
+    test_path = root / TEST_FILE
+    write_partition(test_path, data.images[test], data.labels[test])
+    for partition, indices in zip(partitions, chosen, strict=True):
+        if partition.cluster in wanted:
+            write_partition(partition.path, data.images[indices], data.labels[indices])
+    return Prepared(
+        test_path,
+        tuple(int(v) for v in np.bincount(data.labels[test], minlength=10)),
+        tuple(p for p in partitions if p.cluster in wanted),
+        len(rest) - sum(sizes),
+    )
+
+
+def mapped_path(root: Path, claimed: str) -> Path:
+    """A cluster's claimed absolute path, mapped under the local ``root``."""
+    return root / claimed.lstrip("/")
+
+
+def _wanted_clusters(repository: Repository, job_name: str | None) -> set[str]:
+    holders = {c.name for c in repository.clusters.values() if DATASET in c.datasets}
+    if job_name is None:
+        return holders
+    job = repository.jobs.get(job_name)
+    if job is None:
+        known = ", ".join(sorted(repository.jobs)) or "none"
+        raise InvalidRepository(
+            [Problem("jobs/", None, "name", f"expected a job name ({known}), got {job_name!r}")]
+        )
+    if job.dataset != DATASET:
+        raise InvalidRepository(
+            [
+                repository.source(job).problem(
+                    ("dataset",),
+                    f"expected dataset {DATASET!r}: fleet data prepare writes scikit-learn's digits only, "
+                    f"got {job.dataset!r} (put MNIST IDX files at the clusters' claimed paths instead)",
+                )
+            ]
+        )
+    result = evaluate(
+        placement_spec(job, repository.policies.values()),
+        repository.bound_cluster_sets(job),
+        list(repository.clusters.values()),
+    )
+    return set(result.selected) & holders
+
+
+def _skewed_counts(sizes: list[int], available: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Integer cluster x digit counts: rows sum to ``sizes``, columns at most ``available``, skewed as the
+    module docstring says."""
+    weights = np.ones((len(sizes), 10))
+    for position in range(len(sizes)):
+        weights[position, list(favoured_digits(position))] = FAVOURED_WEIGHT
+    # The images nobody claims form one more, unskewed row, so that the columns can match exactly.
+    unused = int(available.sum()) - sum(sizes)
+    rows = np.array([*sizes, unused], dtype=np.float64)
+    table = np.vstack([weights, np.ones((1, 10))])
+    columns = available.astype(np.float64)
+    for _ in range(500):
+        table *= (rows / np.maximum(table.sum(axis=1), 1e-12))[:, None]
+        table *= (columns / np.maximum(table.sum(axis=0), 1e-12))[None, :]
+    counts = np.floor(table).astype(np.int64)
+    # Round up the cells with the largest remainders while their row and column still lack images; then fill
+    # any row still short from any column with images left (row deficits and column slack are equal in total).
+    remainder = table - counts
+    for flat in np.argsort(-remainder, axis=None, kind="stable"):
+        row, column = divmod(int(flat), 10)
+        if counts[row].sum() < rows[row] and counts[:, column].sum() < available[column]:
+            counts[row, column] += 1
+    for row in range(len(rows)):
+        for column in range(10):
+            while counts[row].sum() < rows[row] and counts[:, column].sum() < available[column]:
+                counts[row, column] += 1
+    return counts[: len(sizes)]
