@@ -96,8 +96,21 @@ class _ProgressView:
     help="warm: one pre-imported executor forks each ClientApp; "
     "flower: a new flwr-clientapp process per message.",
 )
+@click.option(
+    "--app",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    hidden=True,
+    help="Run another Flower app: a folder with a FAB pyproject.toml and the app's packages.",
+)
 def command(
-    job: str, repo: Path, data_root: Path, work_dir: Path, test_data: Path | None, executor: str
+    job: str,
+    repo: Path,
+    data_root: Path,
+    work_dir: Path,
+    test_data: Path | None,
+    executor: str,
+    app: Path | None,
 ) -> None:
     """Run JOB on this machine: one SuperLink and one SuperNode per placed cluster, over mutual TLS."""
     console = Console(stderr=True)
@@ -116,7 +129,9 @@ def command(
     if test_data is None:
         default = data_root / "test" / f"{plan.job.dataset}.npz"
         test_data = default.resolve() if default.is_file() else None
-    settings = RunSettings(executor="warm" if executor == "warm" else "flower")
+    settings = RunSettings(
+        executor="warm" if executor == "warm" else "flower", app=app.resolve() if app else None
+    )
     console.print(
         f"running job [bold]{plan.job.name}[/]: {plan.job.rounds} rounds, "
         f"{len(plan.collaborators)} collaborators, TLS {'on' if plan.job.tls else '[bold red]OFF[/]'}"

@@ -49,6 +49,8 @@ class ClusterIdentity:
     """The same key in OpenSSH format: the SuperNode's `--auth-supernode-private-key`."""
     auth_public_key: Path
     """The OpenSSH public key registered with the SuperLink."""
+    trusted_ca: Path
+    """The CA bundle the cluster got with its certificate; its SuperNode verifies the SuperLink with it."""
 
 
 class CertificateAuthority:
@@ -176,7 +178,9 @@ def create_cluster_identity(
     auth_public_key.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     )
-    return ClusterIdentity(cluster, pair.certificate, pair.key, auth_key, auth_public_key)
+    trusted_ca = directory / f"{cluster}.ca.pem"
+    trusted_ca.write_bytes(authority.path.read_bytes())
+    return ClusterIdentity(cluster, pair.certificate, pair.key, auth_key, auth_public_key, trusted_ca)
 
 
 def verified_auth_public_key(identity: ClusterIdentity, ca_certificate: Path) -> bytes:

@@ -376,15 +376,11 @@ class _Run:
             argv += ["--node-config", node_config]
             if tls:
                 identity = tls.identities[cluster]
-                argv += [
-                    "--root-certificates",
-                    str(tls.ca),
-                    "--auth-supernode-private-key",
-                    str(identity.auth_key),
-                ]
+                argv += ["--root-certificates", str(identity.trusted_ca)]
+                argv += ["--auth-supernode-private-key", str(identity.auth_key)]
                 # The cluster's certificate also serves the SuperNode's Runtime API to its ClientApps.
                 argv += ["--ssl-certfile", str(identity.certificate), "--ssl-keyfile", str(identity.key)]
-                argv += ["--ssl-ca-certfile", str(tls.ca)]
+                argv += ["--ssl-ca-certfile", str(identity.trusted_ca)]
             else:
                 argv += ["--insecure"]
             if self.settings.executor == "warm":
@@ -552,15 +548,14 @@ class _Run:
                 raise RunError(f"the ClientApp executor exited; its log ends:\n{process.tail()}")
             cluster = process.name.removeprefix("supernode-")
             if process.name.startswith("supernode-") and cluster not in self.lost:
-                self._lose(
-                    cluster,
-                    f"its SuperNode exited (code {process.popen.returncode}); log ends:\n{process.tail(5)}",
-                )
+                detail = " / ".join(process.tail(3, quiet=True).splitlines()) or "no error in its log"
+                self._lose(cluster, f"its SuperNode exited (code {process.popen.returncode}): {detail}")
         self._check_minimum()
 
     def _lose(self, cluster: str, reason: str, stop: bool = False) -> None:
         self.lost[cluster] = reason
         self.observer.warning(f"collaborator {cluster}: {reason}")
+        self.recorder.clusters(c.cluster for c in self.plan.collaborators if c.cluster not in self.lost)
         process = self.supernodes.pop(cluster, None)
         if stop and process is not None:
             self.supervisor.stop(process)

@@ -36,13 +36,17 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def tail(self, lines: int = 15) -> str:
-        """The last ``lines`` lines of the process's log, without terminal colour codes."""
+    def tail(self, lines: int = 15, *, quiet: bool = False) -> str:
+        """The last ``lines`` lines of the process's log, without colour codes; ``quiet`` drops INFO lines."""
         try:
             text = self.log.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
-        return "\n".join(_strip_ansi(line) for line in text.splitlines()[-lines:])
+        kept = [_strip_ansi(line).rstrip() for line in text.splitlines()]
+        kept = [line for line in kept if line.strip()]
+        if quiet:
+            kept = [line for line in kept if not line.lstrip().startswith(("INFO", "DEBUG"))]
+        return "\n".join(kept[-lines:])
 
 
 @dataclass
@@ -128,9 +132,11 @@ class ProcessSupervisor:
         _, remaining = psutil.wait_procs(recorded, timeout=max(0.0, deadline - time.monotonic()))
         for process in self.processes:
             self._signal_group(process, signal.SIGKILL)
-        for child in [*remaining, *self._recorded()]:
+        leftovers = [*remaining, *self._recorded()]
+        for child in leftovers:
             with contextlib.suppress(psutil.Error):
                 child.kill()
+        psutil.wait_procs(leftovers, timeout=grace)
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(timeout=grace)

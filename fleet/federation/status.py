@@ -98,6 +98,10 @@ class StatusRecorder:
         self._update(phase=Phase.WAITING, message=message, participating_clusters=tuple(clusters))
         self._condition("Running", "False", "Waiting", message)
 
+    def clusters(self, names: Iterable[str]) -> None:
+        """The collaborators taking part now (one that is lost or refused drops out)."""
+        self._update(participating_clusters=tuple(names))
+
     def running(self, message: str) -> None:
         self._update(phase=Phase.RUNNING, message=message)
         self._condition("Running", "True", "CollaboratorsConnected", message)

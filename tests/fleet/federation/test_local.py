@@ -1,0 +1,194 @@
+"""Real local federations (SuperLink, SuperNodes, TLS, SuperNode authentication) with the tiny app.
+
+Each test starts real Flower processes for a few seconds and checks that none is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from federation_support import (
+    TINY_APP,
+    Recorder,
+    flower_processes,
+    supernode_of,
+    wait_until,
+    write_data,
+    write_repository,
+)
+
+from fleet.federation import local
+from fleet.federation.certificates import CertificateAuthority, ClusterIdentity, create_cluster_identity
+from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
+from fleet.federation.progress import RoundFinished
+from fleet.federation.status import STATUS_FILE, read_status
+from fleet.models import Phase
+from fleet.repository import load_repository
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("federation")]
+
+SETTINGS = RunSettings(app=TINY_APP, start_timeout=40)
+
+
+def _plan(
+    tmp_path: Path, clusters: list[str], with_data: list[str] | None = None, **job: int
+) -> local.LocalPlan:
+    repo = write_repository(tmp_path / "repo", clusters, **job)  # type: ignore[arg-type]
+    write_data(tmp_path / "data", clusters if with_data is None else with_data)
+    return plan_run(load_repository(repo), "tiny", tmp_path / "data", tmp_path / "runs")
+
+
+def test_run_completes_over_tls_and_writes_status_model_and_card(tmp_path: Path, no_leftovers: None) -> None:
+    plan = _plan(tmp_path, ["alpha", "beta", "gamma"], with_data=["alpha", "beta"])
+    assert plan.excluded.keys() == {"gamma"}
+    observer = Recorder()
+    status = run_federation(plan, observer, SETTINGS)
+
+    assert status.phase is Phase.COMPLETED, status.message
+    assert observer.clusters == ("alpha", "beta")
+    assert [r.round for r in observer.rounds] == [1, 2]
+    assert all(r.participants == ("alpha", "beta") for r in observer.rounds)
+    assert any(
+        "gamma" in w and "does not exist" in w and "fleet data prepare" in w for w in observer.warnings
+    )
+    storage = tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny"
+    assert plan.storage_dir == storage
+    assert status.model_path == str(storage / "model.pt")
+    assert status.final_metrics == {"files": 2.0}  # each collaborator read its own data path: one file each
+    assert (storage / "checkpoints" / "round-2.pt").is_file()
+    card = (storage / "model-card.md").read_text()
+    assert "tiny" in card and "alpha, beta" in card and "repository commit: `unknown`" in card  # tmp: no git
+    written = json.loads((tmp_path / "runs" / "tiny" / STATUS_FILE).read_text())
+    assert written["phase"] == "Completed"
+    assert written["currentRound"] == 2
+    assert [r["round"] for r in written["rounds"]] == [1, 2]
+    # Flower really ran with TLS and SuperNode authentication.
+    superlink_log = (plan.job_dir / "logs" / "superlink.log").read_text()
+    assert "https://127.0.0.1" in superlink_log
+    assert "SuperNode authentication is disabled" not in superlink_log
+
+
+def test_killed_supernode_run_finishes_with_the_rest(tmp_path: Path, no_leftovers: None) -> None:
+    plan = _plan(tmp_path, ["alpha", "beta", "gamma"], rounds=3, round_timeout=6)
+    marker = str(tmp_path)
+
+    def kill_gamma(event: RoundFinished) -> None:
+        if event.round == 1:
+            supernode_of("gamma", marker).kill()
+
+    observer = Recorder(on_round=kill_gamma)
+    status = run_federation(plan, observer, SETTINGS)
+
+    assert status.phase is Phase.COMPLETED, status.message
+    assert [r.round for r in observer.rounds] == [1, 2, 3]
+    assert observer.rounds[0].participants == ("alpha", "beta", "gamma")
+    assert observer.rounds[-1].participants == ("alpha", "beta")
+    assert any(w.startswith("collaborator gamma: its SuperNode exited") for w in observer.warnings)
+    assert "gamma" not in status.participating_clusters
+    assert "lost: gamma" in status.message
+
+
+def test_killed_supernode_below_minimum_fails_at_once(tmp_path: Path, no_leftovers: None) -> None:
+    plan = _plan(tmp_path, ["alpha", "beta"], rounds=5, round_timeout=60)
+    marker = str(tmp_path)
+
+    def kill_beta(event: RoundFinished) -> None:
+        if event.round == 1:
+            supernode_of("beta", marker).kill()
+
+    status = run_federation(plan, Recorder(on_round=kill_beta), SETTINGS)
+
+    assert status.phase is Phase.FAILED
+    assert "only 1 of 2 collaborators remain" in status.message
+    assert "minAvailableClients=2" in status.message
+    assert "beta: its SuperNode exited" in status.message
+    assert status.current_round < 5  # it did not wait out the rounds
+
+
+def test_foreign_certificate_foreign_ca_and_unregistered_key_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftovers: None
+) -> None:
+    plan = _plan(tmp_path, ["alpha", "beta", "forged", "lost", "unknown"])
+    foreign = CertificateAuthority.create(tmp_path / "foreign", "not the hub")
+    real_create = local.create_cluster_identity
+
+    def identity(directory: Path, cluster: str, authority: CertificateAuthority) -> ClusterIdentity:
+        if cluster == "forged":  # a certificate the hub CA did not sign
+            return create_cluster_identity(directory, cluster, foreign)
+        made = real_create(directory, cluster, authority)
+        if cluster == "lost":  # a SuperNode that trusts another CA than the hub's
+            made.trusted_ca.write_bytes(foreign.path.read_bytes())
+        return made
+
+    real_register = local.ControlClient.register_node
+
+    def register(self: local.ControlClient, key: bytes, name: str) -> int:
+        if name == "unknown":  # a key the SuperLink never registered
+            return 0
+        return real_register(self, key, name)
+
+    monkeypatch.setattr(local, "create_cluster_identity", identity)
+    monkeypatch.setattr(local.ControlClient, "register_node", register)
+    observer = Recorder()
+    status = run_federation(plan, observer, SETTINGS)
+
+    assert status.phase is Phase.COMPLETED, status.message
+    assert observer.clusters == ("alpha", "beta")
+    assert all(r.participants == ("alpha", "beta") for r in observer.rounds)
+    warnings = "\n".join(observer.warnings)
+    assert "collaborator forged: refused: the certificate of cluster 'forged'" in warnings
+    assert "is not signed by the hub CA" in warnings
+    # Flower refuses the other two: the SuperNode cannot verify a SuperLink certificate from another CA, and
+    # the SuperLink does not activate a SuperNode whose key is not registered.
+    lost = next(w for w in observer.warnings if w.startswith("collaborator lost:"))
+    assert "its SuperNode exited" in lost and "CERTIFICATE_VERIFY_FAILED" in lost
+    unknown = next(w for w in observer.warnings if w.startswith("collaborator unknown:"))
+    assert "its SuperNode exited" in unknown and "Failed to activate SuperNode" in unknown
+    logs = plan.job_dir / "logs"
+    assert not (logs / "supernode-forged.log").exists()  # never started
+    assert "SuperNode ID" not in (logs / "supernode-unknown.log").read_text()  # never let in
+
+
+def test_too_few_collaborators_with_data_fails_before_starting_anything(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, ["alpha", "beta", "gamma"], with_data=["alpha"])
+    status = run_federation(plan, Recorder(), SETTINGS)
+    assert status.phase is Phase.FAILED
+    assert "only 1 collaborators have their data" in status.message
+    assert "collaborator beta: its data path /data/beta" in status.message
+    assert not (plan.job_dir / "logs").exists()
+    assert read_status(plan.job_dir / STATUS_FILE).phase is Phase.FAILED
+
+
+def test_placement_selecting_too_few_clusters_is_refused(tmp_path: Path) -> None:
+    repository = load_repository(write_repository(tmp_path / "repo", ["alpha", "beta"]))
+    with pytest.raises(RunError, match="no job named 'other'"):
+        plan_run(repository, "other", tmp_path / "data", tmp_path / "runs")
+    # The loader refuses such a repository; a cluster relabelled since must not slip through.
+    beta = repository.clusters["beta"]
+    repository.clusters["beta"] = beta.model_copy(update={"labels": {"region": "us-east"}})
+    with pytest.raises(RunError, match=r"needs minAvailableClients=2 collaborators, but placement selects 1"):
+        plan_run(repository, "tiny", tmp_path / "data", tmp_path / "runs")
+
+
+def test_stopping_in_the_middle_leaves_no_process(tmp_path: Path, no_leftovers: None) -> None:
+    """SIGTERM (as from a service manager) mid-run: Failed with the reason, every process gone."""
+    import os
+    import signal
+
+    plan = _plan(tmp_path, ["alpha", "beta"], rounds=20)
+    marker = str(tmp_path)
+    seen: list[int] = []
+
+    def interrupt(event: RoundFinished) -> None:
+        seen.extend(p.pid for p in flower_processes(marker))
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    observer = Recorder(on_round=lambda e: interrupt(e) if e.round == 1 else None)
+    status = run_federation(plan, observer, SETTINGS)
+    assert status.phase is Phase.FAILED
+    assert "interrupted by SIGTERM" in status.message
+    assert len(seen) >= 5  # SuperLink, SuperExec, ServerApp, 2 SuperNodes, the executor
+    wait_until(lambda: not flower_processes(marker), 10, "every process to end")

@@ -1,0 +1,58 @@
+"""The process supervisor stops everything it started, and what those started, also in other sessions."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from fleet.federation.processes import ProcessSupervisor, free_port
+
+# A parent that ignores SIGTERM and starts a grandchild in a new session (as Flower's SuperExec is started).
+_TREE = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _wait_for(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_stop_all_kills_the_tree_including_other_sessions(tmp_path: Path) -> None:
+    supervisor = ProcessSupervisor(tmp_path, {"PATH": ""})
+    process = supervisor.start("tree", [sys.executable, "-c", _TREE])
+    _wait_for(lambda: process.log.read_text().strip())
+    grandchild = int(process.log.read_text().split()[0])
+    supervisor.watch()
+    assert grandchild in supervisor.pids()
+    supervisor.stop_all(grace=0.5)
+    assert not process.alive()
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+def test_tail_strips_colour_codes(tmp_path: Path) -> None:
+    with ProcessSupervisor(tmp_path, {}) as supervisor:
+        process = supervisor.start(
+            "echo", [sys.executable, "-c", "print('\\x1b[92mINFO\\x1b[0m: one'); print('two')"]
+        )
+        process.popen.wait(timeout=10)
+        assert process.tail(2) == "INFO: one\ntwo"
+        assert supervisor.exited() == [process]
+
+
+def test_free_port_is_bindable() -> None:
+    import socket
+
+    port = free_port()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
