@@ -10,7 +10,16 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from fleet.quantity import Quantity
@@ -68,14 +77,18 @@ class SelectorRequirement(_Model):
     operator: SelectorOperator
     values: tuple[LabelValue, ...] = ()
 
-    @model_validator(mode="after")
-    def _values_match_operator(self) -> SelectorRequirement:
-        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
-        if needs_values and not self.values:
-            raise ValueError(f"operator {self.operator.value} expects a non-empty 'values' list")
-        if not needs_values and self.values:
-            raise ValueError(f"operator {self.operator.value} expects no 'values'")
-        return self
+    @field_validator("values")
+    @classmethod
+    def _values_match_operator(cls, values: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        operator = info.data.get("operator")
+        if operator is None:  # the operator itself is invalid and reported
+            return values
+        needs_values = operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if needs_values and not values:
+            raise ValueError(f"expected a non-empty list for operator {operator.value}")
+        if not needs_values and values:
+            raise ValueError(f"expected no values for operator {operator.value}")
+        return values
 
 
 class LabelSelector(_Model):
@@ -140,13 +153,15 @@ class Training(_Model):
     """FedProx's proximal term; only used, and then required to be > 0, with strategy fedprox."""
     round_timeout_seconds: Annotated[int, Strict(), Field(ge=1, le=86400)] = 600
 
-    @model_validator(mode="after")
-    def _proximal_mu_with_fedprox(self) -> Training:
-        if self.strategy is Strategy.FEDPROX and self.proximal_mu <= 0:
-            raise ValueError("strategy fedprox expects 'proximalMu' greater than 0")
-        if self.strategy is Strategy.FEDAVG and self.proximal_mu != 0:
-            raise ValueError("'proximalMu' applies only to strategy fedprox")
-        return self
+    @field_validator("proximal_mu")
+    @classmethod
+    def _proximal_mu_with_fedprox(cls, mu: float, info: ValidationInfo) -> float:
+        strategy = info.data.get("strategy")
+        if strategy is Strategy.FEDPROX and mu <= 0:
+            raise ValueError("expected a number > 0 with strategy fedprox")
+        if strategy is Strategy.FEDAVG and mu != 0:
+            raise ValueError("expected 0 or nothing: proximalMu applies only to strategy fedprox")
+        return mu
 
 
 class PVCStorage(_Model):
@@ -154,11 +169,12 @@ class PVCStorage(_Model):
     size: Quantity
     path: DataPath
 
-    @model_validator(mode="after")
-    def _size_positive(self) -> PVCStorage:
-        if self.size.value <= 0:
-            raise ValueError("'size' expects a quantity greater than 0")
-        return self
+    @field_validator("size")
+    @classmethod
+    def _size_positive(cls, size: Quantity) -> Quantity:
+        if size.value <= 0:
+            raise ValueError(f"expected a quantity greater than 0, got {size.text!r}")
+        return size
 
 
 class S3Storage(_Model):
@@ -196,15 +212,26 @@ class Listener(_Model):
     host: Annotated[str | None, Field(pattern=_DNS_SUBDOMAIN, max_length=253)] = None
     """The host name for Route and Ingress listeners."""
 
-    @model_validator(mode="after")
-    def _port_range(self) -> Listener:
-        if self.type is ListenerType.NODE_PORT and not 30000 <= self.port <= 32767:
-            raise ValueError("a NodePort listener expects 'port' in the node-port range 30000-32767")
-        if self.type in (ListenerType.ROUTE, ListenerType.INGRESS) and self.host is None:
-            raise ValueError(f"a {self.type.value} listener expects 'host'")
-        if self.type in (ListenerType.NODE_PORT, ListenerType.LOAD_BALANCER) and self.host is not None:
-            raise ValueError(f"'host' applies only to Route and Ingress listeners, not {self.type.value}")
-        return self
+    @field_validator("port")
+    @classmethod
+    def _node_port_range(cls, port: int, info: ValidationInfo) -> int:
+        if info.data.get("type") is ListenerType.NODE_PORT and not 30000 <= port <= 32767:
+            raise ValueError(
+                f"expected a port in the node-port range 30000-32767 for a NodePort listener, got {port}"
+            )
+        return port
+
+    @field_validator("host")
+    @classmethod
+    def _host_for_route_and_ingress(cls, host: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind in (ListenerType.ROUTE, ListenerType.INGRESS) and host is None:
+            raise ValueError(f"expected a host name for a {kind.value} listener")
+        if kind in (ListenerType.NODE_PORT, ListenerType.LOAD_BALANCER) and host is not None:
+            raise ValueError(
+                f"expected no host: it applies only to Route and Ingress listeners, not {kind.value}"
+            )
+        return host
 
 
 class Job(_Model):
@@ -229,19 +256,29 @@ class Job(_Model):
     wait_timeout_seconds: Annotated[int, Strict(), Field(ge=1, le=7 * 86400)] = 1800
     """How long the job may wait for minAvailableClients collaborators before it fails."""
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Job:
-        if self.min_available_clients > self.max_clients:
-            raise ValueError(
-                f"'minAvailableClients' ({self.min_available_clients}) expects to be at most "
-                f"'maxClients' ({self.max_clients})"
-            )
-        names = [listener.name for listener in self.listeners]
-        if len(set(names)) != len(names):
-            raise ValueError("'listeners' expects distinct listener names")
-        if len(set(self.cluster_sets)) != len(self.cluster_sets):
-            raise ValueError("'clusterSets' expects distinct cluster-set names")
-        return self
+    @field_validator("max_clients")
+    @classmethod
+    def _at_least_min_available(cls, max_clients: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min_available_clients")
+        if minimum is not None and max_clients < minimum:
+            raise ValueError(f"expected at least minAvailableClients ({minimum}), got {max_clients}")
+        return max_clients
+
+    @field_validator("listeners")
+    @classmethod
+    def _distinct_listener_names(cls, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
+        names = [listener.name for listener in listeners]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"expected distinct listener names, got {', '.join(repeated)} more than once")
+        return listeners
+
+    @field_validator("cluster_sets")
+    @classmethod
+    def _distinct_cluster_sets(cls, sets: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(sets)) != len(sets):
+            raise ValueError("expected distinct cluster-set names")
+        return sets
 
 
 # --- Cluster --------------------------------------------------------------------------------------------------
@@ -405,7 +442,8 @@ class FederatedLearningSpec(_Model):
             assert job.storage.s3 is not None  # ModelStorage guarantees exactly one
             s3 = job.storage.s3
             storage = ServerStorageSpec(
-                type=StorageType.S3, s3=S3BucketSpec(bucket_name=s3.bucket, prefix=s3.prefix, region=s3.region)
+                type=StorageType.S3,
+                s3=S3BucketSpec(bucket_name=s3.bucket, prefix=s3.prefix, region=s3.region),
             )
         return cls(
             framework=job.framework,

@@ -137,7 +137,15 @@ def _load_document(
         return None
     nodes = [n for n in nodes if n is not None]
     if len(nodes) != 1:
-        problems.append(Problem(source.file, None, "", f"expected exactly one YAML document, found {len(nodes)}"))
+        starts = [
+            e.start_mark.line + 1
+            for e in yaml.parse(text, Loader=_LineLoader)
+            if isinstance(e, yaml.DocumentStartEvent)
+        ]
+        line = starts[1] if len(starts) > 1 else None  # where the second document starts
+        problems.append(
+            Problem(source.file, line, "", f"expected exactly one YAML document, found {len(nodes)}")
+        )
         return None
     node = nodes[0]
     duplicates: list[Problem] = []
@@ -148,7 +156,9 @@ def _load_document(
     data = _LineLoader(text).get_single_data()
     if not isinstance(data, dict):
         problems.append(
-            Problem(source.file, node.start_mark.line + 1, "", f"expected a mapping of {model.__name__} fields")
+            Problem(
+                source.file, node.start_mark.line + 1, "", f"expected a mapping of {model.__name__} fields"
+            )
         )
         return None
     try:
@@ -166,7 +176,12 @@ def _positions(node: yaml.Node, loc: tuple[str | int, ...], source: Source, prob
             name = str(key.value)
             if name in seen:
                 problems.append(
-                    Problem(source.file, key.start_mark.line + 1, field_path((*loc, name)), "expected a key only once")
+                    Problem(
+                        source.file,
+                        key.start_mark.line + 1,
+                        field_path((*loc, name)),
+                        "expected a key only once",
+                    )
                 )
             seen.add(name)
             _positions(value, (*loc, name), source, problems)
@@ -176,10 +191,46 @@ def _positions(node: yaml.Node, loc: tuple[str | int, ...], source: Source, prob
             _positions(item, (*loc, index), source, problems)
 
 
+def _field_aliases() -> dict[str, str]:
+    """snake_case field name -> its camelCase alias, over every definition model."""
+    aliases: dict[str, str] = {}
+    pending: list[type[BaseModel]] = list(FOLDERS.values())
+    while pending:
+        model = pending.pop()
+        for name, info in model.model_fields.items():
+            if info.alias and info.alias != name:
+                aliases[name] = info.alias
+            for arg in _types_within(info.annotation):
+                if isinstance(arg, type) and issubclass(arg, BaseModel) and arg not in pending:
+                    pending.append(arg)
+    return aliases
+
+
+def _types_within(annotation: Any) -> Iterator[Any]:
+    yield annotation
+    for arg in getattr(annotation, "__args__", ()):
+        yield from _types_within(arg)
+
+
+_ALIASES = _field_aliases()
+
+
 def _problems_from(error: ValidationError, source: Source, model: type[BaseModel]) -> Iterator[Problem]:
-    for item in error.errors(include_url=False):
-        # Pydantic adds the union member or validator name to loc for some errors; keep document fields only.
-        loc = tuple(part for part in item["loc"] if isinstance(part, int) or not part.startswith("function-"))
+    items = error.errors(include_url=False)
+    # Pydantic adds markers ("[key]", validator names) to some locations; keep document fields only.
+    # A validator that checks a defaulted field reports it by its Python name: show the YAML name.
+    locs = [
+        tuple(
+            p if isinstance(p, int) else _ALIASES.get(p, p)
+            for p in item["loc"]
+            if isinstance(p, int) or not (p == "[key]" or p.startswith("function-"))
+        )
+        for item in items
+    ]
+    for item, loc in zip(items, locs, strict=True):
+        # A list whose items failed also reports itself too short (it counts only the valid items): noise.
+        if item["type"] == "too_short" and any(other[: len(loc)] == loc and other != loc for other in locs):
+            continue
         yield source.problem(loc, _expectation(item, model))
 
 
@@ -208,13 +259,19 @@ def _expectation(item: Any, model: type[BaseModel]) -> str:
         pattern = str(ctx.get("pattern", ""))
         return f"expected {_PATTERNS.get(pattern, 'text matching ' + pattern)}{got}"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[
+            kind
+        ]
         bound = next(iter(ctx.values()))
         return f"expected a number {op} {bound}{got}"
-    if kind in ("string_too_long", "too_long"):
-        return f"expected at most {ctx.get('max_length')} characters or items{got}"
-    if kind in ("string_too_short", "too_short"):
-        return f"expected at least {ctx.get('min_length')} characters or items{got}"
+    if kind == "string_too_long":
+        return f"expected at most {ctx.get('max_length')} characters{got}"
+    if kind == "too_long":
+        return f"expected at most {ctx.get('max_length')} item(s){got}"
+    if kind == "string_too_short":
+        return f"expected at least {ctx.get('min_length')} character(s){got}"
+    if kind == "too_short":
+        return f"expected at least {ctx.get('min_length')} item(s){got}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number{got}"
     if kind in ("float_type", "float_parsing"):
@@ -289,8 +346,9 @@ def check_repository(repository: Repository) -> list[Problem]:
         )
         if len(result.feasible) < job.min_available_clients:
             out = "; ".join(
-                f"{d.cluster}: {d.reasons[0]}" for d in result.decisions if not d.selected and d.cluster in
-                {c.name for c in holders}
+                f"{d.cluster}: {d.reasons[0]}"
+                for d in result.decisions
+                if not d.selected and d.cluster in {c.name for c in holders}
             )
             problems.append(
                 source.problem(

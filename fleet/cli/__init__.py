@@ -8,6 +8,7 @@ pays for torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import click
