@@ -42,9 +42,20 @@ def _upstream(app: cdk8s.App, repository: Repository) -> None:
     build_upstream(app, repository)
 
 
-TARGETS: dict[str, Callable[[cdk8s.App, Repository], None]] = {"hub": _hub, "upstream": _upstream}
+def _gitops(app: cdk8s.App, repository: Repository) -> None:
+    from render.charts.gitops import build_gitops
+
+    build_gitops(app, repository)
+
+
+TARGETS: dict[str, Callable[[cdk8s.App, Repository], None]] = {
+    "hub": _hub,
+    "upstream": _upstream,
+    "gitops": _gitops,
+}
 """Output targets: ``hub`` for this project's controller, ``upstream`` for the upstream
-federation-ai.open-cluster-management.io controller."""
+federation-ai.open-cluster-management.io controller, ``gitops`` for the Argo CD and Flux bootstraps that keep
+``hub`` applied."""
 
 
 def synth(repository: Repository, target: str = "hub") -> list[Manifest]:

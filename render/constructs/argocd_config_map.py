@@ -1,0 +1,32 @@
+"""The ``argocd-cm`` ConfigMap: Argo CD's own settings, here the custom health checks of the hub's kinds."""
+
+from __future__ import annotations
+
+from constructs import Construct
+
+from render.constructs.base import HubObject
+
+NAME = "argocd-cm"
+HEALTH_KEY = "resource.customizations.health.{group}_{kind}"
+"""The argocd-cm key of a Lua health check for one kind."""
+
+
+def health_key(group: str, kind: str) -> str:
+    return HEALTH_KEY.format(group=group, kind=kind)
+
+
+class ArgoCDConfigMap(HubObject):
+    def __init__(self, scope: Construct, *, namespace: str, data: dict[str, str], source: str) -> None:
+        super().__init__(
+            scope,
+            api_version="v1",
+            kind="ConfigMap",
+            name=NAME,
+            namespace=namespace,
+            component="gitops",
+            instance=NAME,
+            source=source,
+            # Argo CD reads its settings only from a ConfigMap carrying these labels.
+            labels={"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "argocd"},
+            body={"data": dict(sorted(data.items()))},
+        )
