@@ -12,15 +12,30 @@ from render.constructs.placement import JOB_LABEL
 
 UPSTREAM_LISTENER_TYPES = (ListenerType.NODE_PORT, ListenerType.LOAD_BALANCER, ListenerType.ROUTE)
 UNSUPPORTED_ANNOTATION = "fleet.dev/unsupported-listeners"
+DROPPED_ANNOTATION = "fleet.dev/dropped-placement-fields"
+"""Placement fields the upstream CRD cannot carry: its embedded Placement schema predates ``celSelector``, so
+the capacity filter is left out there (the label, claim and prioritizer rules stay)."""
+
+
+def upstream_placement(placement: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The placement spec without what the upstream CRD rejects, and the JSON paths of what was dropped."""
+    dropped: list[str] = []
+    predicates = []
+    for index, predicate in enumerate(placement.get("predicates", [])):
+        selector = dict(predicate.get("requiredClusterSelector", {}))
+        if selector.pop("celSelector", None) is not None:
+            dropped.append(f"predicates[{index}].requiredClusterSelector.celSelector")
+        predicates.append({**predicate, "requiredClusterSelector": selector})
+    return {**placement, "predicates": predicates}, dropped
 
 
 class UpstreamFederatedLearning(HubObject):
     def __init__(self, scope: Construct, *, job: Job, placement: dict[str, Any], source: str) -> None:
+        placement, dropped_fields = upstream_placement(placement)
+        annotations = {DROPPED_ANNOTATION: ",".join(dropped_fields)} if dropped_fields else {}
         listeners = [listener for listener in job.listeners if listener.type in UPSTREAM_LISTENER_TYPES]
         # The upstream controller knows no Ingress listener: leave it out, visibly, rather than fail the job.
-        dropped = [
-            listener.name for listener in job.listeners if listener.type not in UPSTREAM_LISTENER_TYPES
-        ]
+        dropped = [listener.name for listener in job.listeners if listener.type not in UPSTREAM_LISTENER_TYPES]
         if job.storage.pvc is not None:
             pvc = job.storage.pvc
             storage: dict[str, Any] = {
@@ -46,7 +61,7 @@ class UpstreamFederatedLearning(HubObject):
             instance=job.name,
             source=source,
             labels={JOB_LABEL: job.name},
-            annotations={UNSUPPORTED_ANNOTATION: ",".join(dropped)} if dropped else None,
+            annotations={**annotations, **({UNSUPPORTED_ANNOTATION: ",".join(dropped)} if dropped else {})},
             body={
                 "spec": {
                     "framework": job.framework.value,
