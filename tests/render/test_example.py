@@ -104,7 +104,7 @@ def test_one_file_per_resource_named_after_it(rendered: dict[str, str]) -> None:
     for path, text in rendered.items():
         body = yaml.safe_load(text)
         assert Path(path).name == f"{body['kind'].lower()}-{body['metadata']['name']}.yaml"
-        assert path.startswith(("hub/", "upstream/"))
+        assert path.split("/")[0] in ("hub", "upstream", "gitops")
 
 
 def test_job_objects(rendered: dict[str, str]) -> None:
@@ -128,7 +128,16 @@ def test_job_objects(rendered: dict[str, str]) -> None:
     assert [Path(p).stem.removeprefix("managedclustersetbinding-") for p in bindings] == sorted(job.cluster_sets)
     upstream = yaml.safe_load(rendered["upstream/jobs/mnist-digits/federatedlearning-mnist-digits.yaml"])
     assert upstream["apiVersion"] == "federation-ai.open-cluster-management.io/v1alpha1"
-    assert upstream["spec"]["client"]["placement"] == placement["spec"]
+    # the upstream CRD's Placement has no celSelector: the capacity filter is dropped there, and says so
+    selector = dict(placement["spec"]["predicates"][0]["requiredClusterSelector"])
+    assert selector.pop("celSelector")
+    assert upstream["spec"]["client"]["placement"] == {
+        **placement["spec"],
+        "predicates": [{"requiredClusterSelector": selector}],
+    }
+    assert upstream["metadata"]["annotations"]["fleet.dev/dropped-placement-fields"] == (
+        "predicates[0].requiredClusterSelector.celSelector"
+    )
 
 
 def test_cluster_claims(rendered: dict[str, str]) -> None:
