@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from fleet.app.task import Dataset, write_partition
 from fleet.errors import InvalidRepository, Problem
 from fleet.placement import evaluate, placement_spec
-from fleet.repository import Repository, load_repository
+from fleet.repository import Repository
 
 DATASET = "digits"
 TEST_SAMPLES = 360
@@ -48,6 +48,8 @@ class Partition:
     """Where it was written: the claimed path mapped under the root."""
     counts: tuple[int, ...]
     """Samples per digit 0-9."""
+    favoured: tuple[int, ...]
+    """The digits this cluster over-represents."""
 
     @property
     def samples(self) -> int:
@@ -86,13 +88,12 @@ def favoured_digits(position: int) -> tuple[int, ...]:
     return tuple((FAVOURED_DIGITS * position + k) % 10 for k in range(FAVOURED_DIGITS))
 
 
-def prepare(repository_root: Path, root: Path, job: str | None = None) -> Prepared:
+def prepare(repository: Repository, root: Path, job: str | None = None) -> Prepared:
     """Write the test split and the partitions (only those of the clusters the job places, with ``job``).
 
-    Raises `InvalidRepository` when the repository does not load, the job is unknown or does not train on
-    ``digits``, or the claims ask for more images than exist. Nothing is written then.
+    Raises `InvalidRepository` when the job is unknown or does not train on ``digits``, or the claims ask for
+    more images than exist. Nothing is written then.
     """
-    repository = load_repository(repository_root)
     holders = sorted((c for c in repository.clusters.values() if DATASET in c.datasets), key=lambda c: c.name)
     wanted = _wanted_clusters(repository, job)
     data = digits()
@@ -113,6 +114,20 @@ def prepare(repository_root: Path, root: Path, job: str | None = None) -> Prepar
                 )
             ]
         )
+    first_claim: dict[str, str] = {}
+    for cluster in holders:
+        claimed = cluster.datasets[DATASET].path.rstrip("/")
+        if claimed in first_claim:
+            raise InvalidRepository(
+                [
+                    repository.source(cluster).problem(
+                        ("datasets", DATASET, "path"),
+                        f"expected a path no other cluster claims for {DATASET!r}: {first_claim[claimed]} claims "
+                        f"{claimed!r} too, and one folder cannot hold two private partitions",
+                    )
+                ]
+            )
+        first_claim[claimed] = cluster.name
     counts = _skewed_counts(sizes, available)
     rng = np.random.default_rng(SEED)
     by_digit = [rng.permutation(rest[rest_labels == digit]) for digit in range(10)]
@@ -126,13 +141,10 @@ def prepare(repository_root: Path, root: Path, job: str | None = None) -> Prepar
         chosen.append(rng.permutation(np.concatenate(picks)))
 
     partitions = []
-    for cluster, row in zip(holders, counts, strict=True):
+    for position, (cluster, row) in enumerate(zip(holders, counts, strict=True)):
         claimed = cluster.datasets[DATASET].path
-        partitions.append(
-            Partition(
-                cluster.name, claimed, mapped_path(root, claimed) / PARTITION_FILE, tuple(int(v) for v in row)
-            )
-        )
+        path = mapped_path(root, claimed) / PARTITION_FILE
+        partitions.append(Partition(cluster.name, claimed, path, tuple(int(v) for v in row), favoured_digits(position)))
     test_path = root / TEST_FILE
     write_partition(test_path, data.images[test], data.labels[test])
     for partition, indices in zip(partitions, chosen, strict=True):
@@ -158,9 +170,7 @@ def _wanted_clusters(repository: Repository, job_name: str | None) -> set[str]:
     job = repository.jobs.get(job_name)
     if job is None:
         known = ", ".join(sorted(repository.jobs)) or "none"
-        raise InvalidRepository(
-            [Problem("jobs/", None, "name", f"expected a job name ({known}), got {job_name!r}")]
-        )
+        raise InvalidRepository([Problem("jobs/", None, "name", f"expected a job name ({known}), got {job_name!r}")])
     if job.dataset != DATASET:
         raise InvalidRepository(
             [

@@ -1,0 +1,65 @@
+"""``fleet data prepare``: write the example clusters' private digits partitions and the held-out test split."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fleet.errors import EXIT_INVALID, InvalidRepository
+
+DEFAULT_ROOT = Path(".fleet") / "data"
+
+
+@click.group("data")
+def command() -> None:
+    """Prepare the data the collaborators train on."""
+
+
+@command.command("prepare")
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="The repository holding jobs/, clusters/ and policies/.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_ROOT,
+    show_default=True,
+    help="The local folder the clusters' claimed paths are mapped under.",
+)
+@click.option("--job", default=None, help="Write only the partitions of the clusters this job is placed on.")
+def prepare_command(repo: Path, root: Path, job: str | None) -> None:
+    """Split scikit-learn's digits among the clusters that claim dataset 'digits'.
+
+    Each cluster gets exactly the samples its claim states, at <root>/<claimed path>/digits.npz, with a
+    label skew: the cluster at position i (by name) over-represents digits 3i..3i+2 (mod 10). A stratified
+    test split of 360 images that no collaborator sees goes to <root>/test/digits.npz. The output is the same
+    on every run. Exit 2 for an invalid repository, an unknown job, or claims larger than the data.
+    """
+    from fleet.data import prepare
+    from fleet.repository import load_repository
+
+    try:
+        prepared = prepare(load_repository(repo), root, job)
+    except InvalidRepository as error:
+        click.echo(f"fleet data prepare: {len(error.problems)} problem(s) in {repo}:", err=True)
+        for problem in error.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_INVALID)
+
+    header = f"{'cluster':<22} {'samples':>7}  {'favours':<7}  per digit 0-9"
+    click.echo(f"wrote {prepared.test_path}: {sum(prepared.test_counts)} held-out test images (no cluster sees them)")
+    click.echo(f"  per digit 0-9: {' '.join(f'{n:>3}' for n in prepared.test_counts)}")
+    click.echo(header)
+    for partition in prepared.partitions:
+        favoured = ",".join(map(str, partition.favoured))
+        counts = " ".join(f"{n:>3}" for n in partition.counts)
+        click.echo(f"{partition.cluster:<22} {partition.samples:>7}  {favoured:<7}  {counts}")
+        click.echo(f"  {partition.claimed_path} -> {partition.path}")
+    if prepared.unused:
+        click.echo(f"{prepared.unused} images are claimed by no cluster and were not written")
