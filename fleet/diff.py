@@ -58,9 +58,7 @@ class DiffError(Exception):
 
 def _git(repo: Path, *args: str) -> str:
     try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False, timeout=120
-        )
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise DiffError(f"git {' '.join(args)}: {error}") from error
     if done.returncode != 0:
@@ -78,9 +76,7 @@ def resolve_base(repo: Path, ref: str | None) -> tuple[str, str]:
     try:
         head = _git(repo, "rev-parse", "--verify", "HEAD^{commit}")
     except DiffError as error:
-        raise DiffError(
-            f"{repo} is not in a git repository with a commit to compare with: {error}"
-        ) from error
+        raise DiffError(f"{repo} is not in a git repository with a commit to compare with: {error}") from error
     candidates = list(_MAIN_BRANCHES)
     pull_request_base = os.environ.get("GITHUB_BASE_REF")  # set by GitHub Actions on pull requests
     if pull_request_base:
@@ -278,9 +274,7 @@ class Report:
 
 
 def _counts(changes: list[Change]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = defaultdict(
-        lambda: {"added": 0, "modified": 0, "deleted": 0, "+": 0, "-": 0}
-    )
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"added": 0, "modified": 0, "deleted": 0, "+": 0, "-": 0})
     for change in changes:
         row = counts[change.target]
         row[change.status] += 1
@@ -311,8 +305,7 @@ def format_text(report: Report) -> str:
         )
     for change in report.changes:
         out.append(
-            f"  {change.status:<8} {change.target}: {change.title} "
-            f"(+{change.added_lines} -{change.removed_lines})"
+            f"  {change.status:<8} {change.target}: {change.title} (+{change.added_lines} -{change.removed_lines})"
         )
     note = _renderer_note(report)
     if note:
@@ -332,8 +325,7 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT) -> str:
         head.append("| target | added | modified | deleted | lines |\n|---|---:|---:|---:|---:|\n")
         for target, row in _counts(report.changes).items():
             head.append(
-                f"| {target} | {row['added']} | {row['modified']} | {row['deleted']} | "
-                f"+{row['+']} −{row['-']} |\n"
+                f"| {target} | {row['added']} | {row['modified']} | {row['deleted']} | +{row['+']} −{row['-']} |\n"
             )
     note = _renderer_note(report)
     if note:
@@ -376,9 +368,7 @@ def _section(name: str, changes: list[Change], *, with_diffs: bool) -> str:
     added = sum(c.added_lines for c in changes)
     removed = sum(c.removed_lines for c in changes)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    out = [
-        f"\n<details><summary><code>{html.escape(name)}</code>: {summary} (+{added} −{removed})</summary>\n\n"
-    ]
+    out = [f"\n<details><summary><code>{html.escape(name)}</code>: {summary} (+{added} −{removed})</summary>\n\n"]
     for change in changes:
         out.append(
             f"- **{change.status}** {change.target}: {_inline(change.title)} "
@@ -423,9 +413,7 @@ def render_diff(
             base_repository = load_repository(root)
         except InvalidRepository as error:
             problems = "\n  ".join(str(p) for p in error.problems)
-            raise DiffError(
-                f"the base ({description}, {commit[:12]}) does not load:\n  {problems}"
-            ) from error
+            raise DiffError(f"the base ({description}, {commit[:12]}) does not load:\n  {problems}") from error
         base_files = rendered_files(base_repository)
     changes = compare(resources(base_files), resources(head_files()))
     return Report(f"{description} ({commit[:12]})", changes, renderer_changes(repo, commit))

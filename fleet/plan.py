@@ -135,9 +135,7 @@ def _job_plan(repository: Repository, job: Job, rendered: Sequence[tuple[str, Ma
         and (body.get("metadata", {}).get("labels") or {}).get(JOB_LABEL) == job.name
     ]
     if len(found) != 1:
-        raise PlanError(
-            f"expected one rendered Placement labelled {JOB_LABEL}={job.name}, found {len(found)}"
-        )
+        raise PlanError(f"expected one rendered Placement labelled {JOB_LABEL}={job.name}, found {len(found)}")
     path, placement = found[0]
     metadata = placement["metadata"]
     namespace: str = metadata["namespace"]

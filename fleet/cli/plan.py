@@ -26,13 +26,9 @@ _MARKER = {True: "[green]selected[/]", False: "[red]out[/]"}
     show_default=True,
     help="The repository holding jobs/, clusters/ and policies/.",
 )
-@click.option(
-    "--output", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True
-)
+@click.option("--output", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--diff", is_flag=True, help="Show the clusters each job gains or loses against --base.")
-@click.option(
-    "--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]"
-)
+@click.option("--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]")
 def command(jobs: tuple[str, ...], repo: Path, output: str, diff: bool, base: str | None) -> None:
     """Evaluate each job's rendered Placement over clusters/: the clusters selected, with their scores, and
     for every other cluster the reason it is out; whether minAvailableClients is met.
@@ -78,9 +74,7 @@ def _plan_diff(repository: Repository, repo: Path, jobs: Sequence[str], base: st
                 base_repository = load_repository(root)
             except InvalidRepository as error:
                 problems = "; ".join(str(p) for p in error.problems)
-                raise DiffError(
-                    f"the base ({description}, {commit[:12]}) does not load: {problems}"
-                ) from error
+                raise DiffError(f"the base ({description}, {commit[:12]}) does not load: {problems}") from error
             base_jobs = [name for name in jobs if name in base_repository.jobs]
             before = plan(base_repository, base_jobs) if base_jobs or not jobs else []
     except DiffError as error:

@@ -25,9 +25,7 @@ from fleet.repository import load_repository
 from render.output import to_yaml
 
 
-def _object(
-    kind: str, name: str, namespace: str = "ns", source: str = "jobs/a.yaml", **body: Any
-) -> dict[str, Any]:
+def _object(kind: str, name: str, namespace: str = "ns", source: str = "jobs/a.yaml", **body: Any) -> dict[str, Any]:
     return {
         "apiVersion": "example.org/v1",
         "kind": kind,
@@ -67,9 +65,7 @@ def test_added_modified_deleted_with_line_counts() -> None:
     }
     assert (changes["a"].added_lines, changes["a"].removed_lines) == (1, 1)
     assert "-  numberOfClusters: 2\n+  numberOfClusters: 3\n" in changes["a"].diff
-    assert changes["new"].removed_lines == 0 and changes["new"].added_lines == len(
-        head["hub/new.yaml"].splitlines()
-    )
+    assert changes["new"].removed_lines == 0 and changes["new"].added_lines == len(head["hub/new.yaml"].splitlines())
 
 
 def test_secret_values_are_masked_even_inside_a_manifest_work() -> None:
@@ -86,9 +82,7 @@ def test_secret_values_are_masked_even_inside_a_manifest_work() -> None:
     head = _files(("hub/w.yaml", work("c2VjcmV0LXR3bw==", "YWRtaW4=")))
     [change] = compare(resources(base), resources(head))
     assert "c2VjcmV0" not in change.diff and "YWRtaW4" not in change.diff
-    assert (
-        "-        pw: '*** (before)'" in change.diff and "+        pw: '*** (after)'" in change.diff
-    )
+    assert "-        pw: '*** (before)'" in change.diff and "+        pw: '*** (after)'" in change.diff
     assert "user: '***'" in change.diff
     # A Secret whose values did not change is no change at all.
     assert compare(resources(base), resources(base)) == []
@@ -99,9 +93,7 @@ def _report(count: int, lines: int = 5) -> Report:
     head: dict[str, str] = {}
     for i in range(count):
         source = f"jobs/job-{i % 4}.yaml"
-        base[f"hub/{i}.yaml"] = to_yaml(
-            _object("Placement", f"p{i}", source=source, spec={"v": list(range(lines))})
-        )
+        base[f"hub/{i}.yaml"] = to_yaml(_object("Placement", f"p{i}", source=source, spec={"v": list(range(lines))}))
         head[f"hub/{i}.yaml"] = to_yaml(
             _object("Placement", f"p{i}", source=source, spec={"v": list(range(1, lines + 1))})
         )

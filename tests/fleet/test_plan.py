@@ -195,11 +195,7 @@ def test_predicates_or_across_and_within() -> None:
     spec = {
         "predicates": [
             {"requiredClusterSelector": {"labelSelector": {"matchLabels": {"a": "1", "b": "1"}}}},
-            {
-                "requiredClusterSelector": {
-                    "labelSelector": {"matchExpressions": [{"key": "c", "operator": "Exists"}]}
-                }
-            },
+            {"requiredClusterSelector": {"labelSelector": {"matchExpressions": [{"key": "c", "operator": "Exists"}]}}},
         ]
     }
     result = evaluate(spec, ["s"], clusters)
@@ -221,9 +217,7 @@ def test_listed_but_unbound_set_is_out() -> None:
     clusters = _clusters(("x", "one", {}, "1"), ("y", "two", {}, "1"))
     result = evaluate({"clusterSets": ["one", "two"]}, ["one"], clusters)
     assert result.selected == ["x"]
-    assert [e.rule for d in result.decisions if d.cluster == "y" for e in d.exclusions] == [
-        "clusterSetBinding"
-    ]
+    assert [e.rule for d in result.decisions if d.cluster == "y" for e in d.exclusions] == ["clusterSetBinding"]
 
 
 def test_scores_are_truncated_integers_and_ties_go_by_name() -> None:

@@ -81,14 +81,9 @@ def test_diff_shows_gains_and_losses(example_repo: Path) -> None:
     assert job["gained"] == ["eu-north-institute"]
     assert job["lost"] == ["eu-central-lab", "eu-west-university"]
 
-    markdown = CliRunner().invoke(
-        main, ["plan", "--diff", "--repo", str(example_repo), "--output", "markdown"]
-    )
+    markdown = CliRunner().invoke(main, ["plan", "--diff", "--repo", str(example_repo), "--output", "markdown"])
     assert markdown.exit_code == 1
-    assert (
-        "| mnist-digits | changed | eu-north-institute | eu-central-lab, eu-west-university |"
-        in markdown.output
-    )
+    assert "| mnist-digits | changed | eu-north-institute | eu-central-lab, eu-west-university |" in markdown.output
 
 
 def test_diff_added_and_removed_jobs(example_repo: Path) -> None:
@@ -106,8 +101,6 @@ def test_diff_added_and_removed_jobs(example_repo: Path) -> None:
 
 def test_diff_bad_base_exits_2(example_repo: Path) -> None:
     _commit_base(example_repo)
-    result = CliRunner().invoke(
-        main, ["plan", "--diff", "--base", "no-such-ref", "--repo", str(example_repo)]
-    )
+    result = CliRunner().invoke(main, ["plan", "--diff", "--base", "no-such-ref", "--repo", str(example_repo)])
     assert result.exit_code == 2
     assert "no-such-ref" in result.output

@@ -72,9 +72,7 @@ def test_flux_jobs_depend_on_all_the_infrastructure(gitops: Rendered) -> None:
     kustomizations = _of_kind(gitops, "Kustomization")
     [repository] = _of_kind(gitops, "GitRepository").values()
     assert repository["spec"]["url"] == GIT_URL
-    depends = {
-        name: {d["name"] for d in k["spec"].get("dependsOn", [])} for name, k in kustomizations.items()
-    }
+    depends = {name: {d["name"] for d in k["spec"].get("dependsOn", [])} for name, k in kustomizations.items()}
     assert all(dependency in depends for names in depends.values() for dependency in names)
 
     def reachable(name: str, seen: frozenset[str] = frozenset()) -> set[str]:
@@ -150,9 +148,7 @@ def test_federated_learning_phases(config_map: dict[str, Any], phase: str, expec
 def test_federated_learning_edge_cases(config_map: dict[str, Any]) -> None:
     script = config_map["data"][FL_HEALTH_KEY]
     assert _health(script, _job(None))["status"] == "Progressing"
-    running = _health(
-        script, _job(_status(phase="Running", currentRound=3, totalRounds=5, observedGeneration=1))
-    )
+    running = _health(script, _job(_status(phase="Running", currentRound=3, totalRounds=5, observedGeneration=1)))
     assert running == {"status": "Progressing", "message": "round 3 of 5"}
     behind = _health(script, _job(_status(phase="Completed", observedGeneration=1), generation=2))
     assert behind["status"] == "Progressing" and "generation 2" in behind["message"]
