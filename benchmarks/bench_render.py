@@ -1,6 +1,6 @@
 """Benchmark: load + render + validate synthetic repositories, against the serialization floor.
 
-    .venv/bin/python benchmarks/render.py [--sizes 10x50,100x50,...] [--out benchmarks/render.md]
+    .venv/bin/python benchmarks/bench_render.py [--sizes 10x50,100x50,...] [--out benchmarks/render.md]
 
 Each size runs in a fresh subprocess (so peak memory is that run's alone): it writes a synthetic repository of
 J jobs and C clusters, then times loading it, rendering both targets with cdk8s, validating every manifest
@@ -154,7 +154,7 @@ def main() -> None:
             "# Render benchmark",
             "",
             f"Machine: {machine()}.",
-            f"Command: `.venv/bin/python benchmarks/render.py --sizes {args.sizes}`",
+            f"Command: `.venv/bin/python benchmarks/bench_render.py --sizes {args.sizes}`",
             "",
             "| jobs | clusters | objects | load s | render s | validate s | yaml s | total s | floor s "
             "| total / floor | s per 1k objects | peak Python MiB | peak Node MiB |",
