@@ -21,6 +21,7 @@ import gzip
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,16 +76,11 @@ def load_dataset(
             raise DataError("expected a data path, got an empty one")
         if not location.exists():
             raise DataError(f"data path {str(location)!r} does not exist")
-        if location.is_file():
-            dataset = _read_file(location, idx_prefixes)
-        else:
-            dataset = _read_folder(location, idx_prefixes)
+        dataset = _read_file(location, idx_prefixes) if location.is_file() else _read_folder(location, idx_prefixes)
         return _checked(dataset)
     except DataError as error:
-        raise DataError(
-            f"{where}{error}" if str(location) in str(error) else f"{where}{location}: {error}"
-        ) from None
-    except (OSError, ValueError, EOFError, KeyError, gzip.BadGzipFile) as error:
+        raise DataError(f"{where}{error}" if str(location) in str(error) else f"{where}{location}: {error}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise DataError(f"{where}data path {str(location)!r} is unreadable: {error}") from None
 
 
@@ -120,16 +116,10 @@ def _read_folder(folder: Path, idx_prefixes: Sequence[str]) -> Dataset:
             if images.is_file():
                 labels = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
                 return Dataset(_read_idx(images, 3), _read_idx(labels, 1))
-    parts = sorted(
-        p for p in folder.iterdir() if p.suffix == ".npz" and p.is_file() and not p.name.startswith(".")
-    )
+    parts = sorted(p for p in folder.iterdir() if p.suffix == ".npz" and p.is_file() and not p.name.startswith("."))
     if not parts:
-        pairs = " or ".join(
-            f"{p}-images-idx3-ubyte[.gz] with {p}-labels-idx1-ubyte[.gz]" for p in idx_prefixes
-        )
-        raise DataError(
-            f"data path {str(folder)!r} holds no partition file (*.npz) and no MNIST IDX pair ({pairs})"
-        )
+        pairs = " or ".join(f"{p}-images-idx3-ubyte[.gz] with {p}-labels-idx1-ubyte[.gz]" for p in idx_prefixes)
+        raise DataError(f"data path {str(folder)!r} holds no partition file (*.npz) and no MNIST IDX pair ({pairs})")
     datasets = [_read_npz(part) for part in parts]
     shapes = {d.images.shape[1:] for d in datasets}
     if len(shapes) > 1:
@@ -159,13 +149,7 @@ def _read_idx(path: Path, dimensions: int) -> NDArray[np.uint8]:
     opener: Any = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as file:
         raw: bytes = file.read()
-    if (
-        len(raw) < 4 + 4 * dimensions
-        or raw[0] != 0
-        or raw[1] != 0
-        or raw[2] != _IDX_UBYTE
-        or raw[3] != dimensions
-    ):
+    if len(raw) < 4 + 4 * dimensions or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] != dimensions:
         raise DataError(f"{path}: expected an IDX file of unsigned bytes with {dimensions} dimension(s)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dimensions)
@@ -179,9 +163,7 @@ def _checked(dataset: Dataset) -> Dataset:
     if images.ndim != 3 or images.shape[1] != images.shape[2] or images.shape[1] not in (8, 28):
         raise DataError(f"expected images of shape (N, 8, 8) or (N, 28, 28), got {images.shape}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(
-            f"expected one label per image ({images.shape[0]}), got labels of shape {labels.shape}"
-        )
+        raise DataError(f"expected one label per image ({images.shape[0]}), got labels of shape {labels.shape}")
     if images.shape[0] == 0:
         raise DataError("expected at least one sample, got none")
     if int(labels.max()) >= NUM_CLASSES:
@@ -217,9 +199,7 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.classifier = nn.Sequential(
-            nn.Linear(64 * final * final, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES)
-        )
+        self.classifier = nn.Sequential(nn.Linear(64 * final * final, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result: torch.Tensor = self.classifier(self.features((x - self.mean) / self.std))
@@ -284,9 +264,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, tuple[int, int,
     try:
         payload = torch.load(location, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt file (pickle, zip, runtime)
-        raise ModelError(
-            f"{location}: expected a model file saved by a fleet run, it is unreadable: {error}"
-        ) from None
+        raise ModelError(f"{location}: expected a model file saved by a fleet run, it is unreadable: {error}") from None
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE:
         found = payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__
         raise ModelError(f"{location}: expected architecture {ARCHITECTURE!r}, got {found!r}")
@@ -399,13 +377,11 @@ def aggregate(updates: Iterable[tuple[Sequence[NDArray[Any]], int]]) -> list[NDA
     for arrays, _ in collected[1:]:
         shapes = [a.shape for a in arrays]
         if shapes != [a.shape for a in first]:
-            raise ValueError(
-                f"expected updates of one model, got array shapes {[a.shape for a in first]} and {shapes}"
-            )
+            raise ValueError(f"expected updates of one model, got array shapes {[a.shape for a in first]} and {shapes}")
     return [
-        np.sum(
-            [np.asarray(arrays[i], dtype=np.float64) * (n / total) for arrays, n in collected], axis=0
-        ).astype(np.float32)
+        np.sum([np.asarray(arrays[i], dtype=np.float64) * (n / total) for arrays, n in collected], axis=0).astype(
+            np.float32
+        )
         for i in range(len(first))
     ]
 
