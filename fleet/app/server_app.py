@@ -216,9 +216,7 @@ def _rounds(federation: _Federation) -> dict[str, float]:
             federation, server_round, sampled, MessageType.TRAIN, _content(settings, server_round, weights)
         )
         if len(replies.ok) < settings.min_available_clients:
-            raise FederationError(
-                _too_few_replies(federation, server_round, "training", len(sampled), replies)
-            )
+            raise FederationError(_too_few_replies(federation, server_round, "training", len(sampled), replies))
         weights, train_loss = _aggregate(federation, server_round, replies.ok)
         metrics = {"train_loss": train_loss, **_evaluate(federation, server_round, weights, replies)}
         participants = sorted(federation.name(node) for node in replies.ok)
@@ -315,9 +313,7 @@ def _content(settings: Settings, server_round: int, weights: Mapping[str, NDArra
     clients start from the model the shared seed gives) and the training settings."""
     arrays = ArrayRecord()
     if weights is not None:
-        arrays = ArrayRecord.from_torch_state_dict(
-            OrderedDict((k, torch.from_numpy(v)) for k, v in weights.items())
-        )
+        arrays = ArrayRecord.from_torch_state_dict(OrderedDict((k, torch.from_numpy(v)) for k, v in weights.items()))
     config = ConfigRecord(
         {
             "server-round": server_round,
@@ -421,13 +417,9 @@ def _error_reason(reply: Message) -> str:
     return reason.strip()
 
 
-def _too_few_replies(
-    federation: _Federation, server_round: int, phase: str, sampled: int, replies: _Replies
-) -> str:
+def _too_few_replies(federation: _Federation, server_round: int, phase: str, sampled: int, replies: _Replies) -> str:
     required = federation.settings.min_available_clients
-    missing = "; ".join(
-        f"{federation.name(node)}: {reason}" for node, reason in sorted(replies.missing.items())
-    )
+    missing = "; ".join(f"{federation.name(node)}: {reason}" for node, reason in sorted(replies.missing.items()))
     return (
         f"round {server_round}: only {len(replies.ok)} of the {required} required clients replied to {phase} "
         f"within {_seconds(federation.settings.round_timeout)} s ({sampled} sampled; {missing})"
@@ -449,9 +441,7 @@ class Progress:
         self._metrics: dict[str, Any] = {"settings": {}, "rounds": [], "final": {}}
 
     def started(self, settings: Settings) -> None:
-        self._metrics["settings"] = {
-            k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()
-        }
+        self._metrics["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
         self._event({"event": "started", "rounds": settings.num_rounds})
 
     def round(

@@ -245,9 +245,7 @@ def test_a_node_that_stops_replying_mid_round_is_dropped_after_the_timeout(
     assert grid.now >= 120
 
 
-def test_the_run_fails_with_a_reason_when_a_dropout_leaves_too_few(
-    tmp_path: Path, partitions: dict[str, Path]
-) -> None:
+def test_the_run_fails_with_a_reason_when_a_dropout_leaves_too_few(tmp_path: Path, partitions: dict[str, Path]) -> None:
     grid = FakeGrid(_nodes(partitions, ["alpha", "beta"], silent_at_round={"beta": 2}))
     settings = _settings(tmp_path, partitions, num_rounds=3, round_timeout=300.0)
 
@@ -279,16 +277,12 @@ def test_a_node_disconnecting_mid_round_is_noticed_before_the_timeout(
     grid = DisconnectingGrid(nodes)
     settings = _settings(tmp_path, partitions, num_rounds=2, round_timeout=300.0)
 
-    with pytest.raises(
-        FederationError, match=r"round 2: only 1 of the 2 .* beta: disconnected before replying"
-    ):
+    with pytest.raises(FederationError, match=r"round 2: only 1 of the 2 .* beta: disconnected before replying"):
         _run(grid, settings)
     assert grid.now < 10  # noticed by the liveness check, long before the 300 s timeout
 
 
-def test_too_few_connected_nodes_fail_after_the_round_timeout(
-    tmp_path: Path, partitions: dict[str, Path]
-) -> None:
+def test_too_few_connected_nodes_fail_after_the_round_timeout(tmp_path: Path, partitions: dict[str, Path]) -> None:
     grid = FakeGrid(_nodes(partitions, ["alpha"]))
     settings = _settings(tmp_path, partitions, round_timeout=30.0)
 
@@ -313,9 +307,7 @@ class _AnyTime:
 ANY_TIME: Any = _AnyTime()
 
 
-def test_a_missing_data_path_is_reported_with_path_and_cluster(
-    tmp_path: Path, partitions: dict[str, Path]
-) -> None:
+def test_a_missing_data_path_is_reported_with_path_and_cluster(tmp_path: Path, partitions: dict[str, Path]) -> None:
     nodes = _nodes(partitions, ["alpha", "beta", "gamma"])
     nodes[1].data_path = str(tmp_path / "nowhere")
     grid = FakeGrid(nodes)
@@ -324,14 +316,10 @@ def test_a_missing_data_path_is_reported_with_path_and_cluster(
     _run(grid, settings)
     (event,) = [e for e in _events(settings.model_dir) if e["event"] == "round"]
     assert event["participants"] == ["alpha", "gamma"]
-    assert event["dropped"] == [
-        f"node 101: cluster 'beta': data path '{tmp_path / 'nowhere'}' does not exist"
-    ]
+    assert event["dropped"] == [f"node 101: cluster 'beta': data path '{tmp_path / 'nowhere'}' does not exist"]
 
     strict = _settings(tmp_path / "strict", partitions, num_rounds=1, min_available_clients=3)
-    with pytest.raises(
-        FederationError, match=r"only 2 of the 3 required .*cluster 'beta': data path .*nowhere"
-    ):
+    with pytest.raises(FederationError, match=r"only 2 of the 3 required .*cluster 'beta': data path .*nowhere"):
         _run(FakeGrid(nodes), strict)
 
 
@@ -346,9 +334,7 @@ def test_fraction_train_samples_a_share_of_the_nodes(tmp_path: Path, partitions:
     assert sum(len(n.received) for n in grid.nodes.values()) == 6
 
 
-def test_fedprox_sends_the_proximal_term_and_fedavg_sends_none(
-    tmp_path: Path, partitions: dict[str, Path]
-) -> None:
+def test_fedprox_sends_the_proximal_term_and_fedavg_sends_none(tmp_path: Path, partitions: dict[str, Path]) -> None:
     seen: list[float] = []
 
     class RecordingGrid(FakeGrid):
@@ -359,9 +345,7 @@ def test_fedprox_sends_the_proximal_term_and_fedavg_sends_none(
 
     for strategy, mu in (("fedprox", 0.5), ("fedavg", 0.5)):
         grid = RecordingGrid(_nodes(partitions, ["alpha", "beta"]))
-        _run(
-            grid, _settings(tmp_path / strategy, partitions, num_rounds=1, strategy=strategy, proximal_mu=mu)
-        )
+        _run(grid, _settings(tmp_path / strategy, partitions, num_rounds=1, strategy=strategy, proximal_mu=mu))
     assert seen == [0.5, 0.5, 0.0, 0.0]
 
 
@@ -389,9 +373,7 @@ def test_run_config_is_read_and_checked() -> None:
     )
     assert settings.model_dir == Path("/tmp/m")
 
-    with pytest.raises(
-        FederationError, match=r"run config 'strategy': expected 'fedavg' or 'fedprox', got 'sgd'"
-    ):
+    with pytest.raises(FederationError, match=r"run config 'strategy': expected 'fedavg' or 'fedprox', got 'sgd'"):
         Settings.from_run_config({**config, "strategy": "sgd"})
     with pytest.raises(FederationError, match=r"run config 'num-rounds': expected int, got 2.5"):
         Settings.from_run_config({**config, "num-rounds": 2.5})
@@ -431,9 +413,7 @@ def test_a_bad_run_config_is_reported_as_a_failure(tmp_path: Path) -> None:
     assert _events(tmp_path / "model")[-1]["reason"] == "run config 'num-rounds': expected at least 1, got 0"
 
 
-def test_test_data_that_cannot_be_read_fails_the_run_at_once(
-    tmp_path: Path, partitions: dict[str, Path]
-) -> None:
+def test_test_data_that_cannot_be_read_fails_the_run_at_once(tmp_path: Path, partitions: dict[str, Path]) -> None:
     grid = FakeGrid(_nodes(partitions, ["alpha", "beta"]))
     settings = _settings(tmp_path, partitions, test_data=str(tmp_path / "missing.npz"))
     with pytest.raises(FederationError, match=r"^test-data: data path '.*missing.npz' does not exist$"):
@@ -441,9 +421,7 @@ def test_test_data_that_cannot_be_read_fails_the_run_at_once(
     assert all(node.received == [] for node in grid.nodes.values())
 
 
-def test_clients_with_different_image_sizes_fail_the_round(
-    tmp_path: Path, partitions: dict[str, Path]
-) -> None:
+def test_clients_with_different_image_sizes_fail_the_round(tmp_path: Path, partitions: dict[str, Path]) -> None:
     big = tmp_path / "mnist"
     rng = np.random.default_rng(1)
     write_partition(
