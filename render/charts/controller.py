@@ -46,9 +46,7 @@ RULES: list[dict[str, Any]] = [
     rule(API_GROUP, [PLURAL], ["get", "list", "watch", "patch", "update"]),
     rule(API_GROUP, [f"{PLURAL}/status"], ["get", "patch", "update"]),
     rule(API_GROUP, [f"{PLURAL}/finalizers"], ["update"]),
-    rule(
-        "cluster.open-cluster-management.io", ["placements", "placementdecisions", "managedclusters"], _READ
-    ),
+    rule("cluster.open-cluster-management.io", ["placements", "placementdecisions", "managedclusters"], _READ),
     rule("work.open-cluster-management.io", ["manifestworks"], _MANAGE),
     rule("apps", ["deployments"], _MANAGE),
     # Secrets: the hub CA and the SuperLinks' server certificates.
@@ -71,9 +69,7 @@ def build_controller(app: Construct, repository: Repository) -> None:
         instance=CONTROLLER_NAME,
         source=SOURCE,
     )
-    ServiceAccount(
-        chart, name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE
-    )
+    ServiceAccount(chart, name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE)
     ClusterRole(chart, name=CONTROLLER_NAME, rules=copy.deepcopy(RULES), component=COMPONENT, source=SOURCE)
     ClusterRoleBinding(
         chart,

@@ -108,8 +108,7 @@ def build_policy(app: Construct, repository: Repository, policy: DataLocalityPol
     locality = locality_placement_spec(policy)
     if locality is not None:  # an allow-all selector leaves no cluster to keep collaborators off
         templates = [
-            {"complianceType": "mustnothave", "objectDefinition": workload}
-            for workload in _governed_workloads(policy)
+            {"complianceType": "mustnothave", "objectDefinition": workload} for workload in _governed_workloads(policy)
         ]
         _govern(
             chart,

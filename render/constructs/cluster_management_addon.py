@@ -10,9 +10,7 @@ from render.constructs.base import HubObject
 
 
 class ClusterManagementAddOn(HubObject):
-    def __init__(
-        self, scope: Construct, *, name: str, spec: dict[str, Any], component: str, source: str
-    ) -> None:
+    def __init__(self, scope: Construct, *, name: str, spec: dict[str, Any], component: str, source: str) -> None:
         super().__init__(
             scope,
             api_version="addon.open-cluster-management.io/v1alpha1",

@@ -10,9 +10,7 @@ from render.constructs.base import HubObject
 
 
 class CustomResourceDefinition(HubObject):
-    def __init__(
-        self, scope: Construct, *, spec: dict[str, Any], component: str, instance: str, source: str
-    ) -> None:
+    def __init__(self, scope: Construct, *, spec: dict[str, Any], component: str, instance: str, source: str) -> None:
         names = spec["names"]
         super().__init__(
             scope,

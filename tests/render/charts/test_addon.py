@@ -67,9 +67,7 @@ def test_cluster_management_addon_points_at_the_rendered_configs(example: Exampl
 
 def test_every_data_holding_cluster_installs_this_addon(example: Example) -> None:
     repository, rendered = example
-    installs = {
-        b["metadata"]["namespace"]: b for b in rendered.values() if b["kind"] == "ManagedClusterAddOn"
-    }
+    installs = {b["metadata"]["namespace"]: b for b in rendered.values() if b["kind"] == "ManagedClusterAddOn"}
     holders = {c.name for c in repository.clusters.values() if c.datasets}
     assert set(installs) == holders
     for install in installs.values():
@@ -99,9 +97,7 @@ def test_agent_is_a_supernode_using_the_registration_certificate(example: Exampl
     assert supernode["command"] == ["flower-supernode"]
     args = dict(arg.removeprefix("--").split("=", 1) for arg in supernode["args"])
     assert args["superlink"] == "{{SUPERLINK_ADDRESS}}"
-    mounts = {
-        m["mountPath"]: m["name"] for c in [*pod["initContainers"], supernode] for m in c["volumeMounts"]
-    }
+    mounts = {m["mountPath"]: m["name"] for c in [*pod["initContainers"], supernode] for m in c["volumeMounts"]}
 
     def volume_of(path: str) -> dict[str, Any]:
         folder = path.rpartition("/")[0]
@@ -126,9 +122,7 @@ def test_agent_is_a_supernode_using_the_registration_certificate(example: Exampl
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
-def test_the_auth_key_step_turns_the_registration_key_into_one_flower_accepts(
-    tmp_path: Path, example: Example
-) -> None:
+def test_the_auth_key_step_turns_the_registration_key_into_one_flower_accepts(tmp_path: Path, example: Example) -> None:
     # flower-supernode reads --auth-supernode-private-key with cryptography's load_ssh_private_key.
 
     init = _agent(one(_addon(example), "AddOnTemplate"))["spec"]["template"]["spec"]["initContainers"][0]
@@ -146,9 +140,9 @@ def test_the_auth_key_step_turns_the_registration_key_into_one_flower_accepts(
     subprocess.run([sys.executable, "-c", init["command"][2], str(pem), str(out)], check=True, timeout=60)
     loaded = serialization.load_ssh_private_key(out.read_bytes(), None)
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    assert loaded.public_key().public_bytes(
+    assert loaded.public_key().public_bytes(serialization.Encoding.PEM, public) == key.public_key().public_bytes(
         serialization.Encoding.PEM, public
-    ) == key.public_key().public_bytes(serialization.Encoding.PEM, public)
+    )
 
 
 def test_every_template_variable_is_defined(example: Example) -> None:

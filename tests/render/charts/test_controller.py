@@ -90,9 +90,7 @@ def _structural_problems(node: Any, where: str = "") -> list[str]:
         where != ".metadata"
         and node.get("type") == "object"
         and not (
-            "properties" in node
-            or "additionalProperties" in node
-            or node.get("x-kubernetes-preserve-unknown-fields")
+            "properties" in node or "additionalProperties" in node or node.get("x-kubernetes-preserve-unknown-fields")
         )
     ):
         problems.append(f"{where}: an object without properties")
@@ -112,12 +110,8 @@ def test_crd_schema_is_structural_and_generated_from_the_models(example: Example
     assert _structural_problems(schema) == []
     spec = schema["properties"]["spec"]
     # The upstream field names, and what the controller adds, straight from FederatedLearningSpec.
-    assert {"framework", "server", "client", "dataset", "maxClients", "training", "tls"} <= set(
-        spec["properties"]
-    )
-    assert {"rounds", "minAvailableClients", "listeners", "storage"} <= set(
-        spec["properties"]["server"]["properties"]
-    )
+    assert {"framework", "server", "client", "dataset", "maxClients", "training", "tls"} <= set(spec["properties"])
+    assert {"rounds", "minAvailableClients", "listeners", "storage"} <= set(spec["properties"]["server"]["properties"])
     assert spec["properties"]["client"]["properties"]["placement"] == {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": True,
@@ -211,9 +205,7 @@ def _permissions(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]
 def test_cluster_role_grants_exactly_what_the_controller_needs(example: Example) -> None:
     role = one(_controller(example), "ClusterRole")
     assert "*" not in json.dumps(role["rules"])
-    assert all(
-        set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"]
-    )  # no resourceNames/URLs
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"])  # no resourceNames/URLs
     assert _permissions(role["rules"]) == EXPECTED_PERMISSIONS
 
 
@@ -253,9 +245,7 @@ def test_deployment_runs_the_controller_hardened(example: Example) -> None:
         check = container[probe]["httpGet"]
         assert (check["path"], ports[check["port"]]) == ("/healthz", 8080)
     assert set(container["resources"]) == {"requests", "limits"}
-    assert (
-        set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {"cpu", "memory"}
-    )
+    assert set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {"cpu", "memory"}
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False

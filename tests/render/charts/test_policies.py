@@ -84,11 +84,7 @@ def test_egress_policy_is_placed_on_the_allowed_clusters_holding_the_data(exampl
         for c in repository.clusters.values()
         if set(c.datasets) & set(policy.datasets) and policy.allowed_clusters.matches(c.labels)
     )
-    assert (
-        _selected(repository, placement)
-        == expected
-        == ["eu-central-lab", "eu-west-hospital", "eu-west-university"]
-    )
+    assert _selected(repository, placement) == expected == ["eu-central-lab", "eu-west-hospital", "eu-west-university"]
 
 
 def test_locality_policy_is_placed_on_the_clusters_holding_the_data_but_not_allowed(example: Example) -> None:
@@ -128,9 +124,7 @@ def test_egress_to_the_aggregator_cidrs_when_given(example_repo: Path, render_re
     }
 
 
-def test_route_listeners_are_reached_on_the_routers_tls_port(
-    example_repo: Path, render_repo: RenderRepo
-) -> None:
+def test_route_listeners_are_reached_on_the_routers_tls_port(example_repo: Path, render_repo: RenderRepo) -> None:
     path = example_repo / "jobs" / "mnist-digits.yaml"
     job = yaml.safe_load(path.read_text())
     job["listeners"] = [{"name": "server", "type": "Route", "port": 9092, "host": "fl.example.org"}]
@@ -142,13 +136,9 @@ def test_route_listeners_are_reached_on_the_routers_tls_port(
 
 
 def test_no_egress_policy_without_the_rule(example_repo: Path, render_repo: RenderRepo) -> None:
-    _edit_policy(
-        example_repo, rules={"requireTls": True, "minClientsPerRound": 2, "egressOnlyToAggregator": False}
-    )
+    _edit_policy(example_repo, rules={"requireTls": True, "minClientsPerRound": 2, "egressOnlyToAggregator": False})
     _, rendered = render_repo(example_repo)
-    kinds = sorted(
-        (b["kind"], b["metadata"]["name"]) for b in in_folder(rendered, f"policies/{POLICY}").values()
-    )
+    kinds = sorted((b["kind"], b["metadata"]["name"]) for b in in_folder(rendered, f"policies/{POLICY}").values())
     assert kinds == [
         ("Placement", f"{POLICY}-locality"),
         ("PlacementBinding", f"{POLICY}-locality"),
@@ -181,14 +171,10 @@ def test_an_allow_all_policy_has_no_locality_policy(example_repo: Path, render_r
     assert names == {f"{POLICY}-egress"}
     # ... and its egress policy then covers every cluster holding the data.
     placement = one(rendered, "Placement", f"{POLICY}-egress")
-    assert _selected(repository, placement) == sorted(
-        c.name for c in repository.clusters.values() if c.datasets
-    )
+    assert _selected(repository, placement) == sorted(c.name for c in repository.clusters.values() if c.datasets)
 
 
-def test_a_name_too_long_for_ocm_is_refused_naming_the_file(
-    example_repo: Path, render_repo: RenderRepo
-) -> None:
+def test_a_name_too_long_for_ocm_is_refused_naming_the_file(example_repo: Path, render_repo: RenderRepo) -> None:
     path = example_repo / "policies" / f"{POLICY}.yaml"
     text = path.read_text()
     # fleet-policies.<name>-locality fits OCM's 63 characters with 39, not with 40.
@@ -238,9 +224,7 @@ def _cluster(name: str, labels: dict[str, str]) -> Cluster:
 
 
 def _policy(selector: dict[str, Any]) -> DataLocalityPolicy:
-    return DataLocalityPolicy.model_validate(
-        {"name": "p", "datasets": ["digits"], "allowedClusters": selector}
-    )
+    return DataLocalityPolicy.model_validate({"name": "p", "datasets": ["digits"], "allowedClusters": selector})
 
 
 _KEYS = ("region", "tier")
