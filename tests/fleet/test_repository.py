@@ -141,7 +141,15 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
     ),
     "job-fedprox-without-proximal-mu": (
         replace(JOB, "strategy: fedavg", "strategy: fedprox"),
-        (Expected(JOB, "training:", "training", ("strategy fedprox expects 'proximalMu' greater than 0",)),),
+        (Expected(JOB, "training:", "training.proximalMu", ("expected a number > 0", "strategy fedprox")),),
+    ),
+    "job-proximal-mu-with-fedavg": (
+        replace(JOB, "  batchSize: 32\n", "  batchSize: 32\n  proximalMu: 0.1\n"),
+        (
+            Expected(
+                JOB, "proximalMu: 0.1", "training.proximalMu", ("expected 0 or nothing", "only to strategy fedprox")
+            ),
+        ),
     ),
     "job-learning-rate-zero": (
         replace(JOB, "learningRate: 0.05", "learningRate: 0"),
@@ -149,24 +157,34 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
     ),
     "job-image-with-space": (
         replace(JOB, "  client: ghcr.io/fleet-fl/fleet-app:0.1.0", "  client: ghcr.io/fleet-fl/fleet app"),
-        (
-            Expected(
-                JOB, "client:", "images.client", ("expected a container image reference without spaces",)
-            ),
-        ),
+        (Expected(JOB, "client:", "images.client", ("expected a container image reference without spaces",)),),
     ),
     "job-node-port-out-of-range": (
         replace(JOB, "port: 30093", "port: 8080"),
-        (Expected(JOB, "- name: server", "listeners[0]", ("'port' in the node-port range 30000-32767",)),),
+        (
+            Expected(
+                JOB, "port: 8080", "listeners[0].port", ("expected a port in the node-port range 30000-32767", "8080")
+            ),
+        ),
     ),
     "job-route-without-host": (
         replace(JOB, "type: NodePort", "type: Route"),
-        (Expected(JOB, "- name: server", "listeners[0]", ("Route listener expects 'host'",)),),
+        (Expected(JOB, "- name: server", "listeners[0].host", ("expected a host name for a Route listener",)),),
+    ),
+    "job-host-on-node-port": (
+        replace(JOB, "    port: 30093\n", "    port: 30093\n    host: fl.example.org\n"),
+        (Expected(JOB, "host: fl.example.org", "listeners[0].host", ("expected no host", "not NodePort")),),
+    ),
+    "job-duplicate-cluster-sets": (
+        replace(JOB, "  - research-us\n", "  - research-us\n  - research-eu\n"),
+        (Expected(JOB, "clusterSets:", "clusterSets", ("expected distinct cluster-set names",)),),
+    ),
+    "job-storage-size-zero": (
+        replace(JOB, "    size: 1Gi", "    size: 0Gi"),
+        (Expected(JOB, "size: 0Gi", "storage.pvc.size", ("expected a quantity greater than 0", "'0Gi'")),),
     ),
     "job-no-listeners": (
-        replace(
-            JOB, "listeners:\n  - name: server\n    type: NodePort\n    port: 30093\n", "listeners: []\n"
-        ),
+        replace(JOB, "listeners:\n  - name: server\n    type: NodePort\n    port: 30093\n", "listeners: []\n"),
         (Expected(JOB, "listeners:", "listeners", ("expected at least 1 item",)),),
     ),
     "job-duplicate-listener-names": (
@@ -286,8 +304,8 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
             Expected(
                 POLICY,
                 "- key: region",
-                "allowedClusters.matchExpressions[0]",
-                ("In expects a non-empty 'values'",),
+                "allowedClusters.matchExpressions[0].values",
+                ("expected a non-empty list for operator In",),
             ),
         ),
     ),
@@ -296,9 +314,9 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         (
             Expected(
                 POLICY,
-                "- key: region",
-                "allowedClusters.matchExpressions[0]",
-                ("Exists expects no 'values'",),
+                "values:",
+                "allowedClusters.matchExpressions[0].values",
+                ("expected no values for operator Exists",),
             ),
         ),
     ),
@@ -419,9 +437,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         (
             Expected(JOB, "rounds:", "rounds", ("expected a whole number",)),
             Expected(CLUSTER, "region: eu west", "labels.region", ("expected a label value",)),
-            Expected(
-                POLICY, "operator:", "allowedClusters.matchExpressions[0].operator", ("expected one of",)
-            ),
+            Expected(POLICY, "operator:", "allowedClusters.matchExpressions[0].operator", ("expected one of",)),
             Expected("clusters/empty.yaml", None, "", ("found 0",)),
         ),
     ),
@@ -478,9 +494,7 @@ def test_problems_print_as_file_line_field_message() -> None:
     assert str(Problem("jobs/a.yaml", 9, "rounds", "expected a whole number")) == (
         "jobs/a.yaml:9: rounds: expected a whole number"
     )
-    assert (
-        str(Problem("jobs/a.yaml", None, "", "expected one document")) == "jobs/a.yaml: expected one document"
-    )
+    assert str(Problem("jobs/a.yaml", None, "", "expected one document")) == "jobs/a.yaml: expected one document"
 
 
 def test_problems_are_sorted_and_deduplicated() -> None:
