@@ -7,15 +7,17 @@ Messages. An instruction carries ``arrays`` (an ArrayRecord with the global mode
 the first round when the server does not know the input shape: then every collaborator starts from the model
 `build_model` gives for the shared seed) and ``config`` (a ConfigRecord: ``server-round``, ``local-epochs``,
 ``learning-rate``, ``batch-size``, ``proximal-mu`` (0 for FedAvg), ``seed``). A train reply carries
-``arrays``, ``metrics`` (``num-examples``, ``train_loss``) and ``info`` (``cluster-name``, ``input-shape``);
-an evaluate reply carries ``metrics`` (``num-examples``, ``eval_loss``, ``accuracy``) and ``info``. A cluster
-whose data cannot be read replies with an error naming the path and the cluster, which the ServerApp
-reports.
+``arrays``, ``metrics`` (``num-examples``, ``train_loss``, ``train-seconds``) and ``info`` (``cluster-name``,
+``input-shape``); an evaluate reply carries ``metrics`` (``num-examples``, ``eval_loss``, ``accuracy``) and
+``info``. A cluster whose data cannot be read replies with an error naming the path and the cluster, which the
+ServerApp reports.
 
 Imports torch, numpy and Flower's client side only: the SuperNode starts a new process for every message.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -39,6 +41,7 @@ def _train(message: Message, context: Context) -> Message:
     except DataError as error:
         return Message(Error(DATA_ERROR_CODE, str(error)), reply_to=message)
     config = _config(message)
+    started = time.perf_counter()
     loss = train(
         model,
         data,
@@ -54,7 +57,9 @@ def _train(message: Message, context: Context) -> Message:
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
-            "metrics": MetricRecord({"num-examples": len(data.labels), "train_loss": loss}),
+            "metrics": MetricRecord(
+                {"num-examples": len(data.labels), "train_loss": loss, "train-seconds": time.perf_counter() - started}
+            ),
             "info": ConfigRecord({"cluster-name": cluster, "input-shape": list(data.input_shape)}),
         }
     )

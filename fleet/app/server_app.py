@@ -19,7 +19,8 @@ Written into ``model-dir`` (the contract with ``fleet run``):
   reasons, when some sampled node was left out), then ``{"event": "completed", "metrics": {...}}`` or
   ``{"event": "failed", "reason": "..."}``; each with ``"time"`` (RFC 3339, UTC).
 - ``checkpoints/round-<n>.pt`` after each round and ``model.pt`` at the end (`fleet.app.task.save_model`).
-- ``metrics.json``: the settings, every round's metrics, participants and duration, and the final metrics.
+- ``metrics.json``: the settings, every round's metrics, participants and where its time went, and the final
+  metrics.
 """
 
 from __future__ import annotations
@@ -212,9 +213,11 @@ def _rounds(federation: _Federation) -> dict[str, float]:
         started = federation.clock()
         nodes = _wait_for_nodes(federation, server_round)
         sampled = _sample(nodes, settings, server_round)
+        pushed = federation.clock()
         replies = _exchange(
             federation, server_round, sampled, MessageType.TRAIN, _content(settings, server_round, weights)
         )
+        exchanged = federation.clock()
         if len(replies.ok) < settings.min_available_clients:
             raise FederationError(_too_few_replies(federation, server_round, "training", len(sampled), replies))
         weights, train_loss = _aggregate(federation, server_round, replies.ok)
@@ -222,7 +225,13 @@ def _rounds(federation: _Federation) -> dict[str, float]:
         participants = sorted(federation.name(node) for node in replies.ok)
         dropped = [f"{federation.name(node)}: {reason}" for node, reason in sorted(replies.missing.items())]
         _save(federation, weights, Path(CHECKPOINTS) / f"round-{server_round}.pt")
-        federation.progress.round(server_round, participants, metrics, dropped, federation.clock() - started)
+        timing = {
+            "round": federation.clock() - started,
+            "waiting_for_nodes": pushed - started,
+            "train_exchange": exchanged - pushed,
+            "client_training_max": max((_train_seconds(reply) for reply in replies.ok.values()), default=0.0),
+        }
+        federation.progress.round(server_round, participants, metrics, dropped, timing)
 
     assert weights is not None  # at least one round ran
     _save(federation, weights, Path(MODEL_FILE))
@@ -406,6 +415,12 @@ def _save(federation: _Federation, weights: Mapping[str, NDArray[Any]], relative
     save_model(federation.settings.model_dir / relative, _model(federation, weights), federation.input_shape)
 
 
+def _train_seconds(reply: Message) -> float:
+    metrics = reply.content.metric_records.get("metrics")
+    value = metrics.get("train-seconds", 0.0) if metrics is not None else 0.0
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def _learn_name(federation: _Federation, node: int, reply: Message) -> None:
     info = reply.content.config_records.get("info")
     if info is not None and info.get("cluster-name"):
@@ -450,8 +465,10 @@ class Progress:
         participants: list[str],
         metrics: Mapping[str, float],
         dropped: list[str],
-        seconds: float,
+        seconds: Mapping[str, float],
     ) -> None:
+        """``seconds``: where the round's time went (``round`` in all, ``train_exchange`` from push to the
+        last reply, ``client_training_max`` the slowest client's own training)."""
         event: dict[str, Any] = {
             "event": "round",
             "round": server_round,
@@ -467,7 +484,7 @@ class Progress:
                 "participants": participants,
                 "metrics": {k: float(v) for k, v in metrics.items()},
                 "dropped": dropped,
-                "seconds": round(seconds, 3),
+                "seconds": {k: round(v, 3) for k, v in seconds.items()},
                 "time": time_,
             }
         )

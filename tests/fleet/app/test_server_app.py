@@ -193,6 +193,9 @@ def test_rounds_write_progress_checkpoints_metrics_and_a_loadable_model(
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]
     assert metrics["final"] == final
     assert metrics["settings"]["num_rounds"] == 2
+    timing = metrics["rounds"][0]["seconds"]
+    assert set(timing) == {"round", "waiting_for_nodes", "train_exchange", "client_training_max"}
+    assert timing["client_training_max"] > 0
     _model, shape = load_model(settings.model_dir / "model.pt")
     assert shape == (1, 8, 8)
     # Server-side evaluation: no node ever got an evaluate message.
