@@ -17,9 +17,11 @@ Semantics (open-cluster-management.io/api cluster/v1beta1 Placement):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, cluster_claims, dataset_claim
@@ -138,6 +140,30 @@ def managed_cluster(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _ClusterView:
+    """What selectors read of one cluster, built once per cluster rather than once per job."""
+
+    managed_cluster: dict[str, Any]
+    labels: dict[str, str]
+    claims: dict[str, str]
+
+
+_VIEWS: dict[int, tuple[weakref.ref[Cluster], _ClusterView]] = {}
+
+
+def _view(cluster: Cluster) -> _ClusterView:
+    # Definitions are frozen but not hashable (they hold dicts): cache by identity, dropped with the object.
+    key = id(cluster)
+    entry = _VIEWS.get(key)
+    if entry is not None and entry[0]() is cluster:
+        return entry[1]
+    mc = managed_cluster(cluster)
+    view = _ClusterView(mc, mc["metadata"]["labels"], {c["name"]: c["value"] for c in mc["status"]["clusterClaims"]})
+    _VIEWS[key] = (weakref.ref(cluster, lambda _, key=key: _VIEWS.pop(key, None)), view)  # type: ignore[misc]
+    return view
+
+
 def evaluate(
     spec: Mapping[str, Any], bound_cluster_sets: Iterable[str], clusters: Sequence[Cluster]
 ) -> PlacementResult:
@@ -156,8 +182,8 @@ def evaluate(
             message = f"cluster set {cluster.cluster_set!r} is not bound to the namespace"
             out.append(Exclusion("clusterSetBinding", message, cluster.cluster_set))
         else:
-            mc = managed_cluster(cluster)
-            failures = [_predicate_failures(p.get("requiredClusterSelector") or {}, mc) for p in predicates]
+            view = _view(cluster)
+            failures = [_predicate_failures(p.get("requiredClusterSelector") or {}, view) for p in predicates]
             if all(failures):  # every ORed predicate failed: report the first one's reasons
                 out.extend(failures[0])
         if out:
@@ -174,17 +200,14 @@ def evaluate(
         reasons[cluster.name] = [Exclusion("numberOfClusters", message)]
     decisions = [ClusterDecision(c.name, True, scores[c.name]) for c in chosen]
     decisions += [
-        ClusterDecision(
-            name, False, scores.get(name), tuple(e.message for e in reasons[name]), tuple(reasons[name])
-        )
+        ClusterDecision(name, False, scores.get(name), tuple(e.message for e in reasons[name]), tuple(reasons[name]))
         for name in sorted(reasons)
     ]
     return PlacementResult(tuple(decisions), tuple(c.name for c in ranked))
 
 
-def _predicate_failures(selector: Mapping[str, Any], mc: Mapping[str, Any]) -> list[Exclusion]:
-    labels: dict[str, str] = mc["metadata"]["labels"]
-    claims = {c["name"]: c["value"] for c in mc["status"]["clusterClaims"]}
+def _predicate_failures(selector: Mapping[str, Any], view: _ClusterView) -> list[Exclusion]:
+    labels, claims = view.labels, view.claims
     failures: list[Exclusion] = []
     label_selector = selector.get("labelSelector") or {}
     for key, value in sorted((label_selector.get("matchLabels") or {}).items()):
@@ -200,7 +223,7 @@ def _predicate_failures(selector: Mapping[str, Any], mc: Mapping[str, Any]) -> l
             message = f"claim selector {_describe(req)} not met (cluster has {_show(claims.get(req['key']))})"
             failures.append(Exclusion("claimSelector", message, req["key"]))
     for expression in (selector.get("celSelector") or {}).get("celExpressions") or []:
-        if not _cel_true(expression, mc):
+        if not _cel_predicate(expression)(view):
             failures.append(Exclusion("celSelector", f"CEL selector not met: {expression}"))
     return failures
 
@@ -227,7 +250,37 @@ def _show(value: str | None) -> str:
     return "none" if value is None else repr(value)
 
 
+# The one CEL shape `placement_spec` writes: a claim whose value, read as an integer, is at least N.
+_CLAIM_AT_LEAST = re.compile(
+    r'managedCluster\.status\.clusterClaims\.exists\(c, c\.name == "([^"\\]+)" && int\(c\.value\) >= (-?[0-9]+)\)'
+)
+_CEL_INT = re.compile(r"[+-]?[0-9]+")
+_INT64 = range(-(2**63), 2**63)
+
+
 @cache
+def _cel_predicate(expression: str) -> Callable[[_ClusterView], bool]:
+    """The expression compiled once into a predicate over a cluster.
+
+    cel-python takes milliseconds per evaluation, which a repository of 1,000 jobs x 500 clusters cannot
+    afford; the shape `placement_spec` writes is evaluated natively instead, with CEL's semantics (`int()` of a
+    string accepts a signed decimal int64, anything else is an error, and an error selects nothing). A test
+    checks that both paths agree; every other expression goes through cel-python.
+    """
+    match = _CLAIM_AT_LEAST.fullmatch(expression)
+    if match is not None:
+        claim, minimum = match.group(1), int(match.group(2))
+
+        def at_least(view: _ClusterView) -> bool:
+            value = view.claims.get(claim)
+            if value is None or _CEL_INT.fullmatch(value) is None or int(value) not in _INT64:
+                return False  # no such claim, or int() would be a CEL error
+            return int(value) >= minimum
+
+        return at_least
+    return partial(_cel_true, _cel_program(expression))
+
+
 def _cel_program(expression: str) -> Any:
     import celpy  # cel-python; imported here so that the Flower apps never pay for it
 
@@ -235,14 +288,14 @@ def _cel_program(expression: str) -> Any:
     return environment.program(environment.compile(expression))
 
 
-def _cel_true(expression: str, mc: Mapping[str, Any]) -> bool:
+def _cel_true(program: Any, view: _ClusterView) -> bool:
     import celpy
     from celpy.adapter import json_to_cel
     from celpy.evaluation import CELEvalError
 
-    activation = {"managedCluster": json_to_cel(dict(mc))}
+    activation = {"managedCluster": json_to_cel(view.managed_cluster)}
     try:
-        result = _cel_program(expression).evaluate(activation)
+        result = program.evaluate(activation)
     except CELEvalError:
         return False  # as OCM: an expression that errors on a cluster does not select it
     return isinstance(result, bool | celpy.celtypes.BoolType) and bool(result)
