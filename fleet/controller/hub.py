@@ -1,0 +1,255 @@
+"""The controller's calls to the hub's Kubernetes API, through the official ``kubernetes`` client.
+
+Objects are plain dicts and kinds are `objects.Kind`\\s, so one small client serves every kind, custom or not,
+without discovery requests. Every call is counted (`HubClient.requests`), for the metrics and the benchmark.
+
+Errors: `TransientError` for what a retry can cure (a conflict, throttling, a 5xx answer, no connection);
+`ApiError` for the rest (the caller reports it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import urllib3
+
+from fleet.hub import CONTROLLER_NAMESPACE, HUB_CA_SECRET
+
+from .objects import SECRET, Kind, TlsMaterial
+
+_TIMEOUT_SECONDS = 30.0
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+class TransientError(ApiError):
+    """A conflict (409), throttling (429), a server error (5xx) or no answer: worth retrying."""
+
+
+def _is_transient(status: int) -> bool:
+    return status in (0, 409, 429) or status >= 500
+
+
+class HubClient:
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = api
+        self.requests: Counter[str] = Counter()
+        """Requests made, by method."""
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None) -> HubClient:
+        """A client for ``kubeconfig`` (or the default one), or the in-cluster service account when neither a
+        kubeconfig file nor ``$KUBECONFIG`` exists."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
+            if kubeconfig is not None:
+                raise
+            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    # --- objects --------------------------------------------------------------------------------------------
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", _path(kind, namespace, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self, kind: Kind, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        answer = self._call("GET", _path(kind, namespace), query=query)
+        items: list[dict[str, Any]] = answer.get("items") or []
+        for item in items:
+            item.setdefault("kind", kind.kind)
+            item.setdefault("apiVersion", kind.api_version)
+        return items
+
+    def create(self, kind: Kind, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create ``obj``; a `TransientError` with status 409 when it exists."""
+        return self._call("POST", _path(kind, obj["metadata"].get("namespace")), body=obj)
+
+    def apply(self, kind: Kind, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create ``obj``, or merge it into the object of the same name where one exists."""
+        metadata = obj["metadata"]
+        try:
+            return self.create(kind, obj)
+        except TransientError as error:
+            if error.status != 409:
+                raise
+        return self._call(
+            "PATCH",
+            _path(kind, metadata.get("namespace"), metadata["name"]),
+            body=obj,
+            content_type=_MERGE_PATCH,
+        )
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        """Delete an object; False when it was gone already."""
+        try:
+            self._call("DELETE", _path(kind, namespace, name), body={"propagationPolicy": "Background"})
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any], *, status: bool = False) -> None:
+        path = _path(kind, namespace, name) + ("/status" if status else "")
+        self._call("PATCH", path, body=patch, content_type=_MERGE_PATCH)
+
+    def request_count(self) -> int:
+        with self._lock:
+            return sum(self.requests.values())
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        with self._lock:
+            self.requests[method] += 1
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            serialized = self.api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=dict(body) if body is not None else None,
+                auth_settings=["BearerToken"],
+            )
+            response = self.api.call_api(*serialized, _request_timeout=_TIMEOUT_SECONDS)
+            status = int(response.status)
+            data = response.read()  # type: ignore[no-untyped-call]
+        except kubernetes.client.ApiException as error:
+            status, data = int(error.status or 0), (error.body or error.reason or "").encode()
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransientError(0, f"{method} {path}: {error}") from error
+        if status >= 400 or status == 0:
+            message = _message(data)
+            kind = TransientError if _is_transient(status) else ApiError
+            raise kind(status, f"{method} {path}: {message}")
+        if not data:
+            return {}
+        answer: dict[str, Any] = json.loads(data)
+        return answer
+
+
+def _path(kind: Kind, namespace: str | None, name: str | None = None) -> str:
+    path = f"/apis/{kind.group}/{kind.version}" if kind.group else f"/api/{kind.version}"
+    if kind.namespaced and namespace:
+        path += f"/namespaces/{namespace}"
+    path += f"/{kind.plural}"
+    return f"{path}/{name}" if name else path
+
+
+def _message(data: bytes | str | None) -> str:
+    if not data:
+        return "no details"
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text[:500]
+    return str(answer.get("message") or answer.get("reason") or text[:500]) if isinstance(answer, dict) else text
+
+
+# --- the hub CA ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubCA:
+    certificate: str
+    key: str
+
+    def issue_server(self, name: str, hosts: tuple[str, ...]) -> TlsMaterial:
+        """A SuperLink server certificate for ``hosts``, signed by this CA."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from fleet.federation.certificates import CertificateAuthority
+
+        key = serialization.load_pem_private_key(self.key.encode(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ApiError(0, f"the hub CA secret {CONTROLLER_NAMESPACE}/{HUB_CA_SECRET} expected an EC key")
+        with tempfile.TemporaryDirectory(prefix="fleet-tls-") as folder:
+            authority = CertificateAuthority(
+                x509.load_pem_x509_certificate(self.certificate.encode()), key, Path(folder) / "ca.pem"
+            )
+            pair = authority.issue_server(Path(folder), name, hosts)
+            return TlsMaterial(ca=self.certificate, certificate=pair.certificate.read_text(), key=pair.key.read_text())
+
+
+def load_or_create_hub_ca(client: HubClient, namespace: str = CONTROLLER_NAMESPACE) -> HubCA:
+    """The hub CA from its Secret; made and stored first when there is none (another writer may win the race:
+    then its CA is used)."""
+    secret = client.get(SECRET, namespace, HUB_CA_SECRET)
+    if secret is None:
+        from fleet.federation.certificates import CertificateAuthority
+
+        with tempfile.TemporaryDirectory(prefix="fleet-ca-") as folder:
+            authority = CertificateAuthority.create(Path(folder), "fleet hub CA")
+            certificate = authority.path.read_text()
+            key = (Path(folder) / "ca.key").read_text()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {
+                "name": HUB_CA_SECRET,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/part-of": "fleet", "app.kubernetes.io/component": "hub-ca"},
+            },
+            "data": {
+                "tls.crt": base64.b64encode(certificate.encode()).decode(),
+                "tls.key": base64.b64encode(key.encode()).decode(),
+            },
+        }
+        try:
+            client.create(SECRET, body)
+            return HubCA(certificate, key)
+        except TransientError as error:
+            if error.status != 409:
+                raise
+        secret = client.get(SECRET, namespace, HUB_CA_SECRET)
+        if secret is None:
+            raise TransientError(0, f"the hub CA secret {namespace}/{HUB_CA_SECRET} vanished while being created")
+    data = secret.get("data") or {}
+    try:
+        return HubCA(
+            base64.b64decode(data["tls.crt"]).decode(),
+            base64.b64decode(data["tls.key"]).decode(),
+        )
+    except (KeyError, ValueError) as error:
+        raise ApiError(
+            0,
+            f"secret {namespace}/{HUB_CA_SECRET}: expected tls.crt and tls.key holding the hub CA ({error})",
+        ) from error

@@ -1,0 +1,143 @@
+"""Prometheus metrics of the controller, and its health endpoints.
+
+``/metrics`` (on the metrics port): jobs by phase, round durations, connected collaborators per job, reconcile
+durations and errors, API requests. ``/healthz`` (on the health port, liveness and readiness alike): 200 once
+the controller has started (its API client works and the hub CA is loaded), 503 before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import threading
+from collections.abc import Mapping
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from fleet.lifecycle import parse_time
+from fleet.models import FederatedLearningStatus, Phase
+
+_ROUND_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs = Gauge("fleet_jobs", "FederatedLearning jobs by phase.", ["phase"], registry=self.registry)
+        self.rounds = Histogram(
+            "fleet_round_duration_seconds",
+            "Seconds from one aggregated round to the next (from the run's start for round 1).",
+            buckets=_ROUND_BUCKETS,
+            registry=self.registry,
+        )
+        self.collaborators = Gauge(
+            "fleet_connected_collaborators",
+            "Collaborators available to a job (selected clusters whose collaborator is up).",
+            ["namespace", "job"],
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "fleet_reconcile_duration_seconds",
+            "Wall time of one reconcile of one job.",
+            buckets=_RECONCILE_BUCKETS,
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "fleet_reconcile_errors_total",
+            "Reconciles that ended in an error, by kind (transient errors are retried).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.api_requests = Counter(
+            "fleet_api_requests_total", "Requests to the Kubernetes API.", ["method"], registry=self.registry
+        )
+        self._lock = threading.Lock()
+        self._phases: dict[tuple[str, str], Phase] = {}
+        self._last_round: dict[tuple[str, str], int] = {}
+        for phase in Phase:
+            self.jobs.labels(phase.value).set(0)
+
+    def observe(self, namespace: str, name: str, status: FederatedLearningStatus) -> None:
+        """Record a job's status as written."""
+        key = (namespace, name)
+        with self._lock:
+            self._phases[key] = status.phase
+            self._count_phases()
+            last = self._last_round.get(key, 0)
+            for duration in _new_round_durations(status, last):
+                self.rounds.observe(duration)
+            if status.rounds:
+                self._last_round[key] = max(last, status.rounds[-1].round)
+        self.collaborators.labels(namespace, name).set(len(status.participating_clusters))
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._phases.pop((namespace, name), None)
+            self._last_round.pop((namespace, name), None)
+            self._count_phases()
+        with contextlib.suppress(KeyError):
+            self.collaborators.remove(namespace, name)
+
+    def count_requests(self, by_method: Mapping[str, int]) -> None:
+        for method, count in by_method.items():
+            self.api_requests.labels(method).inc(count)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _count_phases(self) -> None:
+        for phase in Phase:
+            self.jobs.labels(phase.value).set(sum(1 for p in self._phases.values() if p is phase))
+
+
+def _new_round_durations(status: FederatedLearningStatus, seen: int) -> list[float]:
+    durations = []
+    previous: datetime.datetime | None = parse_time(status.started_at) if status.started_at else None
+    for entry in status.rounds:
+        finished = parse_time(entry.finished_at) if entry.finished_at else None
+        if entry.round > seen and finished is not None and previous is not None:
+            durations.append(max(0.0, (finished - previous).total_seconds()))
+        previous = finished
+    return durations
+
+
+class HealthServer:
+    """``/metrics`` and ``/healthz`` on their ports (one port may serve both)."""
+
+    def __init__(self, metrics: Metrics, *, host: str, metrics_port: int, health_port: int) -> None:
+        self.metrics = metrics
+        self.ready = threading.Event()
+        self._host = host
+        self._ports = (metrics_port, health_port)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        for port in sorted(set(self._ports)):
+            await web.TCPSite(self._runner, self._host, port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if self.ready.is_set():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="starting\n")

@@ -1,0 +1,519 @@
+"""The kopf operator: handlers, indices and the I/O of one reconcile.
+
+Reads cost no request: kopf indices keep what a reconcile needs in memory, fed by watch streams (the objects
+the controller owns, by job; PlacementDecisions, by Placement; ManagedClusters' ClusterClaims). A reconcile
+runs `fleet.controller.reconcile.reconcile` on that state and writes only the difference: objects missing or
+changed, objects no longer wanted, the status when it changed, an Event per transition. A job is reconciled
+on create, update and resume, and by a timer (``interval``) that picks up what the indices saw change
+(decisions, the collaborators' status feedback, the run's progress).
+
+Errors: a conflict, throttling, a 5xx answer or a lost connection raises `kopf.TemporaryError`, so kopf
+retries with backoff; such errors never change a job's phase. Deleting a FederatedLearning resource runs the
+finalizer: the job's ManifestWorks (which owner references cannot reach across namespaces) and hub objects
+are deleted, and the run is stopped.
+
+A restarted controller starts from the indices, so it finds every object it made (no duplicates), and from
+the run id annotation, so it never submits a run twice; it reads the run's progress from the start again,
+which the phase machine merges by round number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from fleet.claims import API_GROUP
+from fleet.federation.progress import Event
+from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from fleet.lifecycle import TERMINAL, EmitEvent
+from fleet.models import FederatedLearningSpec
+
+from .hub import ApiError, HubCA, HubClient, TransientError, load_or_create_hub_ca
+from .metrics import HealthServer, Metrics
+from .objects import (
+    FEDERATED_LEARNING,
+    JOB_LABEL,
+    JOB_NAMESPACE_LABEL,
+    KINDS_BY_NAME,
+    MANAGED_BY_LABEL,
+    MANAGED_CLUSTER,
+    MANIFEST_WORK,
+    OWNED_KINDS,
+    PLACEMENT_DECISION,
+    PLACEMENT_LABEL,
+    RUN_ID_ANNOTATION,
+    JobRef,
+    ObjectKey,
+    model_dir,
+    progress_url,
+    server_hosts,
+    superlink_name,
+)
+from .observe import cluster_claims, selected_clusters
+from .progress import HttpProgress, ProgressSource, ProgressUnavailableError
+from .reconcile import JobState, Settings, current_status, job_ref, reconcile, run_id, status_body
+from .runs import FlowerRunBackend, RunBackend, RunSubmissionError
+
+logger = logging.getLogger("fleet.controller")
+
+_SUBMIT_ATTEMPTS = 5
+"""Failed submissions before the job fails (a SuperLink just started may refuse the first ones)."""
+_RUN_STATE_SECONDS = 10.0
+"""How often a running job's run state is asked of its SuperLink (progress events come on every reconcile)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    namespaces: tuple[str, ...] = ()
+    """Namespace patterns to serve (kopf's globs); empty: the whole cluster."""
+    interval: float = 2.0
+    """Seconds between timer reconciles of each job."""
+    node_host: str = ""
+    """Where the hub's nodes are reached, for NodePort listener addresses."""
+    ca_namespace: str = CONTROLLER_NAMESPACE
+    host: str = "0.0.0.0"
+    metrics_port: int = 9090
+    health_port: int = 8080
+    standalone: bool = True
+    exit_timeout: float = 2.0
+    """Seconds a stopping controller waits for reconciles under way."""
+
+
+@dataclass
+class _JobMemory:
+    """What the controller remembers of a job between reconciles (lost on restart, rebuilt from the hub)."""
+
+    status: dict[str, Any] | None = None
+    """The status last written: newer than a watch event that has not caught up yet."""
+    run_id: int | None = None
+    pending: list[Event] = field(default_factory=list)
+    """Progress events read but not yet in a written status."""
+    submit_failures: int = 0
+    last_run_check: float = 0.0
+    run_failure: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    events: tuple[EmitEvent, ...]
+    cpu_seconds: float
+    requests: int
+
+
+class Controller:
+    """The I/O of reconciles; the handlers of `build_registry` call it with snapshots of the indices."""
+
+    def __init__(
+        self,
+        hub: HubClient,
+        options: Options = Options(),
+        *,
+        runs: RunBackend | None = None,
+        progress: ProgressSource | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        self.hub = hub
+        self.options = options
+        self.runs = runs or FlowerRunBackend()
+        self.progress = progress or HttpProgress(progress_url)
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.ca: HubCA | None = None
+        self.jobs: dict[JobRef, _JobMemory] = {}
+        self.cpu_seconds: deque[float] = deque(maxlen=100_000)
+        """CPU time of each reconcile (thread time), for the benchmark."""
+        self._ca_lock = threading.Lock()
+
+    def memory(self, job: JobRef) -> _JobMemory:
+        memory = self.jobs.get(job)
+        if memory is None:
+            memory = self.jobs[job] = _JobMemory()
+        return memory
+
+    def hub_ca(self) -> HubCA:
+        with self._ca_lock:
+            if self.ca is None:
+                self.ca = load_or_create_hub_ca(self.hub, self.options.ca_namespace)
+            return self.ca
+
+    # --- one reconcile --------------------------------------------------------------------------------------
+
+    def reconcile_job(
+        self,
+        body: Mapping[str, Any],
+        owned: Mapping[ObjectKey, Mapping[str, Any]],
+        decisions: list[Mapping[str, Any]],
+        claims: Mapping[str, Mapping[str, str]],
+    ) -> Outcome:
+        started, before = time.thread_time(), self.hub.request_count()
+        job = job_ref(body)
+        memory = self.memory(job)
+        resource = self._freshest(body, memory)
+        events, run_failure = self._follow_run(job, resource, memory)
+        state = JobState(
+            resource=resource,
+            decisions=decisions,
+            claims=claims,
+            owned=owned,
+            ca_pem=self.hub_ca().certificate,
+            now=self.clock(),
+            events=tuple(events),
+            run_failure=run_failure,
+            settings=Settings(node_host=self.options.node_host),
+        )
+        plan = reconcile(state)
+        if plan.needs_tls:
+            spec = FederatedLearningSpec.model_validate(resource["spec"])
+            hosts = server_hosts(spec, job, self.options.node_host)
+            plan = reconcile(replace(state, issued_tls=self.hub_ca().issue_server(superlink_name(job), hosts)))
+
+        for obj in plan.apply:
+            self.hub.apply(KINDS_BY_NAME[obj["kind"]], obj)
+        for key in plan.delete:
+            self.hub.delete(KINDS_BY_NAME[key.kind], key.namespace, key.name)
+        events_out = list(plan.events)
+        status = plan.status
+        if plan.submit is not None and memory.run_id is None:
+            spec = FederatedLearningSpec.model_validate(resource["spec"])
+            ca = self.hub_ca().certificate if spec.tls else None
+            try:
+                memory.run_id = self.runs.submit(job, spec, model_dir(spec, job), ca)
+            except RunSubmissionError as error:
+                memory.submit_failures += 1
+                if memory.submit_failures < _SUBMIT_ATTEMPTS:
+                    raise TransientError(0, f"submitting the run of {job.namespace}/{job.name}: {error}") from error
+                memory.run_failure = f"the run could not be submitted after {_SUBMIT_ATTEMPTS} attempts: {error}"
+                raise TransientError(0, memory.run_failure) from error
+            self.hub.patch(
+                FEDERATED_LEARNING,
+                job.namespace,
+                job.name,
+                {"metadata": {"annotations": {RUN_ID_ANNOTATION: str(memory.run_id)}}},
+            )
+        if plan.stop_run and memory.run_id is not None:
+            spec = FederatedLearningSpec.model_validate(resource["spec"])
+            try:
+                self.runs.stop(job, memory.run_id, self.hub_ca().certificate if spec.tls else None)
+            except Exception as error:  # the job fails either way; the SuperLink is being scaled down
+                logger.warning("stopping run %s of %s/%s: %s", memory.run_id, job.namespace, job.name, error)
+        if plan.status_changed:
+            body_status = status_body(status)
+            self.hub.patch(FEDERATED_LEARNING, job.namespace, job.name, {"status": body_status}, status=True)
+            memory.status = body_status
+        memory.pending.clear()
+        self.metrics.observe(job.namespace, job.name, status)
+        cpu = time.thread_time() - started
+        self.cpu_seconds.append(cpu)
+        return Outcome(tuple(events_out), cpu, self.hub.request_count() - before)
+
+    def _freshest(self, body: Mapping[str, Any], memory: _JobMemory) -> dict[str, Any]:
+        """The resource with the status and run id this controller last wrote, when the watch lags behind."""
+        resource = {k: body[k] for k in body}
+        metadata = dict(resource.get("metadata") or {})
+        if memory.run_id is None:
+            memory.run_id = run_id(resource)
+        elif run_id(resource) is None:
+            metadata["annotations"] = {
+                **(metadata.get("annotations") or {}),
+                RUN_ID_ANNOTATION: str(memory.run_id),
+            }
+        resource["metadata"] = metadata
+        if memory.status is not None:
+            resource["status"] = memory.status
+        return resource
+
+    def _follow_run(
+        self, job: JobRef, resource: Mapping[str, Any], memory: _JobMemory
+    ) -> tuple[list[Event], str | None]:
+        if memory.run_id is None or current_status(resource).phase in TERMINAL:
+            return [], memory.run_failure
+        try:
+            spec = FederatedLearningSpec.model_validate(resource.get("spec") or {})
+        except ValidationError:
+            return [], None
+        try:
+            memory.pending += self.progress.read(job, model_dir(spec, job))
+        except ProgressUnavailableError as error:
+            logger.info("progress of %s/%s not readable yet: %s", job.namespace, job.name, error)
+        failure = memory.run_failure
+        now = time.monotonic()
+        if failure is None and now - memory.last_run_check >= _RUN_STATE_SECONDS:
+            memory.last_run_check = now
+            try:
+                failure = self.runs.failure(job, memory.run_id, self.hub_ca().certificate if spec.tls else None)
+            except Exception as error:  # the SuperLink is unreachable now: its Deployment status tells the rest
+                logger.info("run state of %s/%s unknown: %s", job.namespace, job.name, error)
+            if failure is not None:
+                # The ServerApp writes its last event before it ends: read once more before judging.
+                memory.pending += self.progress.read(job, model_dir(spec, job))
+        return list(memory.pending), failure
+
+    # --- deletion -------------------------------------------------------------------------------------------
+
+    def delete_job(self, body: Mapping[str, Any], owned: Mapping[ObjectKey, Mapping[str, Any]]) -> int:
+        """Delete everything the job made, on the spokes first; the number of objects deleted."""
+        job = job_ref(body)
+        memory = self.memory(job)
+        run = memory.run_id or run_id(body)
+        status = current_status(body)
+        if run is not None and status.phase not in TERMINAL:
+            try:
+                spec = FederatedLearningSpec.model_validate(body.get("spec") or {})
+                self.runs.stop(job, run, self.hub_ca().certificate if spec.tls else None)
+            except Exception as error:  # the federation goes away with the job anyway
+                logger.info("stopping run %s of %s/%s: %s", run, job.namespace, job.name, error)
+        keys = set(owned)
+        # The index may not have seen a ManifestWork created a moment ago: ask the hub for the job's works.
+        selector = f"{JOB_LABEL}={job.name},{JOB_NAMESPACE_LABEL}={job.namespace}"
+        keys |= {
+            ObjectKey(MANIFEST_WORK.kind, w["metadata"]["namespace"], w["metadata"]["name"])
+            for w in self.hub.list(MANIFEST_WORK, None, selector)
+        }
+        deleted = 0
+        for key in sorted(keys, key=lambda k: (k.kind != MANIFEST_WORK.kind, k.kind, k.namespace, k.name)):
+            deleted += self.hub.delete(KINDS_BY_NAME[key.kind], key.namespace, key.name)
+        self.progress.forget(job)
+        self.metrics.forget(job.namespace, job.name)
+        self.jobs.pop(job, None)
+        return deleted
+
+
+# --- kopf wiring --------------------------------------------------------------------------------------------
+
+
+def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reconcile needs of an owned object: identity, labels, annotations, status, a Secret's data."""
+    metadata = body.get("metadata") or {}
+    slim: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "labels": dict(metadata.get("labels") or {}),
+            "annotations": dict(metadata.get("annotations") or {}),
+        },
+        "status": body.get("status") or {},
+    }
+    if body.get("kind") == "Secret":
+        slim["data"] = dict(body.get("data") or {})
+    return slim
+
+
+def _owned_snapshot(indices: Mapping[str, Any], job: JobRef) -> dict[ObjectKey, dict[str, Any]]:
+    owned: dict[ObjectKey, dict[str, Any]] = {}
+    for kind in OWNED_KINDS:
+        index = indices.get(f"owned_{kind.plural}")
+        if index is None:
+            continue
+        for obj in index.get((job.namespace, job.name), ()):
+            metadata = obj["metadata"]
+            owned[ObjectKey(obj["kind"] or kind.kind, metadata.get("namespace") or "", metadata["name"])] = obj
+    return owned
+
+
+def _decisions_snapshot(indices: Mapping[str, Any], job: JobRef) -> list[Mapping[str, Any]]:
+    index = indices.get("placement_decisions")
+    return list(index.get((job.namespace, job.name), ())) if index is not None else []
+
+
+def _claims_snapshot(indices: Mapping[str, Any], clusters: Iterable[str]) -> dict[str, Mapping[str, str]]:
+    index = indices.get("cluster_claims")
+    if index is None:
+        return {}
+    found: dict[str, Mapping[str, str]] = {}
+    for cluster in clusters:
+        for claims in index.get(cluster, ()):
+            found[cluster] = claims
+    return found
+
+
+def build_registry(controller: Controller, health: HealthServer | None = None) -> kopf.OperatorRegistry:
+    """The operator's handlers, registered in a registry of their own (one per controller instance)."""
+    registry = kopf.OperatorRegistry()
+    options = controller.options
+    fl = (FEDERATED_LEARNING.group, FEDERATED_LEARNING.version, FEDERATED_LEARNING.plural)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = f"{API_GROUP}/cleanup"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=API_GROUP, key="last-handled-configuration"
+        )
+        # Only the Events the controller means (transitions) reach the API, not every log line.
+        settings.posting.level = logging.CRITICAL
+        settings.watching.server_timeout = 300
+        settings.queueing.exit_timeout = options.exit_timeout
+        settings.background.instant_exit_timeout = options.exit_timeout
+        await asyncio.to_thread(controller.hub_ca)
+        if health is not None:
+            await health.start()
+            health.ready.set()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if health is not None:
+            await health.stop()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _connection_info(controller.hub)
+
+    def owned_index(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        job, namespace = labels.get(JOB_LABEL), labels.get(JOB_NAMESPACE_LABEL)
+        if not job or not namespace:
+            return {}
+        return {(namespace, job): _slim(body)}
+
+    for kind in OWNED_KINDS:
+        kopf.index(
+            kind.group,
+            kind.version,
+            kind.plural,
+            id=f"owned_{kind.plural}",
+            labels={MANAGED_BY_LABEL: CONTROLLER_NAME},
+            registry=registry,
+        )(owned_index)
+
+    @kopf.index(*_gvr(PLACEMENT_DECISION), id="placement_decisions", registry=registry)
+    def placement_decisions(
+        body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        placement = labels.get(PLACEMENT_LABEL)
+        if not placement or not namespace:
+            return {}
+        return {
+            (namespace, placement): {
+                "metadata": {"name": body["metadata"]["name"]},
+                "status": body.get("status"),
+            }
+        }
+
+    @kopf.index(*_gvr(MANAGED_CLUSTER), id="cluster_claims", registry=registry)
+    def cluster_claims_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
+        return {name: cluster_claims(body)}
+
+    async def run(body: kopf.Body, retry: int, indices: Mapping[str, Any]) -> None:
+        job = job_ref(body)
+        memory = controller.memory(job)
+        async with memory.lock:
+            owned = _owned_snapshot(indices, job)
+            decisions = _decisions_snapshot(indices, job)
+            clusters = selected_clusters(decisions) or ()
+            claims = _claims_snapshot(indices, clusters)
+            started = time.perf_counter()
+            before = dict(controller.hub.requests)
+            try:
+                outcome = await asyncio.to_thread(controller.reconcile_job, body, owned, decisions, claims)
+            except TransientError as error:
+                controller.metrics.reconcile_errors.labels("transient").inc()
+                raise kopf.TemporaryError(str(error), delay=min(60.0, 2.0 ** min(retry, 6))) from error
+            except ApiError as error:
+                # Forbidden, invalid, not found: a hub or RBAC problem; retried slowly, the job as it is.
+                controller.metrics.reconcile_errors.labels("api").inc()
+                kopf.event(body, type="Warning", reason="HubError", message=str(error)[:1000])
+                raise kopf.TemporaryError(str(error), delay=60.0) from error
+            finally:
+                controller.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+                after = controller.hub.requests
+                controller.metrics.count_requests({m: after[m] - before.get(m, 0) for m in after})
+        for event in outcome.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
+
+    def indices_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        names = [f"owned_{k.plural}" for k in OWNED_KINDS] + ["placement_decisions", "cluster_claims"]
+        return {name: kwargs[name] for name in names if name in kwargs}
+
+    @kopf.on.resume(*fl, registry=registry)
+    @kopf.on.create(*fl, registry=registry)
+    @kopf.on.update(*fl, field="spec", registry=registry)
+    async def changed(body: kopf.Body, retry: int, **kwargs: Any) -> None:
+        await run(body, retry, indices_of(kwargs))
+
+    @kopf.timer(*fl, interval=options.interval, initial_delay=options.interval, registry=registry)
+    async def tick(body: kopf.Body, **kwargs: Any) -> None:
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        await run(body, int(kwargs.get("retry") or 0), indices_of(kwargs))
+
+    @kopf.on.delete(*fl, registry=registry)
+    async def deleted(body: kopf.Body, retry: int, **kwargs: Any) -> None:
+        job = job_ref(body)
+        memory = controller.memory(job)
+        async with memory.lock:
+            owned = _owned_snapshot(indices_of(kwargs), job)
+            try:
+                count = await asyncio.to_thread(controller.delete_job, body, owned)
+            except ApiError as error:  # transient or not: the finalizer stays until everything is gone
+                controller.metrics.reconcile_errors.labels("delete").inc()
+                raise kopf.TemporaryError(str(error), delay=min(60.0, 2.0 ** min(retry, 6))) from error
+        logger.info("deleted %d objects of %s/%s", count, job.namespace, job.name)
+
+    return registry
+
+
+def _gvr(kind: Any) -> tuple[str, str, str]:
+    return kind.group, kind.version, kind.plural
+
+
+def _connection_info(hub: HubClient) -> kopf.ConnectionInfo:
+    """kopf's credentials, from the same configuration as the official client's (one source of truth)."""
+    configuration = hub.api.configuration
+    header = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+    scheme, token = None, None
+    if header:
+        scheme, _, token = str(header).partition(" ")
+        if not token:
+            scheme, token = "Bearer", scheme
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert or None,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None,
+        scheme=scheme,
+        token=token,
+        default_namespace=CONTROLLER_NAMESPACE,
+    )
+
+
+async def run_operator(
+    controller: Controller,
+    *,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+    serve_health: bool = True,
+) -> None:
+    """Run the operator in the current event loop until ``stop_flag`` is set (or forever)."""
+    options = controller.options
+    health = (
+        HealthServer(
+            controller.metrics,
+            host=options.host,
+            metrics_port=options.metrics_port,
+            health_port=options.health_port,
+        )
+        if serve_health
+        else None
+    )
+    await kopf.operator(
+        registry=build_registry(controller, health),
+        clusterwide=not options.namespaces,
+        namespaces=list(options.namespaces),
+        standalone=options.standalone,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )

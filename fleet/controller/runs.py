@@ -1,0 +1,152 @@
+"""Submitting a job's run to its SuperLink, and asking how it went.
+
+`FlowerRunBackend` does what ``flwr run`` does (it runs it: the ``flwr`` CLI builds the FAB from the ``fleet``
+package's sources and fleet/app/pyproject.toml, as ``fleet run`` does) against the job's in-hub SuperLink
+Service, over TLS with the hub CA; the run's state and stopping go through `fleet.federation.control`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fleet.models import FederatedLearningSpec
+
+from .objects import JobRef, internal_address
+
+_SUBMIT_TIMEOUT_SECONDS = 120
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+class RunSubmissionError(Exception):
+    """The run could not be submitted; the message says why."""
+
+
+class RunBackend(Protocol):
+    def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, ca_pem: str | None) -> int:
+        """Submit the job's run; its run id. Raises `RunSubmissionError`."""
+        ...
+
+    def failure(self, job: JobRef, run_id: int, ca_pem: str | None) -> str | None:
+        """Why the run ended without completing, or None while it runs or once it completed."""
+        ...
+
+    def stop(self, job: JobRef, run_id: int, ca_pem: str | None) -> None: ...
+
+
+def run_config(spec: FederatedLearningSpec, model_dir: str) -> dict[str, str | int | float]:
+    """The ServerApp's run config (keys of [tool.flwr.app.config] in fleet/app/pyproject.toml)."""
+    training = spec.training
+    return {
+        "num-rounds": spec.server.rounds,
+        "strategy": training.strategy.value,
+        "proximal-mu": float(training.proximal_mu),
+        "local-epochs": training.local_epochs,
+        "learning-rate": float(training.learning_rate),
+        "batch-size": training.batch_size,
+        "fraction-train": float(training.fraction_train),
+        "min-available-clients": spec.server.min_available_clients,
+        "round-timeout": training.round_timeout_seconds,
+        "model-dir": model_dir,
+        "test-data": "",
+        "seed": 0,
+    }
+
+
+@dataclass
+class FlowerRunBackend:
+    address_of: Callable[[JobRef], str] = internal_address
+    flwr: str = "flwr"
+
+    def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, ca_pem: str | None) -> int:
+        with tempfile.TemporaryDirectory(prefix="fleet-submit-") as folder:
+            root = Path(folder)
+            home = root / "flwr-home"
+            home.mkdir()
+            lines = ["[superlink]", 'default = "hub"', "", "[superlink.hub]"]
+            lines.append(f"address = {json.dumps(self.address_of(job))}")
+            if ca_pem is not None:
+                (root / "ca.pem").write_text(ca_pem, encoding="utf-8")
+                lines.append(f"root-certificates = {json.dumps(str(root / 'ca.pem'))}")
+            else:
+                lines.append("insecure = true")
+            (home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            config = root / "run-config.toml"
+            config.write_text(
+                "".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config(spec, model_dir).items()),
+                encoding="utf-8",
+            )
+            app = _stage_app(root / "app")
+            argv = [self.flwr, "run", str(app), "hub", "--run-config", str(config), "--format", "json"]
+            try:
+                done = subprocess.run(
+                    argv,
+                    env={"FLWR_HOME": str(home), "PATH": _path_env()},
+                    capture_output=True,
+                    text=True,
+                    timeout=_SUBMIT_TIMEOUT_SECONDS,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as error:
+                raise RunSubmissionError(f"`flwr run` against {self.address_of(job)} failed: {error}") from error
+        try:
+            return int(json.loads(done.stdout[done.stdout.index("{") :])["run-id"])
+        except (ValueError, KeyError):
+            raise RunSubmissionError(
+                f"`flwr run` against {self.address_of(job)} did not start the run (exit {done.returncode}): "
+                f"{(done.stdout + done.stderr).strip()[-2000:]}"
+            ) from None
+
+    def failure(self, job: JobRef, run_id: int, ca_pem: str | None) -> str | None:
+        from fleet.federation.control import ControlClient
+
+        with tempfile.TemporaryDirectory(prefix="fleet-state-") as folder:
+            ca = _write_ca(Path(folder), ca_pem)
+            with ControlClient(self.address_of(job), ca) as client:
+                state = client.run_state(run_id)
+        if state is None:
+            return f"the SuperLink no longer knows run {run_id} (was it restarted without its database?)"
+        if state.status == "finished" and state.sub_status != "completed":
+            return f"run {run_id} ended {state.sub_status}: {state.details or 'no details'}"
+        return None
+
+    def stop(self, job: JobRef, run_id: int, ca_pem: str | None) -> None:
+        from fleet.federation.control import ControlClient
+
+        with tempfile.TemporaryDirectory(prefix="fleet-stop-") as folder:
+            ca = _write_ca(Path(folder), ca_pem)
+            with ControlClient(self.address_of(job), ca) as client:
+                client.stop_run(run_id)
+
+
+def _write_ca(folder: Path, ca_pem: str | None) -> Path | None:
+    if ca_pem is None:
+        return None
+    path = folder / "ca.pem"
+    path.write_text(ca_pem, encoding="utf-8")
+    return path
+
+
+def _stage_app(app: Path) -> Path:
+    """The FAB's sources: fleet/app/pyproject.toml at the top and the ``fleet`` package's Python files."""
+    for source in sorted(_PACKAGE.rglob("*.py")):
+        if "__pycache__" in source.parts:
+            continue
+        target = app / "fleet" / source.relative_to(_PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    shutil.copy2(_PACKAGE / "app" / "pyproject.toml", app / "pyproject.toml")
+    return app
+
+
+def _path_env() -> str:
+    import os
+    import sys
+
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
