@@ -252,6 +252,14 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         lambda repo: (repo / CLUSTER).write_bytes(b"name: \xff\xfe\n"),
         (Expected(CLUSTER, None, "", ("expected a readable UTF-8 YAML file",)),),
     ),
+    "yaml-unknown-tag": (
+        replace(CLUSTER, "clusterSet: research-eu", "clusterSet: !!python/name:os.system research-eu"),
+        (Expected(CLUSTER, "clusterSet:", "", ("expected valid YAML", "python/name:os.system")),),
+    ),
+    "yaml-unhashable-key": (
+        replace(CLUSTER, "  tier: clinical", "  ? [tier, zone]\n  : clinical"),
+        (Expected(CLUSTER, "? [tier, zone]", "", ("expected valid YAML", "unhashable key")),),
+    ),
     # --- Cluster ---
     "cluster-label-key": (
         replace(CLUSTER, "  tier: clinical", '  "bad key!": clinical'),
@@ -284,6 +292,10 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
     "cluster-dataset-no-samples": (
         replace(CLUSTER, "samples: 500", "samples: 0"),
         (Expected(CLUSTER, "samples: 0", "datasets.digits.samples", ("expected a number >= 1", "got 0")),),
+    ),
+    "cluster-cpu-beyond-any-range": (
+        replace(CLUSTER, 'cpu: "8"', 'cpu: "1e999999"'),  # parses as a decimal, but no claim can hold it
+        (Expected(CLUSTER, "cpu:", "capacity.cpu", ("expected",)),),
     ),
     "cluster-gpu-negative": (
         replace(CLUSTER, "memory: 32Gi", "memory: 32Gi\n  gpu: -1"),
