@@ -77,6 +77,20 @@ def test_schemas_carry_descriptions() -> None:
     assert "Kubernetes quantity" in job["$defs"]["Resources"]["properties"]["cpu"]["description"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="field docstrings reach the schema only with use_attribute_docstrings=True in fleet/models.py's "
+    "_Model config; then regenerate with `fleet schema`",
+)
+def test_field_docstrings_become_descriptions() -> None:
+    job = definition_schemas()["job.schema.json"]
+    assert job["properties"]["namespace"]["description"] == "The hub namespace the job's objects live in."
+    assert "Route and Ingress" in job["$defs"]["Listener"]["properties"]["host"]["description"]
+    assert (
+        "proximal term" in structural_schema(Job)["properties"]["training"]["properties"]["proximalMu"]["description"]
+    )
+
+
 def test_dumps_is_byte_stable() -> None:
     first = {name: dumps(schema) for name, schema in definition_schemas().items()}
     second = {name: dumps(schema) for name, schema in definition_schemas().items()}
