@@ -36,6 +36,10 @@ class ApiError(Exception):
         self.status = status
 
 
+class KubeconfigError(Exception):
+    """No usable kubeconfig (nor in-cluster service account); the message names the file and the problem."""
+
+
 class TransientError(ApiError):
     """A conflict (409), throttling (429), a server error (5xx) or no answer: worth retrying."""
 
@@ -60,12 +64,17 @@ class HubClient:
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, context=context, client_configuration=configuration
             )
-        except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
-            if kubeconfig is not None:
-                raise
-            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
+        except (kubernetes.config.ConfigException, OSError, TypeError, KeyError, AttributeError, ValueError) as error:
+            if kubeconfig is not None or context is not None:
+                raise KubeconfigError(f"{kubeconfig or 'the default kubeconfig'}: {error}") from error
+            try:
+                kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+            except kubernetes.config.ConfigException as in_cluster:
+                raise KubeconfigError(
+                    f"no kubeconfig ($KUBECONFIG, ~/.kube/config: {error}) and not in a cluster ({in_cluster})"
+                ) from in_cluster
         return cls(kubernetes.client.ApiClient(configuration))
 
     # --- objects --------------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""``fleet status`` against a hub: job statuses read from FederatedLearning resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kmock
+import kubernetes
+import pytest
+
+from fleet.controller.hub import HubClient
+from fleet.controller.status import HubStatusSource
+from fleet.federation.status import InvalidStatusError
+from fleet.models import Phase
+
+from .conftest import resource
+
+pytestmark = pytest.mark.asyncio
+
+
+def _source(server: kmock.KubernetesEmulator, namespace: str | None = None) -> HubStatusSource:
+    configuration = kubernetes.client.Configuration()
+    configuration.host = str(server.servers[0].url).rstrip("/")
+    return HubStatusSource(namespace=namespace, _client=HubClient(kubernetes.client.ApiClient(configuration)))
+
+
+def _job(name: str, namespace: str, status: dict[str, Any]) -> dict[str, Any]:
+    body = resource()
+    body["metadata"].update(name=name, namespace=namespace)
+    body["status"] = status
+    return body
+
+
+async def test_hub_statuses_by_namespace_and_name(kmock: kmock.KubernetesEmulator) -> None:
+    fl = "federation.fleet.dev/v1alpha1/federatedlearnings"
+    kmock.objects[fl, "team-b", "digits"] = _job("digits", "team-b", {"phase": "Running", "currentRound": 2})
+    kmock.objects[fl, "team-a", "mnist"] = _job("mnist", "team-a", {"phase": "Completed", "currentRound": 5})
+    source = _source(kmock)
+    found = await _in_thread(source.statuses)
+    assert [(s.job, s.status.phase, s.status.current_round) for s in found] == [
+        ("mnist", Phase.COMPLETED, 5),
+        ("digits", Phase.RUNNING, 2),
+    ]
+    assert found[0].source == "hub: FederatedLearning team-a/mnist"
+    one = await _in_thread(_source(kmock, "team-b").statuses, "digits")
+    assert [s.job for s in one] == ["digits"]
+    assert await _in_thread(_source(kmock, "team-b").statuses, "absent") == []
+
+
+async def test_an_unreadable_status_names_the_resource(kmock: kmock.KubernetesEmulator) -> None:
+    fl = "federation.fleet.dev/v1alpha1/federatedlearnings"
+    kmock.objects[fl, "team-a", "bad"] = _job("bad", "team-a", {"phase": "Sleeping"})
+    with pytest.raises(InvalidStatusError, match="team-a/bad"):
+        await _in_thread(_source(kmock).statuses)
+
+
+async def _in_thread(function: Any, *args: Any) -> Any:
+    import asyncio
+
+    # The official client is synchronous; the mock server answers on this loop meanwhile.
+    return await asyncio.to_thread(function, *args)
