@@ -16,7 +16,6 @@ import yaml
 from click.testing import CliRunner
 
 from fleet.cli.controller import command
-from tests.fleet.controller.test_operator import RESOURCES
 
 
 def test_an_unusable_kubeconfig_exits_2_naming_the_file(tmp_path: Path) -> None:
@@ -38,12 +37,14 @@ def _free_port() -> int:
 async def test_the_controller_serves_health_and_metrics_and_stops_on_sigterm(
     kmock: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
-    for api, info in RESOURCES.items():
+    # Just what starting needs: the hub CA Secret (the other kinds are absent: kopf waits for them quietly).
+    for api, kind, namespaced in [
+        ("v1/secrets", "Secret", True),
+        ("v1/namespaces", "Namespace", False),
+        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False),
+    ]:
         kmock.resources[api] = kmock.ResourceInfo(
-            kind=info["kind"],
-            namespaced=info["namespaced"],
-            subresources=set(info.get("subresources", [])),
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            kind=kind, namespaced=namespaced, verbs={"get", "list", "watch", "create", "patch"}
         )
     server = str(kmock.servers[0].url).rstrip("/")
     kubeconfig = tmp_path / "kubeconfig"
