@@ -28,6 +28,7 @@ _DECIMAL = {
     "E": Decimal("1e18"),
 }
 _EXPECTED = "a Kubernetes quantity such as 500m, 2, 1.5, 4Gi or 1e3"
+_MAX_EXPONENT = 100
 
 
 @total_ordering
@@ -48,7 +49,10 @@ class Quantity:
         elif suffix in _DECIMAL:
             value = number * _DECIMAL[suffix]
         else:  # exponent form: 1e3
-            value = number * Decimal(10) ** int(suffix[1:])
+            exponent = int(suffix[1:])
+            if abs(exponent) > _MAX_EXPONENT:  # Kubernetes caps quantities far below this anyway
+                raise ValueError(f"expected {_EXPECTED}, got {text!r}: exponent out of range")
+            value = number.scaleb(exponent)
         if value < 0:
             raise ValueError(f"expected a quantity of at least 0, got {text!r}")
         self.text = raw

@@ -115,50 +115,72 @@ def _by_name(items: list[tuple[M, Source]], problems: list[Problem]) -> dict[str
 # --- one document ---------------------------------------------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's safe loader where PyYAML has it: composes nodes (with their lines) once, then constructs."""
 
 
-def _load_document(
-    path: Path, source: Source, model: type[M], problems: list[Problem]
-) -> tuple[M, Source] | None:
+def _load_document(path: Path, source: Source, model: type[M], problems: list[Problem]) -> tuple[M, Source] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         problems.append(Problem(source.file, None, "", f"expected a readable UTF-8 YAML file: {error}"))
         return None
+    loader = _Loader(text)
     try:
-        nodes = list(yaml.compose_all(text, Loader=_LineLoader))
+        return _load_nodes(loader, text, source, model, problems)
+    finally:
+        loader.dispose()
+
+
+def _load_nodes(
+    loader: yaml.SafeLoader, text: str, source: Source, model: type[M], problems: list[Problem]
+) -> tuple[M, Source] | None:
+    nodes: list[yaml.Node | None] = []
+    try:
+        while loader.check_node():
+            nodes.append(loader.get_node())
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
+        reported: yaml.YAMLError = error
+        if not isinstance(loader, yaml.SafeLoader):
+            # libyaml's messages leave out the offending character; the pure-Python parser names it.
+            try:
+                list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+            except yaml.YAMLError as detailed:
+                reported = detailed
+        mark = getattr(reported, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        reason = getattr(error, "problem", None) or str(error)
+        reason = getattr(reported, "problem", None) or str(reported)
         problems.append(Problem(source.file, line, "", f"expected valid YAML: {reason}"))
         return None
-    nodes = [n for n in nodes if n is not None]
-    if len(nodes) != 1:
+    documents = [n for n in nodes if n is not None]
+    if len(documents) != 1:
         starts = [
             e.start_mark.line + 1
-            for e in yaml.parse(text, Loader=_LineLoader)
-            if isinstance(e, yaml.DocumentStartEvent)
+            for e in yaml.parse(text, Loader=_Loader)
+            if isinstance(e, yaml.DocumentStartEvent) and e.start_mark is not None
         ]
         line = starts[1] if len(starts) > 1 else None  # where the second document starts
-        problems.append(
-            Problem(source.file, line, "", f"expected exactly one YAML document, found {len(nodes)}")
-        )
+        problems.append(Problem(source.file, line, "", f"expected exactly one YAML document, found {len(documents)}"))
         return None
-    node = nodes[0]
+    node = documents[0]
     duplicates: list[Problem] = []
-    _positions(node, (), source, duplicates)
+    _positions(node, source, duplicates)
     if duplicates:
         problems.extend(duplicates)
         return None
-    data = _LineLoader(text).get_single_data()
+    try:
+        data = loader.construct_document(node)
+    except yaml.YAMLError as error:  # unhashable keys, tags a safe loader refuses
+        mark = getattr(error, "problem_mark", None) or node.start_mark
+        reason = getattr(error, "problem", None) or str(error)
+        problems.append(Problem(source.file, mark.line + 1, "", f"expected valid YAML: {reason}"))
+        return None
+    except RecursionError:
+        problems.append(Problem(source.file, node.start_mark.line + 1, "", "expected YAML nested less deeply"))
+        return None
     if not isinstance(data, dict):
         problems.append(
-            Problem(
-                source.file, node.start_mark.line + 1, "", f"expected a mapping of {model.__name__} fields"
-            )
+            Problem(source.file, node.start_mark.line + 1, "", f"expected a mapping of {model.__name__} fields")
         )
         return None
     try:
@@ -168,27 +190,32 @@ def _load_document(
         return None
 
 
-def _positions(node: yaml.Node, loc: tuple[str | int, ...], source: Source, problems: list[Problem]) -> None:
-    source.lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            name = str(key.value)
-            if name in seen:
-                problems.append(
-                    Problem(
-                        source.file,
-                        key.start_mark.line + 1,
-                        field_path((*loc, name)),
-                        "expected a key only once",
-                    )
-                )
-            seen.add(name)
-            _positions(value, (*loc, name), source, problems)
-            source.lines[(*loc, name)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _positions(item, (*loc, index), source, problems)
+def _positions(node: yaml.Node, source: Source, problems: list[Problem]) -> None:
+    """Record the line of every field; report duplicate keys and recursive aliases. Iterative, so that
+    however deep a document nests, it yields problems and never a RecursionError."""
+    stack: list[tuple[yaml.Node, tuple[str | int, ...], frozenset[int]]] = [(node, (), frozenset())]
+    while stack:
+        current, loc, enclosing = stack.pop()
+        source.lines.setdefault(loc, current.start_mark.line + 1)
+        if id(current) in enclosing:  # an alias to a node that contains it: `a: &x [*x]`
+            problems.append(
+                Problem(source.file, current.start_mark.line + 1, field_path(loc), "expected no recursive alias")
+            )
+            continue
+        inner = enclosing | {id(current)}
+        if isinstance(current, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in current.value:
+                name = str(key.value)
+                if name in seen:
+                    line = key.start_mark.line + 1
+                    problems.append(Problem(source.file, line, field_path((*loc, name)), "expected a key only once"))
+                seen.add(name)
+                source.lines[(*loc, name)] = key.start_mark.line + 1
+                stack.append((value, (*loc, name), inner))
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                stack.append((item, (*loc, index), inner))
 
 
 def _field_aliases() -> dict[str, str]:
@@ -259,9 +286,7 @@ def _expectation(item: Any, model: type[BaseModel]) -> str:
         pattern = str(ctx.get("pattern", ""))
         return f"expected {_PATTERNS.get(pattern, 'text matching ' + pattern)}{got}"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[
-            kind
-        ]
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()))
         return f"expected a number {op} {bound}{got}"
     if kind == "string_too_long":
