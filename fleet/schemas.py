@@ -21,7 +21,7 @@ SCHEMA_BASE_URI = "https://fleet.dev/schemas/"
 """The ``$id`` of each schema is this followed by its file name."""
 
 
-def schema_file_name(kind: str) -> str:
+def _file_name(kind: str) -> str:
     """``Job`` -> ``job.schema.json``."""
     return f"{kind.lower()}.schema.json"
 
@@ -31,7 +31,7 @@ def definition_schemas() -> dict[str, dict[str, Any]]:
     schemas: dict[str, dict[str, Any]] = {}
     for folder, model in FOLDERS.items():
         kind = model.__name__
-        file_name = schema_file_name(kind)
+        file_name = _file_name(kind)
         schema = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_Generator)
         header = {
             "$schema": JSON_SCHEMA_DIALECT,
