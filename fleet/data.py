@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from fleet.app.task import Dataset, write_partition
+from fleet.app.task import Dataset, concatenate, load_dataset, write_partition
 from fleet.errors import InvalidRepository, Problem
 from fleet.placement import evaluate, placement_spec
 from fleet.repository import Repository
@@ -161,6 +161,16 @@ def prepare(repository: Repository, root: Path, job: str | None = None) -> Prepa
 def mapped_path(root: Path, claimed: str) -> Path:
     """A cluster's claimed absolute path, mapped under the local ``root``."""
     return root / claimed.lstrip("/")
+
+
+def pooled(repository: Repository, root: Path) -> Dataset:
+    """Every cluster's prepared partition of ``digits`` in one dataset (all 1437 images for the example): what
+    central training, the anchor of the benchmark, trains on."""
+    holders = sorted(c.name for c in repository.clusters.values() if DATASET in c.datasets)
+    return concatenate(
+        load_dataset(mapped_path(root, repository.clusters[name].datasets[DATASET].path), cluster=name)
+        for name in holders
+    )
 
 
 def _wanted_clusters(repository: Repository, job_name: str | None) -> set[str]:

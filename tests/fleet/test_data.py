@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fleet.app.task import load_dataset
-from fleet.data import TEST_SAMPLES, digits, favoured_digits, prepare
+from fleet.data import TEST_SAMPLES, digits, favoured_digits, pooled, prepare
 from fleet.errors import InvalidRepository
 from fleet.repository import load_repository
 
@@ -109,3 +109,9 @@ def test_a_job_on_another_dataset_is_refused(example_repo: Path, tmp_path: Path)
     policy.unlink()
     with pytest.raises(InvalidRepository, match=r"jobs/mnist-digits.yaml:\d+: dataset: expected dataset 'digits'"):
         prepare(load_repository(example_repo), tmp_path, job="mnist-digits")
+
+
+def test_pooled_holds_every_claimed_partition(prepared: Path) -> None:
+    everything = pooled(load_repository(ROOT), prepared)
+    assert len(everything.labels) == 1437
+    assert np.bincount(everything.labels, minlength=10).min() > 100
