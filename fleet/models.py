@@ -28,14 +28,15 @@ from fleet.quantity import Quantity
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 
 def _label_key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not re.match(_DNS_SUBDOMAIN, prefix)):
+    prefix, slash, name = key.rpartition("/")
+    # fullmatch: `$` would also match before a trailing newline
+    if slash and (not prefix or len(prefix) > 253 or not re.fullmatch(_DNS_SUBDOMAIN.strip("^$"), prefix)):
         raise ValueError(f"expected a label key whose prefix is a DNS subdomain, got {key!r}")
-    if len(name) > 63 or not _LABEL_NAME.match(name):
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise ValueError(
             f"expected a label key: at most 63 characters of [A-Za-z0-9-_.], starting and ending "
             f"alphanumeric, optionally behind a DNS-subdomain prefix and '/', got {key!r}"
