@@ -1,0 +1,78 @@
+"""The Dockerfiles, read as text (no container engine here): pinned bases, non-root, built from this package."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def _final_stage(path: Path) -> list[tuple[str, str]]:
+    instructions = _instructions(path)
+    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    return instructions[last_from:]
+
+
+def test_both_images_exist() -> None:
+    assert [p.name for p in DOCKERFILES] == ["app.Dockerfile", "controller.Dockerfile"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_images_are_pinned_to_a_patch_release(dockerfile: Path) -> None:
+    for keyword, argument in _instructions(dockerfile):
+        if keyword == "FROM":
+            image = argument.split()[0]
+            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?", image), image
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_final_stage_runs_as_the_non_root_user_of_the_rendered_pods(dockerfile: Path) -> None:
+    users = [argument for keyword, argument in _final_stage(dockerfile) if keyword == "USER"]
+    assert users == ["65532:65532"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_image_is_built_from_this_package(dockerfile: Path) -> None:
+    instructions = _instructions(dockerfile)
+    copies = [
+        argument.split()[0] for keyword, argument in instructions if keyword == "COPY" and "--from" not in argument
+    ]
+    for source in copies:
+        assert (ROOT / source).exists(), source
+    assert any("pip wheel" in argument and argument.rstrip().endswith(" .") for _, argument in instructions)
+
+
+def test_the_app_image_installs_the_cpu_torch_wheel_before_the_package() -> None:
+    runs = [argument for keyword, argument in _final_stage(ROOT / "docker" / "app.Dockerfile") if keyword == "RUN"]
+    torch = next(i for i, run in enumerate(runs) if "torch==2.13.0" in run)
+    package = next(i for i, run in enumerate(runs) if "/wheels/*.whl" in run)
+    assert torch < package
+    assert "download.pytorch.org/whl/cpu" in runs[torch]
+
+
+def test_the_controller_image_requirements_are_the_projects_own() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    runs = " ".join(a for k, a in _final_stage(ROOT / "docker" / "controller.Dockerfile") if k == "RUN")
+    wanted = re.findall(r'"([A-Za-z0-9_.-]+[=<>!~][^"]*)"', runs)
+    assert wanted, "no requirements found"
+    assert set(wanted) <= set(project["dependencies"])
+    assert "torch" not in runs
+    cmd = [a for k, a in _final_stage(ROOT / "docker" / "controller.Dockerfile") if k == "CMD"]
+    assert cmd == ['["fleet", "controller"]'] and "fleet" in project["scripts"]
