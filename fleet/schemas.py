@@ -37,8 +37,7 @@ def definition_schemas() -> dict[str, dict[str, Any]]:
             "$schema": JSON_SCHEMA_DIALECT,
             "$id": SCHEMA_BASE_URI + file_name,
             "title": kind,
-            "description": f"{schema.get('description', kind).strip()}\n\nOne document per file under "
-            f"{folder}/.",
+            "description": f"{schema.get('description', kind).strip()}\n\nOne document per file under {folder}/.",
         }
         schemas[file_name] = {**schema, **header}
     return schemas
@@ -136,9 +135,7 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any], where: str) -
         if key in ("exclusiveMinimum", "exclusiveMaximum"):
             out[key] = value
         elif key == "properties":
-            out[key] = {
-                name: _structural(child, definitions, f"{where}.{name}") for name, child in value.items()
-            }
+            out[key] = {name: _structural(child, definitions, f"{where}.{name}") for name, child in value.items()}
         elif key in ("items", "additionalProperties"):
             out[key] = _structural(value, definitions, f"{where}[]")
         elif key == "default":
@@ -154,9 +151,7 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any], where: str) -
     ):
         raise ValueError(f"{where}: expected a type for every node of a structural schema, found {node!r}")
     if out.get("type") == "object" and not (
-        "properties" in out
-        or "additionalProperties" in out
-        or out.get("x-kubernetes-preserve-unknown-fields")
+        "properties" in out or "additionalProperties" in out or out.get("x-kubernetes-preserve-unknown-fields")
     ):
         raise ValueError(f"{where}: an object needs 'properties' or a typed 'additionalProperties'")
     if out.get("type") == "array" and "items" not in out:

@@ -53,6 +53,13 @@ def write(file: str, text: str) -> Edit:
     return edit
 
 
+def write_bytes(file: str, data: bytes) -> Edit:
+    def edit(repo: Path) -> None:
+        (repo / file).write_bytes(data)
+
+    return edit
+
+
 def append(file: str, text: str) -> Edit:
     def edit(repo: Path) -> None:
         path = repo / file
@@ -249,7 +256,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         (Expected(CLUSTER, "eu-west-hospital", "", ("expected a mapping of Cluster fields",)),),
     ),
     "yaml-not-utf8": (
-        lambda repo: (repo / CLUSTER).write_bytes(b"name: \xff\xfe\n"),
+        write_bytes(CLUSTER, b"name: \xff\xfe\n"),
         (Expected(CLUSTER, None, "", ("expected a readable UTF-8 YAML file",)),),
     ),
     "yaml-unknown-tag": (

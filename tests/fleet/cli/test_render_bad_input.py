@@ -48,16 +48,12 @@ def _where(repo: Path, expected: Expected) -> str:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def assert_reported(repo: Path, result: Result, expected: tuple[Expected, ...]) -> None:
     assert result.exit_code == EXIT_INVALID, result.output
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), (
-        result.exception
-    )
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
     lines = result.stderr.splitlines()
     for want in expected:
         prefix = _where(repo, want)
@@ -84,9 +80,7 @@ def test_bad_input_exits_2_names_the_problem_and_writes_nothing(example_repo: Pa
     assert not [p for p in example_repo.iterdir() if p.name not in ("jobs", "clusters", "policies")]
 
 
-@pytest.mark.parametrize(
-    "case", ["job-rounds-string", "cross-tls-off-on-governed-dataset", "yaml-two-documents"]
-)
+@pytest.mark.parametrize("case", ["job-rounds-string", "cross-tls-off-on-governed-dataset", "yaml-two-documents"])
 def test_bad_input_leaves_existing_output_untouched(example_repo: Path, case: str) -> None:
     out = example_repo / "manifests"
     (out / "hub" / "demo").mkdir(parents=True)
