@@ -60,6 +60,7 @@ class _Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         validate_default=True,
+        use_attribute_docstrings=True,  # field docstrings become descriptions in the published schemas
     )
 
 
@@ -217,9 +218,7 @@ class Listener(_Model):
     @classmethod
     def _node_port_range(cls, port: int, info: ValidationInfo) -> int:
         if info.data.get("type") is ListenerType.NODE_PORT and not 30000 <= port <= 32767:
-            raise ValueError(
-                f"expected a port in the node-port range 30000-32767 for a NodePort listener, got {port}"
-            )
+            raise ValueError(f"expected a port in the node-port range 30000-32767 for a NodePort listener, got {port}")
         return port
 
     @field_validator("host")
@@ -229,9 +228,7 @@ class Listener(_Model):
         if kind in (ListenerType.ROUTE, ListenerType.INGRESS) and host is None:
             raise ValueError(f"expected a host name for a {kind.value} listener")
         if kind in (ListenerType.NODE_PORT, ListenerType.LOAD_BALANCER) and host is not None:
-            raise ValueError(
-                f"expected no host: it applies only to Route and Ingress listeners, not {kind.value}"
-            )
+            raise ValueError(f"expected no host: it applies only to Route and Ingress listeners, not {kind.value}")
         return host
 
 
@@ -240,20 +237,33 @@ class Job(_Model):
 
     kind: Literal["Job"] = "Job"
     name: DNSLabel
+    """The job's name: the FederatedLearning resource and its Placement are named after it."""
     namespace: DNSLabel
     """The hub namespace the job's objects live in."""
     framework: Framework = Framework.FLOWER
+    """The federated-learning framework the aggregator and collaborators run."""
     images: Images
+    """Container images of the aggregator (server) and the collaborators (client)."""
     rounds: Annotated[int, Strict(), Field(ge=1, le=10000)]
+    """Federated rounds: each collaborator trains locally and sends an update once per round."""
     min_available_clients: Annotated[int, Strict(), Field(ge=1, le=10000)]
+    """Collaborators that must be available before training starts and in every round."""
     max_clients: Annotated[int, Strict(), Field(ge=1, le=10000)]
+    """At most this many clusters are placed (the Placement's numberOfClusters)."""
     dataset: DNSLabel
+    """The dataset every collaborator must hold, as named in clusters/ under datasets."""
     resources: Resources = Resources()
+    """What one collaborator requests; only clusters whose capacity covers it are placed."""
     training: Training = Training()
+    """Aggregation strategy and local training settings."""
     storage: ModelStorage
+    """Where the aggregator writes checkpoints and the final model."""
     listeners: Annotated[tuple[Listener, ...], Field(min_length=1)]
+    """How collaborators reach the aggregator from their clusters."""
     tls: Annotated[bool, Strict()] = True
+    """Mutual TLS between aggregator and collaborators; turning it off is refused on governed datasets."""
     cluster_sets: Annotated[tuple[DNSLabel, ...], Field(min_length=1)]
+    """The ManagedClusterSets the job may place collaborators in."""
     wait_timeout_seconds: Annotated[int, Strict(), Field(ge=1, le=7 * 86400)] = 1800
     """How long the job may wait for minAvailableClients collaborators before it fails."""
 
@@ -296,10 +306,15 @@ class Cluster(_Model):
 
     kind: Literal["Cluster"] = "Cluster"
     name: DNSLabel
+    """The ManagedCluster's name on the hub (also its namespace there)."""
     cluster_set: DNSLabel
+    """The ManagedClusterSet the cluster belongs to."""
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    """The ManagedCluster's labels (region, tier, ...) that policies select on."""
     datasets: dict[DNSLabel, DatasetClaim] = Field(default_factory=dict)
+    """Datasets held on the cluster: name -> where the data lies and how many samples it has."""
     capacity: Resources
+    """What the cluster can give to collaborators."""
 
 
 # --- DataLocalityPolicy ---------------------------------------------------------------------------------------
@@ -307,8 +322,11 @@ class Cluster(_Model):
 
 class LocalityRules(_Model):
     require_tls: Annotated[bool, Strict()] = True
+    """Jobs on the governed datasets must keep mutual TLS on."""
     min_clients_per_round: Annotated[int, Strict(), Field(ge=1)] = 1
+    """Jobs must aggregate at least this many collaborators per round (minAvailableClients)."""
     egress_only_to_aggregator: Annotated[bool, Strict()] = False
+    """Collaborators may reach only DNS and the aggregator (an enforced NetworkPolicy on the spokes)."""
 
 
 class DataLocalityPolicy(_Model):
@@ -317,8 +335,11 @@ class DataLocalityPolicy(_Model):
     kind: Literal["DataLocalityPolicy"] = "DataLocalityPolicy"
     name: DNSLabel
     datasets: Annotated[tuple[DNSLabel, ...], Field(min_length=1)]
+    """The datasets this policy governs."""
     allowed_clusters: LabelSelector
+    """The only clusters that may ever train on the governed datasets."""
     rules: LocalityRules = LocalityRules()
+    """How training on the governed datasets must happen."""
     aggregator_cidrs: tuple[Annotated[str, Field(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")], ...] = ()
     """With egressOnlyToAggregator: the addresses the aggregator is reached at. Empty allows any address on
     the jobs' listener ports only."""

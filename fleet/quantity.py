@@ -105,6 +105,10 @@ class Quantity:
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         return {
-            "anyOf": [{"type": "string", "pattern": _PATTERN}, {"type": "integer", "minimum": 0}],
+            "anyOf": [
+                {"type": "string", "pattern": _PATTERN},
+                {"type": "integer", "minimum": 0},
+                {"type": "number", "minimum": 0},
+            ],
             "description": _EXPECTED,
         }

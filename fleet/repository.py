@@ -276,6 +276,8 @@ def _expectation(item: Any, model: type[BaseModel]) -> str:
     got = "" if kind == "missing" else f", got {value!r}"
     if kind == "missing":
         return "required field is missing"
+    if kind == "invalid_key":
+        return f"expected a string key (quote it in YAML), got {value!r}"
     if kind == "extra_forbidden":
         return "unknown field (check the spelling; see the JSON Schema under schemas/)"
     if kind == "literal_error":

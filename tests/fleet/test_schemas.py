@@ -77,11 +77,6 @@ def test_schemas_carry_descriptions() -> None:
     assert "Kubernetes quantity" in job["$defs"]["Resources"]["properties"]["cpu"]["description"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="field docstrings reach the schema only with use_attribute_docstrings=True in fleet/models.py's "
-    "_Model config; then regenerate with `fleet schema`",
-)
 def test_field_docstrings_become_descriptions() -> None:
     job = definition_schemas()["job.schema.json"]
     assert job["properties"]["namespace"]["description"] == "The hub namespace the job's objects live in."
@@ -145,14 +140,7 @@ def test_editors_flag_a_missing_required_field() -> None:
         {"listeners": [{"name": "lb", "type": "LoadBalancer", "port": 9092}]},
         {"resources": {"cpu": 2, "memory": "512Mi", "gpu": 1}},
         {"resources": {"cpu": "0.5", "memory": "1.5Gi"}},
-        pytest.param(
-            {"resources": {"cpu": 1.5, "memory": "1e9"}},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Quantity accepts a YAML float (cpu: 1.5) but its JSON Schema offers only string or "
-                "integer; fleet/quantity.py's __get_pydantic_json_schema__ needs a number member",
-            ),
-        ),
+        {"resources": {"cpu": 1.5, "memory": "1e9"}},
         {"training": {"strategy": "fedprox", "proximalMu": 0.1, "fractionTrain": 0.5}},
         {"framework": "openfl", "tls": True, "waitTimeoutSeconds": 60, "kind": "Job"},
     ],
@@ -280,7 +268,12 @@ def test_structural_schema_translates_each_shape() -> None:
     assert cpu["x-kubernetes-int-or-string"] is True
     assert "type" not in cpu
     assert cpu["pattern"].startswith("^")
-    assert props["framework"] == {"enum": ["flower", "openfl"], "type": "string", "default": "flower"}
+    assert props["framework"] == {
+        "enum": ["flower", "openfl"],
+        "type": "string",
+        "default": "flower",
+        "description": "The federated-learning framework the aggregator and collaborators run.",
+    }
     assert props["kind"]["enum"] == ["Job"]
     host = props["listeners"]["items"]["properties"]["host"]
     assert host["nullable"] is True
