@@ -104,9 +104,7 @@ class CertificateAuthority:
         path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return cls(certificate, key, path)
 
-    def issue_server(
-        self, directory: Path, name: str = "superlink", hosts: tuple[str, ...] = LOCAL_HOSTS
-    ) -> KeyPair:
+    def issue_server(self, directory: Path, name: str = "superlink", hosts: tuple[str, ...] = LOCAL_HOSTS) -> KeyPair:
         """A key and a certificate for the SuperLink, valid for ``hosts``."""
         key = ec.generate_private_key(ec.SECP384R1())
         certificate = self._sign(_subject(name), key.public_key(), hosts, server=True, client=False)
@@ -154,9 +152,7 @@ class CertificateAuthority:
         )
 
 
-def create_cluster_identity(
-    directory: Path, cluster: str, authority: CertificateAuthority
-) -> ClusterIdentity:
+def create_cluster_identity(directory: Path, cluster: str, authority: CertificateAuthority) -> ClusterIdentity:
     """Make a cluster's key and CSR (the cluster's side), have ``authority`` sign it (the hub's side)."""
     key = ec.generate_private_key(ec.SECP384R1())
     csr = (
@@ -193,9 +189,7 @@ def verified_auth_public_key(identity: ClusterIdentity, ca_certificate: Path) ->
     try:
         certificate = x509.load_pem_x509_certificate(identity.certificate.read_bytes())
     except ValueError as error:
-        raise CertificateRejectedError(
-            f"{identity.certificate}: expected a PEM certificate ({error})"
-        ) from error
+        raise CertificateRejectedError(f"{identity.certificate}: expected a PEM certificate ({error})") from error
     try:
         certificate.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as error:
@@ -208,9 +202,7 @@ def verified_auth_public_key(identity: ClusterIdentity, ca_certificate: Path) ->
         raise CertificateRejectedError(f"the certificate of cluster {identity.cluster!r} is not valid now")
     names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if names != [identity.cluster]:
-        raise CertificateRejectedError(
-            f"the certificate names {names!r}, expected the cluster {identity.cluster!r}"
-        )
+        raise CertificateRejectedError(f"the certificate names {names!r}, expected the cluster {identity.cluster!r}")
     public_key = serialization.load_ssh_public_key(identity.auth_public_key.read_bytes())
     if public_key != certificate.public_key():
         raise CertificateRejectedError(
@@ -235,9 +227,7 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def _save_pair(
-    directory: Path, name: str, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate
-) -> KeyPair:
+def _save_pair(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> KeyPair:
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / f"{name}.key"
     certificate_path = directory / f"{name}.pem"

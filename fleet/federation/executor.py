@@ -1,11 +1,13 @@
-"""A warm ClientApp executor for SuperNodes started with ``--isolation process``.
+"""A warm executor for the ServerApp and ClientApp tasks of SuperLink and SuperNodes run with ``--isolation process``.
 
-Flower 1.41 runs every message in a fresh ``flwr-clientapp`` process: about 2 s to import Flower and 3.5 s to
-import torch, on every round, for every collaborator. With ``--isolation process`` a SuperNode leaves
-launching ClientApps to an outside executor (Flower's own is ``flower-superexec``). This one imports Flower,
-torch and the ClientApp module once, polls the Runtime API of each SuperNode for ClientApp tasks, and forks a
-child per task that runs Flower's own ``run_clientapp`` with the task's token. The child starts with
-everything imported, and the parent's pages are shared copy-on-write, so memory grows little per collaborator.
+Flower 1.41 runs every ClientApp message, and every run's ServerApp, in a fresh process (``flwr-clientapp``,
+``flwr-serverapp``): about 2 s to import Flower and 3.5 s to import torch, on every round, for every
+collaborator. With ``--isolation process`` the SuperLink and the SuperNodes leave launching those processes to
+an outside executor (Flower's own is ``flower-superexec``, which starts a new process per task). This one imports
+Flower, torch and the app's modules once, polls the Runtime API of each component for tasks, and per task forks a
+child that runs Flower's own ``flwr-clientapp`` or ``flwr-serverapp`` entry point with the very arguments
+``flower-superexec`` would give it. The child starts with everything imported; pages are shared copy-on-write,
+so memory grows little per collaborator.
 
 Run as ``python -m fleet.federation.executor``; `fleet.federation.local` starts it.
 """
@@ -19,14 +21,21 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-_POLL_SECONDS = 0.05
+_POLL_SECONDS = 0.1
+"""Between polls of every Runtime API: each poll is an HTTPS request the SuperLink or a SuperNode must serve."""
 _RETRY_SECONDS = 0.5
-_CLIENTAPP_TASK = "flwr-clientapp"
+_CLIENTAPP_DELAY = 0.4
+"""A SuperNode creates a ClientApp task before it has pulled the message's objects from the SuperLink; a
+ClientApp asking for them earlier hits Flower's 1 s pull back-off. A new flwr-clientapp process takes seconds
+to start, so this never shows with Flower's own executor; a forked one starts at once, so it waits a little."""
+_ENTRY_POINTS = {
+    "flwr-clientapp": ("flwr.supernode.cli.flwr_clientapp", "flwr_clientapp"),
+    "flwr-serverapp": ("flwr.superlink.cli.flwr_serverapp", "flwr_serverapp"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -36,22 +45,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.path.insert(0, str(Path(args.app_dir).resolve()))
     for module in args.preload:
         importlib.import_module(module)
+    if "torch" in sys.modules:
+        # torch's optimizers import torch._dynamo (and sympy) on their first step: 2-8 s that every forked
+        # child would pay again. Importing is safe before fork; running torch code (thread pools) is not.
+        importlib.import_module("torch._dynamo")
+    entry_points = {task: getattr(importlib.import_module(m), f) for task, (m, f) in _ENTRY_POINTS.items()}
 
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
     from flwr.supercore.runtime import RuntimeHttpClient
-    from flwr.supernode.runtime import run_clientapp  # noqa: F401  (imported before forking)
 
+    served = [(task, address) for task, _, address in (item.partition("=") for item in args.serve)]
     certificates = Path(args.root_certificates).read_bytes() if args.root_certificates else None
-    # No retry invoker: an unreachable SuperNode (not started yet, or gone) must not hold up the others.
+    # No retry invoker: an unreachable component (not started yet, or gone) must not hold up the others.
     clients = {
-        address: RuntimeHttpClient.from_server_address(
+        (task, address): RuntimeHttpClient.from_server_address(
             server_address=address,
             insecure=certificates is None,
             root_certificates=certificates,
             interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
         )
-        for address in args.runtime_api_address
+        for task, address in served
     }
     stopping = False
 
@@ -61,35 +75,45 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children: dict[int, str] = {}
+    children: dict[int, tuple[str, float]] = {}
     retry_at = dict.fromkeys(clients, 0.0)
-    failing: set[str] = set()
-    request = AcquireTaskRequest(supported_task_types=[_CLIENTAPP_TASK])
-    print(f"executor: ready, serving {', '.join(clients)}", file=sys.stderr, flush=True)
+    failing: set[tuple[str, str]] = set()
+    done: set[tuple[str, str]] = set()
+    pending: list[tuple[float, str, str, list[str]]] = []
+    """Tasks to fork: (when, task type, Runtime API address, command line)."""
+    _say(f"ready, serving {', '.join(f'{task} of {address}' for task, address in clients)}")
     while not stopping:
         if args.parent_pid and not _alive(args.parent_pid):
             break
-        for address, client in clients.items():
-            if time.monotonic() < retry_at[address]:
+        for key, client in clients.items():
+            task, address = key
+            if key in done or time.monotonic() < retry_at[key]:
                 continue
             try:
-                response = client.AcquireTask(request)
+                response = client.AcquireTask(AcquireTaskRequest(supported_task_types=[task]))
             except Exception as error:
-                retry_at[address] = time.monotonic() + _RETRY_SECONDS
-                if address not in failing:
-                    failing.add(address)
-                    print(
-                        f"executor: {address} unreachable ({type(error).__name__})",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                retry_at[key] = time.monotonic() + _RETRY_SECONDS
+                if key not in failing:
+                    failing.add(key)
+                    _say(f"{address} unreachable ({type(error).__name__})")
                 continue
-            if address in failing:
-                failing.discard(address)
-                print(f"executor: {address} reachable", file=sys.stderr, flush=True)
+            if key in failing:
+                failing.discard(key)
+                _say(f"{address} reachable")
             if response.HasField("task") and response.token:
-                pid = _fork_clientapp(address, response.token, certificates)
-                children[pid] = address
+                command = [task, "--runtime-api-address", address, "--token", response.token]
+                command += ["--root-certificates", args.root_certificates] if certificates else ["--insecure"]
+                command += ["--parent-pid", str(os.getpid())]
+                delay = _CLIENTAPP_DELAY if task == "flwr-clientapp" else 0.0
+                pending.append((time.monotonic() + delay, task, address, command))
+                if task == "flwr-serverapp":
+                    done.add(key)  # a local federation runs one run: stop asking the SuperLink
+        for item in [p for p in pending if p[0] <= time.monotonic()]:
+            pending.remove(item)
+            _, task, address, command = item
+            pid = _fork(entry_points[task], command)
+            children[pid] = (f"{task} of {address}", time.monotonic())
+            _say(f"started {task} of {address} (pid {pid})")
         _reap(children)
         time.sleep(_POLL_SECONDS)
     for pid in children:
@@ -99,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         client.close()
 
 
-def _fork_clientapp(address: str, token: str, certificates: bytes | None) -> int:
-    parent = os.getpid()
+def _fork(entry_point: Callable[[], None], command: list[str]) -> int:
+    """Run ``entry_point`` as if started with ``command``, in a forked child; the child's pid."""
     pid = os.fork()
     if pid:
         return pid
@@ -108,34 +132,29 @@ def _fork_clientapp(address: str, token: str, certificates: bytes | None) -> int
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        from flwr.supernode.runtime.run_clientapp import run_clientapp
-
-        run_clientapp(
-            runtime_api_address=address,
-            token=token,
-            insecure=certificates is None,
-            certificates=certificates,
-            parent_pid=parent,
-            runtime_dependency_install=False,
-        )
+        sys.argv = command
+        entry_point()
         code = 0
-    except SystemExit as exit_:  # Flower ends the task process with flwr_exit -> sys.exit
+    except SystemExit as exit_:  # Flower ends task processes with flwr_exit -> sys.exit
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException as error:
-        print(f"executor: ClientApp task on {address} failed: {error!r}", file=sys.stderr, flush=True)
+        _say(f"{command[0]} task failed: {error!r}")
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
 
 
-def _reap(children: dict[int, Any]) -> None:
+def _reap(children: dict[int, tuple[str, float]]) -> None:
     for pid in list(children):
-        with contextlib.suppress(ChildProcessError):
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if not done:
-                continue
-        del children[pid]
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if done:
+            what, started = children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            _say(f"{what} (pid {pid}) ended with code {code} after {time.monotonic() - started:.2f} s")
 
 
 def _alive(pid: int) -> bool:
@@ -148,10 +167,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _say(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+    print(f"{stamp} executor: {message}", file=sys.stderr, flush=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--runtime-api-address", action="append", required=True, help="a SuperNode's Runtime API"
+        "--serve",
+        action="append",
+        required=True,
+        metavar="TASK=ADDRESS",
+        help=f"a task type ({', '.join(_ENTRY_POINTS)}) and the Runtime API address to take it from",
     )
     parser.add_argument("--root-certificates", help="the CA certificate (PEM); without it, plain HTTP")
     parser.add_argument("--app-dir", help="the directory the FAB was built from, put first on sys.path")

@@ -5,16 +5,17 @@ data path under the local data root. `run_federation` then
 - makes the credentials (hub CA, SuperLink certificate, a CA-signed identity per cluster; `certificates`),
 - starts ``flower-superlink`` with TLS and SuperNode authentication, registers each cluster's key once its
   certificate checks out against the hub CA, and starts one ``flower-supernode`` per cluster,
-- submits the FAB (`fleet/app/pyproject.toml` + the ``fleet`` sources) with ``flwr run`` and the job's run
-  config,
+- submits the FAB (`fleet/app/pyproject.toml` + the ``fleet`` sources) with the job's run config, as
+  ``flwr run`` does,
 - follows the ServerApp's ``progress.jsonl`` and the run's state, writes the status file and the model card,
 - and stops every process it started, whatever happens (`processes.ProcessSupervisor`).
 
-Speed (Flower 1.41 on 2 cores): by default each SuperNode runs with ``--isolation process`` and one warm
-executor (`executor`) serves all of them, so no message pays for a new Python, Flower and torch; the SuperExec
-that starts the ServerApp polls every 0.05 s instead of 1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``). What is
-left is the SuperNode's fixed 3 s wait between polls of the SuperLink when idle. ``executor="flower"`` keeps
-Flower's own per-message ``flwr-clientapp`` processes.
+Speed (Flower 1.41 on 2 cores): by default the SuperLink and each SuperNode run with ``--isolation process``
+and one warm executor (`executor`) forks the ServerApp and every ClientApp from a process that has imported
+Flower, torch and the app once, so no message pays for a new Python, Flower and torch. What is left is the
+SuperNode's fixed 3 s wait between polls of the SuperLink when it is idle. ``executor="flower"`` keeps
+Flower's own SuperExec, which starts a new ``flwr-serverapp`` and a new ``flwr-clientapp`` per message; its
+task poll then runs every 0.05 s instead of 1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
 """
 
 from __future__ import annotations
@@ -137,9 +138,7 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
         known = ", ".join(repository.jobs) or "none"
         raise RunError(f"no job named {job_name!r} under {repository.root / 'jobs'} (jobs: {known})")
     clusters = list(repository.clusters.values())
-    result = evaluate(
-        placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job), clusters
-    )
+    result = evaluate(placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job), clusters)
     selected = result.selected
     if len(selected) < job.min_available_clients:
         out = "; ".join(f"{d.cluster}: {', '.join(d.reasons)}" for d in result.decisions if not d.selected)
@@ -170,9 +169,7 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
     )
 
 
-def run_config(
-    plan: LocalPlan, settings: RunSettings, test_data: Path | None
-) -> dict[str, str | int | float]:
+def run_config(plan: LocalPlan, settings: RunSettings, test_data: Path | None) -> dict[str, str | int | float]:
     """The ServerApp's run config, from the job (keys of fleet/app/pyproject.toml [tool.flwr.app.config])."""
     job, training = plan.job, plan.job.training
     return {
@@ -281,14 +278,13 @@ class _Run:
         # submit the run while the SuperNodes connect: the ServerApp waits for them itself.
         ports = {c.cluster: free_port() for c in plan.collaborators}
         address = self._start_superlink(tls)
-        self._start_executor(ports, tls)
+        self._start_executor(address, ports, tls)
         self._wait_for_superlink(address, tls)
         self.control = ControlClient(address, tls.ca if tls else None)
         node_ids = self._register(tls)
         self._start_supernodes(address, ports, tls)
-        submission = self._submit()
+        self.run_id = self._submit()
         self._wait_for_nodes(node_ids)
-        self.run_id = self._submitted(submission)
         self.recorder.running(f"run {self.run_id} submitted to {len(self.supernodes)} collaborators")
         self.observer.started(job.rounds, tuple(self.supernodes))
         self._follow(time.monotonic() + self._timeout())
@@ -320,6 +316,8 @@ class _Run:
         port = free_port()
         argv = [_tool("flower-superlink"), "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--disable-runtime-dependency-installation"]
+        if self.settings.executor == "warm":
+            argv += ["--isolation", "process"]
         if tls:
             argv += ["--ssl-ca-certfile", str(tls.ca), "--ssl-certfile", str(tls.server_certificate)]
             argv += ["--ssl-keyfile", str(tls.server_key), "--enable-supernode-auth"]
@@ -336,13 +334,10 @@ class _Run:
         while not _healthy(address, tls.ca if tls else None):
             if not superlink.alive():
                 raise RunError(
-                    f"the SuperLink exited while starting; its log ({superlink.log}) ends:\n"
-                    f"{superlink.tail()}"
+                    f"the SuperLink exited while starting; its log ({superlink.log}) ends:\n{superlink.tail()}"
                 )
             if time.monotonic() > deadline:
-                raise RunError(
-                    f"the SuperLink did not answer on {address} within {self.settings.start_timeout:.0f} s"
-                )
+                raise RunError(f"the SuperLink did not answer on {address} within {self.settings.start_timeout:.0f} s")
             time.sleep(0.1)
 
     def _register(self, tls: _Tls | None) -> dict[str, int]:
@@ -370,9 +365,7 @@ class _Run:
                 continue
             argv = [_tool("flower-supernode"), "--superlink", address, "--host", "127.0.0.1"]
             argv += ["--port", str(ports[cluster])]
-            node_config = (
-                f"data-path={_toml_string(str(collaborator.data_path))} cluster-name={_toml_string(cluster)}"
-            )
+            node_config = f"data-path={_toml_string(str(collaborator.data_path))} cluster-name={_toml_string(cluster)}"
             argv += ["--node-config", node_config]
             if tls:
                 identity = tls.identities[cluster]
@@ -387,24 +380,25 @@ class _Run:
                 argv += ["--isolation", "process"]
             self.supernodes[cluster] = self.supervisor.start(f"supernode-{cluster}", argv)
 
-    def _start_executor(self, ports: Mapping[str, int], tls: _Tls | None) -> None:
-        """The warm executor serving every SuperNode's ClientApp tasks (``executor="warm"``)."""
+    def _start_executor(self, address: str, ports: Mapping[str, int], tls: _Tls | None) -> None:
+        """The warm executor of the ServerApp task and of every SuperNode's ClientApp tasks (``warm``)."""
         if self.settings.executor != "warm":
             return
         argv = [sys.executable, "-m", "fleet.federation.executor", "--parent-pid", str(os.getpid())]
+        argv += ["--serve", f"flwr-serverapp={address}"]
         for port in ports.values():
-            argv += ["--runtime-api-address", f"127.0.0.1:{port}"]
+            argv += ["--serve", f"flwr-clientapp=127.0.0.1:{port}"]
         if tls:
             argv += ["--root-certificates", str(tls.ca)]
         app = self._app_dir()
-        argv += ["--app-dir", str(app), "--preload", _component(app, "clientapp").partition(":")[0]]
+        argv += ["--app-dir", str(app)]
+        for component in ("serverapp", "clientapp"):
+            argv += ["--preload", _component(app, component).partition(":")[0]]
         self.supervisor.start("executor", argv)
 
     def _wait_for_nodes(self, node_ids: dict[str, int]) -> None:
         assert self.control is not None
-        self.recorder.waiting(
-            f"waiting for {len(self.supernodes)} SuperNodes to connect", tuple(self.supernodes)
-        )
+        self.recorder.waiting(f"waiting for {len(self.supernodes)} SuperNodes to connect", tuple(self.supernodes))
         self.observer.phase("waiting for the SuperNodes to connect")
         deadline = time.monotonic() + self.settings.start_timeout
         while True:
@@ -422,9 +416,7 @@ class _Run:
                 raise RunError(
                     f"SuperNodes of {', '.join(late)} did not connect within "
                     f"{self.settings.start_timeout:.0f} s"
-                    + "".join(
-                        f"\n--- {c} ({self.supernodes[c].log}):\n{self.supernodes[c].tail()}" for c in late
-                    )
+                    + "".join(f"\n--- {c} ({self.supernodes[c].log}):\n{self.supernodes[c].tail()}" for c in late)
                 )
             time.sleep(0.1)
 
@@ -453,41 +445,18 @@ class _Run:
             staging.rename(app)
         return app
 
-    def _submit(self) -> subprocess.Popen[str]:
-        """Start ``flwr run`` with the job's run config; `_submitted` collects the run id."""
-        self.observer.phase("submitting the run (flwr run)")
-        config_file = self.plan.job_dir / "run-config.toml"
+    def _submit(self) -> int:
+        """Submit the FAB with the job's run config (what ``flwr run`` sends); the run id."""
+        assert self.control is not None
+        self.observer.phase("submitting the run")
         config = run_config(self.plan, self.settings, self.test_data)
-        config_file.write_text(
+        (self.plan.job_dir / "run-config.toml").write_text(
             "".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()), encoding="utf-8"
         )
-        argv = [_tool("flwr"), "run", str(self._app_dir()), "local", "--run-config", str(config_file)]
-        argv += ["--format", "json"]
-        return subprocess.Popen(
-            argv,
-            env=dict(self.supervisor.env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-
-    def _submitted(self, submission: subprocess.Popen[str]) -> int:
         try:
-            stdout, stderr = submission.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            submission.kill()
-            submission.communicate()
-            raise RunError("`flwr run` did not return within 120 s") from None
-        try:
-            answer = json.loads(stdout[stdout.index("{") :])
-            return int(answer["run-id"])
-        except (ValueError, KeyError):
-            raise RunError(
-                f"`flwr run` did not start the run (exit {submission.returncode}):\n"
-                f"{stdout}\n{stderr}".strip()
-            ) from None
+            return self.control.start_run(self._app_dir(), config)
+        except Exception as error:
+            raise RunError(f"the SuperLink did not start the run: {type(error).__name__}: {error}") from error
 
     # --- following the run --------------------------------------------------------------------------------
 
@@ -513,10 +482,10 @@ class _Run:
                 elif isinstance(event, Failed):
                     self.finished = True
                     raise RunError(f"the ServerApp failed: {event.reason}{self._lost_note()}")
-            self._check_processes()
             now = time.monotonic()
             if now >= next_state_check:
                 next_state_check = now + 1.0
+                self._check_processes()
                 state = self.control.run_state(self.run_id)
                 if state is not None and state.status == "finished":
                     # The ServerApp writes its last event before it ends: read once more before judging.
@@ -708,8 +677,7 @@ def _write_model_card(
         f"- job: `{job.name}` (namespace `{job.namespace}`, dataset `{job.dataset}`)",
         f"- repository commit: `{_git_commit(plan.repository_root)}`",
         f"- clusters: {', '.join(clusters)}",
-        f"- rounds: {job.rounds} (minAvailableClients {job.min_available_clients}, "
-        f"maxClients {job.max_clients})",
+        f"- rounds: {job.rounds} (minAvailableClients {job.min_available_clients}, maxClients {job.max_clients})",
         f"- training: {training.strategy.value}, {training.local_epochs} local epochs, learning rate "
         f"{training.learning_rate}, batch size {training.batch_size}, fraction {training.fraction_train}"
         + (f", proximal mu {training.proximal_mu}" if training.proximal_mu else ""),

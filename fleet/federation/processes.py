@@ -91,9 +91,7 @@ class ProcessSupervisor:
         for pid, created in self._descendants.items():
             with contextlib.suppress(psutil.Error):
                 child = psutil.Process(pid)
-                if child.create_time() == created and any(
-                    name in part for part in [child.name(), *child.cmdline()]
-                ):
+                if child.create_time() == created and any(name in part for part in [child.name(), *child.cmdline()]):
                     found.append(child)
         return found
 

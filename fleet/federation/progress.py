@@ -61,9 +61,7 @@ class ProgressFollower:
         events = []
         for number, line in enumerate(lines, 1):
             if line.strip():
-                events.append(
-                    parse_event(line.decode("utf-8", errors="replace"), f"{self.path} (new line {number})")
-                )
+                events.append(parse_event(line.decode("utf-8", errors="replace"), f"{self.path} (new line {number})"))
         return events
 
 
@@ -93,6 +91,4 @@ def parse_event(line: str, where: str) -> Event:
 def _metrics(value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         return {}
-    return {
-        str(k): float(v) for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -106,12 +106,8 @@ class StatusRecorder:
         self._update(phase=Phase.RUNNING, message=message)
         self._condition("Running", "True", "CollaboratorsConnected", message)
 
-    def round(
-        self, number: int, participants: Iterable[str], metrics: Mapping[str, float], at: str | None
-    ) -> None:
-        entry = RoundStatus(
-            round=number, participants=tuple(participants), metrics=dict(metrics), finished_at=at
-        )
+    def round(self, number: int, participants: Iterable[str], metrics: Mapping[str, float], at: str | None) -> None:
+        entry = RoundStatus(round=number, participants=tuple(participants), metrics=dict(metrics), finished_at=at)
         rounds = (*(r for r in self.status.rounds if r.round != number), entry)[-MAX_ROUND_HISTORY:]
         self._update(
             phase=Phase.RUNNING,
@@ -146,9 +142,7 @@ class StatusRecorder:
         previous = {c.type: c for c in self.status.conditions}
         old = previous.get(kind)
         since = old.last_transition_time if old is not None and old.status == state else now()
-        previous[kind] = Condition(
-            type=kind, status=state, reason=reason, message=message, last_transition_time=since
-        )
+        previous[kind] = Condition(type=kind, status=state, reason=reason, message=message, last_transition_time=since)
         self._update(conditions=tuple(previous.values()))
 
     def _write(self) -> None:
