@@ -223,7 +223,7 @@ def _rounds(federation: _Federation) -> dict[str, float]:
         weights, train_loss = _aggregate(federation, server_round, replies.ok)
         metrics = {"train_loss": train_loss, **_evaluate(federation, server_round, weights, replies)}
         participants = sorted(federation.name(node) for node in replies.ok)
-        dropped = [f"{federation.name(node)}: {reason}" for node, reason in sorted(replies.missing.items())]
+        dropped = [_why(federation, node, reason) for node, reason in sorted(replies.missing.items())]
         _save(federation, weights, Path(CHECKPOINTS) / f"round-{server_round}.pt")
         timing = {
             "round": federation.clock() - started,
@@ -434,11 +434,18 @@ def _error_reason(reply: Message) -> str:
 
 def _too_few_replies(federation: _Federation, server_round: int, phase: str, sampled: int, replies: _Replies) -> str:
     required = federation.settings.min_available_clients
-    missing = "; ".join(f"{federation.name(node)}: {reason}" for node, reason in sorted(replies.missing.items()))
+    missing = "; ".join(_why(federation, node, reason) for node, reason in sorted(replies.missing.items()))
     return (
         f"round {server_round}: only {len(replies.ok)} of the {required} required clients replied to {phase} "
         f"within {_seconds(federation.settings.round_timeout)} s ({sampled} sampled; {missing})"
     )
+
+
+def _why(federation: _Federation, node: int, reason: str) -> str:
+    """Who is missing and why; a ClientApp's own error already names its cluster."""
+    if node not in federation.names and reason.startswith("cluster '"):
+        return reason
+    return f"{federation.name(node)}: {reason}"
 
 
 def _seconds(value: float) -> str:

@@ -128,6 +128,8 @@ def _read_folder(folder: Path, idx_prefixes: Sequence[str]) -> Dataset:
 
 
 def _read_npz(path: Path) -> Dataset:
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: expected a partition file (an .npz archive of 'images' and 'labels'), it is not one")
     with np.load(path, allow_pickle=False) as archive:
         missing = {"images", "labels"} - set(archive.files)
         if missing:

@@ -319,7 +319,7 @@ def test_a_missing_data_path_is_reported_with_path_and_cluster(tmp_path: Path, p
     _run(grid, settings)
     (event,) = [e for e in _events(settings.model_dir) if e["event"] == "round"]
     assert event["participants"] == ["alpha", "gamma"]
-    assert event["dropped"] == [f"node 101: cluster 'beta': data path '{tmp_path / 'nowhere'}' does not exist"]
+    assert event["dropped"] == [f"cluster 'beta': data path '{tmp_path / 'nowhere'}' does not exist"]
 
     strict = _settings(tmp_path / "strict", partitions, num_rounds=1, min_available_clients=3)
     with pytest.raises(FederationError, match=r"only 2 of the 3 required .*cluster 'beta': data path .*nowhere"):
