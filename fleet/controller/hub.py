@@ -13,6 +13,7 @@ import base64
 import json
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class HubClient:
         self.api = api
         self.requests: Counter[str] = Counter()
         """Requests made, by method."""
+        self._waited = threading.local()
         self._lock = threading.Lock()
 
     @classmethod
@@ -133,6 +135,10 @@ class HubClient:
         with self._lock:
             return sum(self.requests.values())
 
+    def waited_seconds(self) -> float:
+        """Seconds this thread has spent waiting for the API server's answers."""
+        return float(getattr(self._waited, "seconds", 0.0))
+
     def _call(
         self,
         method: str,
@@ -145,6 +151,7 @@ class HubClient:
         with self._lock:
             self.requests[method] += 1
         headers = {"Accept": "application/json", "Content-Type": content_type}
+        started = time.perf_counter()
         try:
             serialized = self.api.param_serialize(
                 method=method,
@@ -161,6 +168,8 @@ class HubClient:
             status, data = int(error.status or 0), (error.body or error.reason or "").encode()
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransientError(0, f"{method} {path}: {error}") from error
+        finally:
+            self._waited.seconds = self.waited_seconds() + time.perf_counter() - started
         if status >= 400 or status == 0:
             message = _message(data)
             kind = TransientError if _is_transient(status) else ApiError

@@ -109,11 +109,13 @@ PVC = Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 ROUTE = Kind("route.openshift.io", "v1", "routes", "Route")
 INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
 MANIFEST_WORK = Kind("work.open-cluster-management.io", "v1", "manifestworks", "ManifestWork")
-PLACEMENT_DECISION = Kind(
-    "cluster.open-cluster-management.io", "v1beta1", "placementdecisions", "PlacementDecision"
-)
+PLACEMENT_DECISION = Kind("cluster.open-cluster-management.io", "v1beta1", "placementdecisions", "PlacementDecision")
 MANAGED_CLUSTER = Kind("cluster.open-cluster-management.io", "v1", "managedclusters", "ManagedCluster", False)
 EVENT = Kind("", "v1", "events", "Event")
+CSR = Kind("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False)
+"""The add-on registrations' CSRs: their signed certificates hold the collaborators' authentication keys."""
+CSR_CLUSTER_LABEL = "open-cluster-management.io/cluster-name"
+CSR_ADDON_LABEL = "open-cluster-management.io/addon-name"
 
 OWNED_KINDS = (SECRET, DEPLOYMENT, SERVICE, PVC, ROUTE, INGRESS, MANIFEST_WORK)
 """What the controller creates, in the order it creates them (a Deployment's Secret and claim first)."""

@@ -20,6 +20,7 @@ which the phase machine merges by round number.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import logging
 import threading
@@ -34,13 +35,16 @@ from pydantic import ValidationError
 
 from fleet.claims import API_GROUP
 from fleet.federation.progress import Event
-from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
-from fleet.lifecycle import TERMINAL, EmitEvent
+from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from fleet.lifecycle import FEDERATION_READY, TERMINAL, EmitEvent
 from fleet.models import FederatedLearningSpec
 
 from .hub import ApiError, HubCA, HubClient, TransientError, load_or_create_hub_ca
 from .metrics import HealthServer, Metrics
 from .objects import (
+    CSR,
+    CSR_ADDON_LABEL,
+    CSR_CLUSTER_LABEL,
     FEDERATED_LEARNING,
     JOB_LABEL,
     JOB_NAMESPACE_LABEL,
@@ -62,7 +66,13 @@ from .objects import (
 from .observe import cluster_claims, selected_clusters
 from .progress import HttpProgress, ProgressSource, ProgressUnavailableError
 from .reconcile import JobState, Settings, current_status, job_ref, reconcile, run_id, status_body
-from .runs import FlowerRunBackend, RunBackend, RunSubmissionError
+from .runs import (
+    CollaboratorRejectedError,
+    FlowerRunBackend,
+    RunBackend,
+    RunSubmissionError,
+    collaborator_public_key,
+)
 
 logger = logging.getLogger("fleet.controller")
 
@@ -98,6 +108,9 @@ class _JobMemory:
     run_id: int | None = None
     pending: list[Event] = field(default_factory=list)
     """Progress events read but not yet in a written status."""
+    registered: set[str] = field(default_factory=set)
+    """Clusters whose collaborator key is registered with the job's SuperLink."""
+    rejected: set[str] = field(default_factory=set)
     submit_failures: int = 0
     last_run_check: float = 0.0
     run_failure: str | None = None
@@ -108,7 +121,12 @@ class _JobMemory:
 class Outcome:
     events: tuple[EmitEvent, ...]
     cpu_seconds: float
+    """CPU time of the reconcile's thread."""
+    wall_seconds: float
+    api_wait_seconds: float
+    """Of the wall time, the time spent waiting for the API server's answers."""
     requests: int
+    """Requests to the Kubernetes API the reconcile made."""
 
 
 class Controller:
@@ -132,8 +150,8 @@ class Controller:
         self.clock = clock
         self.ca: HubCA | None = None
         self.jobs: dict[JobRef, _JobMemory] = {}
-        self.cpu_seconds: deque[float] = deque(maxlen=100_000)
-        """CPU time of each reconcile (thread time), for the benchmark."""
+        self.outcomes: deque[Outcome] = deque(maxlen=100_000)
+        """The latest reconciles' costs, for the benchmark."""
         self._ca_lock = threading.Lock()
 
     def memory(self, job: JobRef) -> _JobMemory:
@@ -156,8 +174,12 @@ class Controller:
         owned: Mapping[ObjectKey, Mapping[str, Any]],
         decisions: list[Mapping[str, Any]],
         claims: Mapping[str, Mapping[str, str]],
+        certificates: Mapping[str, str] | None = None,
     ) -> Outcome:
-        started, before = time.thread_time(), self.hub.request_count()
+        """One reconcile of the job ``body``; ``certificates`` are the selected clusters' add-on registration
+        certificates (PEM), whose keys the job's SuperLink must know before their SuperNodes may connect."""
+        started, wall, before = time.thread_time(), time.perf_counter(), self.hub.request_count()
+        waited = self.hub.waited_seconds()
         job = job_ref(body)
         memory = self.memory(job)
         resource = self._freshest(body, memory)
@@ -185,6 +207,8 @@ class Controller:
             self.hub.delete(KINDS_BY_NAME[key.kind], key.namespace, key.name)
         events_out = list(plan.events)
         status = plan.status
+        if certificates and _condition_true(status, FEDERATION_READY) and _tls(resource):
+            self._register_collaborators(job, certificates, memory, events_out)
         if plan.submit is not None and memory.run_id is None:
             spec = FederatedLearningSpec.model_validate(resource["spec"])
             ca = self.hub_ca().certificate if spec.tls else None
@@ -214,9 +238,38 @@ class Controller:
             memory.status = body_status
         memory.pending.clear()
         self.metrics.observe(job.namespace, job.name, status)
-        cpu = time.thread_time() - started
-        self.cpu_seconds.append(cpu)
-        return Outcome(tuple(events_out), cpu, self.hub.request_count() - before)
+        outcome = Outcome(
+            tuple(events_out),
+            time.thread_time() - started,
+            time.perf_counter() - wall,
+            self.hub.waited_seconds() - waited,
+            self.hub.request_count() - before,
+        )
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _register_collaborators(
+        self, job: JobRef, certificates: Mapping[str, str], memory: _JobMemory, events: list[EmitEvent]
+    ) -> None:
+        ca = self.hub_ca().certificate
+        for cluster, certificate in sorted(certificates.items()):
+            if cluster in memory.registered or cluster in memory.rejected:
+                continue
+            try:
+                key = collaborator_public_key(certificate, ca, cluster)
+            except CollaboratorRejectedError as error:
+                memory.rejected.add(cluster)
+                events.append(EmitEvent("Warning", "CollaboratorRejected", str(error)))
+                continue
+            try:
+                self.runs.register(job, cluster, key, ca)
+            except Exception as error:  # the SuperLink not answering yet, or the key known from before a restart
+                logger.info("registering %s with %s/%s: %s", cluster, job.namespace, job.name, error)
+                if "already" in str(error).lower():
+                    memory.registered.add(cluster)
+                continue
+            memory.registered.add(cluster)
+            events.append(EmitEvent("Normal", "CollaboratorRegistered", f"cluster {cluster}'s key registered"))
 
     def _freshest(self, body: Mapping[str, Any], memory: _JobMemory) -> dict[str, Any]:
         """The resource with the status and run id this controller last wrote, when the watch lags behind."""
@@ -310,6 +363,25 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
     if body.get("kind") == "Secret":
         slim["data"] = dict(body.get("data") or {})
     return slim
+
+
+def _condition_true(status: Any, kind: str) -> bool:
+    return any(c.type == kind and c.status == "True" for c in status.conditions)
+
+
+def _tls(resource: Mapping[str, Any]) -> bool:
+    return bool((resource.get("spec") or {}).get("tls", True))
+
+
+def _certificates_snapshot(indices: Mapping[str, Any], clusters: Iterable[str]) -> dict[str, str]:
+    index = indices.get("collaborator_certificates")
+    if index is None:
+        return {}
+    found: dict[str, str] = {}
+    for cluster in clusters:
+        for certificate in index.get(cluster, ()):
+            found[cluster] = certificate
+    return found
 
 
 def _owned_snapshot(indices: Mapping[str, Any], job: JobRef) -> dict[ObjectKey, dict[str, Any]]:
@@ -406,6 +478,17 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
     def cluster_claims_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
         return {name: cluster_claims(body)}
 
+    @kopf.index(*_gvr(CSR), id="collaborator_certificates", labels={CSR_ADDON_LABEL: ADDON_NAME}, registry=registry)
+    def collaborator_certificates(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, str]:
+        cluster = labels.get(CSR_CLUSTER_LABEL)
+        issued = (body.get("status") or {}).get("certificate")
+        if not cluster or not issued:
+            return {}
+        try:
+            return {cluster: base64.b64decode(issued).decode()}
+        except ValueError:
+            return {}
+
     async def run(body: kopf.Body, retry: int, indices: Mapping[str, Any]) -> None:
         job = job_ref(body)
         memory = controller.memory(job)
@@ -414,10 +497,13 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
             decisions = _decisions_snapshot(indices, job)
             clusters = selected_clusters(decisions) or ()
             claims = _claims_snapshot(indices, clusters)
+            certificates = _certificates_snapshot(indices, clusters)
             started = time.perf_counter()
             before = dict(controller.hub.requests)
             try:
-                outcome = await asyncio.to_thread(controller.reconcile_job, body, owned, decisions, claims)
+                outcome = await asyncio.to_thread(
+                    controller.reconcile_job, body, owned, decisions, claims, certificates
+                )
             except TransientError as error:
                 controller.metrics.reconcile_errors.labels("transient").inc()
                 raise kopf.TemporaryError(str(error), delay=min(60.0, 2.0 ** min(retry, 6))) from error
@@ -434,7 +520,8 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
             kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
 
     def indices_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        names = [f"owned_{k.plural}" for k in OWNED_KINDS] + ["placement_decisions", "cluster_claims"]
+        names = [f"owned_{k.plural}" for k in OWNED_KINDS]
+        names += ["placement_decisions", "cluster_claims", "collaborator_certificates"]
         return {name: kwargs[name] for name in names if name in kwargs}
 
     @kopf.on.resume(*fl, registry=registry)

@@ -28,6 +28,10 @@ class RunSubmissionError(Exception):
     """The run could not be submitted; the message says why."""
 
 
+class CollaboratorRejectedError(Exception):
+    """A collaborator certificate the hub does not vouch for (another CA, another cluster, expired, not EC)."""
+
+
 class RunBackend(Protocol):
     def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, ca_pem: str | None) -> int:
         """Submit the job's run; its run id. Raises `RunSubmissionError`."""
@@ -38,6 +42,46 @@ class RunBackend(Protocol):
         ...
 
     def stop(self, job: JobRef, run_id: int, ca_pem: str | None) -> None: ...
+
+    def register(self, job: JobRef, cluster: str, public_key: bytes, ca_pem: str) -> None:
+        """Register a collaborator's SuperNode authentication key (OpenSSH) with the job's SuperLink."""
+        ...
+
+
+def collaborator_public_key(certificate_pem: str, ca_pem: str, cluster: str) -> bytes:
+    """The OpenSSH public key of ``cluster``'s add-on registration certificate, once it checks out: signed by the
+    hub CA, valid now, naming the cluster (OCM's subject organisation for the add-on), an EC key (Flower's
+    SuperNode authentication needs one). Raises `CollaboratorRejectedError`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from fleet.hub import ADDON_NAME
+
+    try:
+        certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+        authority = x509.load_pem_x509_certificate(ca_pem.encode())
+    except ValueError as error:
+        raise CollaboratorRejectedError(f"cluster {cluster}: expected a PEM certificate ({error})") from error
+    try:
+        certificate.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature) as error:
+        raise CollaboratorRejectedError(f"cluster {cluster}: the certificate is not signed by the hub CA") from error
+    now = datetime.datetime.now(datetime.UTC)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        raise CollaboratorRejectedError(f"cluster {cluster}: the certificate is not valid now")
+    group = f"system:open-cluster-management:cluster:{cluster}:addon:{ADDON_NAME}"
+    organizations = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    if group not in organizations:
+        raise CollaboratorRejectedError(f"cluster {cluster}: the certificate names {organizations}, not {group!r}")
+    key = certificate.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CollaboratorRejectedError(f"cluster {cluster}: expected an EC key (Flower's SuperNode authentication)")
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 
 
 def run_config(spec: FederatedLearningSpec, model_dir: str) -> dict[str, str | int | float]:
@@ -62,6 +106,9 @@ def run_config(spec: FederatedLearningSpec, model_dir: str) -> dict[str, str | i
 @dataclass
 class FlowerRunBackend:
     address_of: Callable[[JobRef], str] = internal_address
+    """Where a job's SuperLink answers the controller (its in-hub Service)."""
+    app: Path | None = None
+    """A Flower app folder to submit instead of fleet's own (staged from the installed package)."""
     flwr: str = "flwr"
 
     def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, ca_pem: str | None) -> int:
@@ -82,12 +129,18 @@ class FlowerRunBackend:
                 "".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config(spec, model_dir).items()),
                 encoding="utf-8",
             )
-            app = _stage_app(root / "app")
+            app = self.app if self.app is not None else _stage_app(root / "app")
             argv = [self.flwr, "run", str(app), "hub", "--run-config", str(config), "--format", "json"]
             try:
                 done = subprocess.run(
                     argv,
-                    env={"FLWR_HOME": str(home), "PATH": _path_env()},
+                    env={
+                        "FLWR_HOME": str(home),
+                        "PATH": _path_env(),
+                        "FLWR_TELEMETRY_ENABLED": "0",
+                        "FLWR_DISABLE_UPDATE_CHECK": "1",
+                        "HOME": str(root),
+                    },
                     capture_output=True,
                     text=True,
                     timeout=_SUBMIT_TIMEOUT_SECONDS,
@@ -123,6 +176,14 @@ class FlowerRunBackend:
             ca = _write_ca(Path(folder), ca_pem)
             with ControlClient(self.address_of(job), ca) as client:
                 client.stop_run(run_id)
+
+    def register(self, job: JobRef, cluster: str, public_key: bytes, ca_pem: str) -> None:
+        from fleet.federation.control import ControlClient
+
+        with tempfile.TemporaryDirectory(prefix="fleet-register-") as folder:
+            ca = _write_ca(Path(folder), ca_pem)
+            with ControlClient(self.address_of(job), ca) as client:
+                client.register_node(public_key, cluster)
 
 
 def _write_ca(folder: Path, ca_pem: str | None) -> Path | None:
