@@ -1,0 +1,318 @@
+"""Benchmark ``fleet run``: real local federations of the example job and of 2, 4 and 8 synthetic collaborators.
+
+For each: end-to-end wall time (credentials, start-up, rounds, stopping), time per round, peak memory of all the
+federation's processes together (sum of PSS, sampled every 0.25 s), final accuracy and per-digit accuracy on the
+held-out split (fleet.evaluation). Anchors measured in the same run: the same training done centrally (all the
+collaborators' data, rounds x local epochs), and Flower's default Deployment Engine configuration (SuperExec
+subprocess isolation, a new flwr-clientapp/flwr-serverapp process per task, the default 1 s task poll).
+
+    .venv/bin/python benchmarks/federation.py            # writes benchmarks/federation.md
+    .venv/bin/python benchmarks/federation.py --quick    # the example job only, no anchors
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fleet.data import prepare  # noqa: E402
+from fleet.federation.local import RunSettings, plan_run, run_federation  # noqa: E402
+from fleet.federation.progress import RoundFinished  # noqa: E402
+from fleet.models import Phase  # noqa: E402
+from fleet.repository import load_repository  # noqa: E402
+
+EXAMPLE_JOB = "mnist-digits"
+RESULTS = ROOT / "benchmarks" / "federation.md"
+
+
+@dataclass
+class Result:
+    name: str
+    engine: str
+    collaborators: int
+    rounds: int
+    wall: float
+    per_round: float | None = None
+    steady_round: float | None = None
+    peak_gib: float | None = None
+    accuracy: float | None = None
+    per_digit: dict[int, float] = field(default_factory=dict)
+    note: str = ""
+
+
+class _Quiet:
+    def phase(self, message: str) -> None: ...
+
+    def warning(self, message: str) -> None:
+        print(f"    warning: {message.splitlines()[0]}", flush=True)
+
+    def started(self, rounds: int, clusters: tuple[str, ...]) -> None: ...
+
+    def round(self, event: RoundFinished) -> None:
+        print(f"    round {event.round}: {event.metrics.get('accuracy', float('nan')):.3f}", flush=True)
+
+
+class _MemorySampler:
+    """Peak of the summed PSS of every process whose command line names the run's folder."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            total = 0
+            for process in psutil.process_iter():
+                with contextlib.suppress(psutil.Error):
+                    if process.pid != os.getpid() and any(self.marker in part for part in process.cmdline()):
+                        total += process.memory_full_info().pss
+            self.peak = max(self.peak, total)
+
+
+def _synthetic_repository(root: Path, collaborators: int, rounds: int) -> str:
+    """The example's policy with ``collaborators`` EU clusters sharing the digits training data."""
+    for folder in ("policies", "jobs"):
+        shutil.copytree(ROOT / folder, root / folder)
+    job = (root / "jobs" / f"{EXAMPLE_JOB}.yaml").read_text()
+    name = f"digits-{collaborators}"
+    job = job.replace(f"name: {EXAMPLE_JOB}", f"name: {name}")
+    job = job.replace("minAvailableClients: 2", f"minAvailableClients: {collaborators}")
+    job = job.replace("maxClients: 3", f"maxClients: {collaborators}")
+    job = job.replace("rounds: 5", f"rounds: {rounds}")
+    job = job.replace("  - research-eu\n  - research-us", "  - synthetic")
+    (root / "jobs" / f"{EXAMPLE_JOB}.yaml").unlink()
+    (root / "jobs" / f"{name}.yaml").write_text(job)
+    (root / "clusters").mkdir()
+    samples = 1400 // collaborators
+    for index in range(collaborators):
+        (root / "clusters" / f"syn-{index:02d}.yaml").write_text(
+            f"name: syn-{index:02d}\nclusterSet: synthetic\nlabels: {{region: eu-west}}\n"
+            f"datasets: {{digits: {{path: /data/digits/syn-{index:02d}, samples: {samples}}}}}\n"
+            'capacity: {cpu: "8", memory: 32Gi}\n'
+        )
+    return name
+
+
+def _example_repository(root: Path) -> str:
+    for folder in ("jobs", "clusters", "policies"):
+        shutil.copytree(ROOT / folder, root / folder)
+    return EXAMPLE_JOB
+
+
+def _federated(name: str, repo: Path, job: str, engine: str) -> Result:
+    from fleet.evaluation import evaluate_model
+
+    data_root = repo / ".fleet" / "data"
+    if not data_root.exists():
+        prepare(load_repository(repo), data_root, job)
+    repository = load_repository(repo)
+    work_dir = repo / ".fleet" / f"runs-{engine}"
+    plan = plan_run(repository, job, data_root, work_dir)
+    settings = (
+        RunSettings(executor="warm") if engine == "fleet" else RunSettings(executor="flower", task_poll_interval=1.0)
+    )
+    test_data = data_root / "test" / "digits.npz"
+    print(f"  {name} ({engine}, {len(plan.collaborators)} collaborators)", flush=True)
+    started = time.monotonic()
+    with _MemorySampler(str(plan.job_dir)) as memory:
+        status = run_federation(plan, _Quiet(), settings, test_data)
+    wall = time.monotonic() - started
+    result = Result(name, engine, len(plan.collaborators), plan.job.rounds, wall, peak_gib=memory.peak / 2**30)
+    if status.phase is not Phase.COMPLETED:
+        result.note = f"FAILED: {status.message.splitlines()[0]}"
+        return result
+    times = _progress_times(plan.storage_dir / "progress.jsonl")
+    if len(times) >= 2:
+        result.per_round = (times[-1] - times[0]) / (len(times) - 1)
+    if len(times) >= 3:
+        result.steady_round = (times[-1] - times[1]) / (len(times) - 2)
+    evaluation = evaluate_model(Path(status.model_path), test_data)
+    result.accuracy = evaluation.accuracy
+    result.per_digit = dict(evaluation.per_class_accuracy)
+    return result
+
+
+def _progress_times(path: Path) -> list[float]:
+    """Seconds of the ``started`` event and of each ``round`` event."""
+    times = []
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") in ("started", "round") and event.get("time"):
+            stamp = event["time"].replace("Z", "+00:00")
+            times.append(datetime.datetime.fromisoformat(stamp).timestamp())
+    return times
+
+
+def _central(repo: Path, job_name: str) -> Result:
+    from fleet.app.task import concatenate, load_dataset, train_centrally
+
+    repository = load_repository(repo)
+    job = repository.jobs[job_name]
+    data_root = repo / ".fleet" / "data"
+    plan = plan_run(repository, job_name, data_root, repo / ".fleet" / "runs-central")
+    train = concatenate(load_dataset(c.data_path) for c in plan.collaborators)
+    test = load_dataset(data_root / "test" / "digits.npz")
+    epochs = job.rounds * job.training.local_epochs
+    print(f"  central training ({epochs} epochs on {len(train.labels)} images)", flush=True)
+    started = time.monotonic()
+    central = train_centrally(
+        train, test, epochs=epochs, learning_rate=job.training.learning_rate, batch_size=job.training.batch_size
+    )
+    result = Result("central (anchor)", "one process", 1, job.rounds, time.monotonic() - started)
+    result.accuracy = central.evaluation.accuracy
+    result.per_digit = dict(central.evaluation.per_class_accuracy)
+    result.note = f"{epochs} epochs over all {len(train.labels)} training images of the example's collaborators"
+    return result
+
+
+def _machine() -> list[str]:
+    import torch
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {psutil.virtual_memory().total / 2**30:.1f} GiB",
+        f"- Python {platform.python_version()}, torch {torch.__version__}, flwr {_version('flwr')}",
+        f"- load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} (the machine is shared: "
+        "other sessions' work runs at the same time, so times vary from run to run)",
+        f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
+    ]
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _write(results: list[Result], machine: list[str], elapsed: float) -> None:
+    central = next((r for r in results if r.engine == "one process"), None)
+    lines = [
+        "# Benchmark: `fleet run`, a real local Flower federation",
+        "",
+        "Written by `benchmarks/federation.py`. Each federated row is a real run: hub CA and cluster identities,",
+        "SuperLink with TLS and SuperNode authentication, one SuperNode per collaborator, 5 rounds on the digits",
+        "(FedAvg, 2 local epochs), server-side evaluation on the held-out split. *fleet* is `fleet run`'s default",
+        "(SuperLink and SuperNodes with `--isolation process`, one warm executor forking the ServerApp and each",
+        "ClientApp); *flower default* is Flower's own Deployment Engine configuration (SuperExec subprocess",
+        "isolation: a new `flwr-serverapp`/`flwr-clientapp` process per task, 1 s task poll). Time per round: from",
+        "the ServerApp's `started` event to the last round, divided by the rounds; *steady*: rounds 2 to 5. Peak",
+        "memory: the summed PSS of every process of the federation (not the benchmark process itself).",
+        "",
+        "## Machine",
+        "",
+        *machine,
+        "",
+        "## Results",
+        "",
+        "| run | engine | collaborators | end to end (s) | per round (s) | steady round (s) | peak memory (GiB) "
+        "| accuracy | lowest digit | vs central |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lowest = min(r.per_digit.items(), key=lambda item: item[1]) if r.per_digit else None
+        ratio = f"{r.accuracy / central.accuracy:.3f}" if central and central.accuracy and r.accuracy else "-"
+        lines.append(
+            f"| {r.name} | {r.engine} | {r.collaborators} | {r.wall:.1f} | {_num(r.per_round)} | "
+            f"{_num(r.steady_round)} | {_num(r.peak_gib, 2)} | {_num(r.accuracy, 4)} | "
+            f"{f'{lowest[0]}: {lowest[1]:.3f}' if lowest else '-'} | {ratio} |"
+        )
+    lines += ["", "Per-digit accuracy:", "", "| run | engine | " + " | ".join(str(d) for d in range(10)) + " |"]
+    lines += ["|---|---|" + "---|" * 10]
+    for r in results:
+        if r.per_digit:
+            digits = " | ".join(f"{r.per_digit.get(d, float('nan')):.3f}" for d in range(10))
+            lines.append(f"| {r.name} | {r.engine} | {digits} |")
+    notes = [f"- {r.name} ({r.engine}): {r.note}" for r in results if r.note]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    example = next((r for r in results if r.name == "example" and r.engine == "fleet"), None)
+    eight = next((r for r in results if r.collaborators == 8 and r.engine == "fleet"), None)
+    lines += ["", "## Targets (2 cores)", ""]
+    if example:
+        lines.append(f"- example end to end under 45 s: {example.wall:.1f} s")
+        lines.append(f"- under 5 s per round with 3 collaborators: {_num(example.per_round)} s")
+        if central and central.accuracy and example.accuracy:
+            lines.append(
+                f"- final accuracy at least 98% of central: {example.accuracy:.4f} vs {central.accuracy:.4f} "
+                f"({example.accuracy / central.accuracy:.1%})"
+            )
+        if example.per_digit:
+            lines.append(f"- every digit at least 0.85: lowest {min(example.per_digit.values()):.3f}")
+    if eight:
+        lines.append(f"- 8 collaborators under 4 GiB peak memory: {_num(eight.peak_gib, 2)} GiB")
+    lines += ["", f"Benchmark wall time: {elapsed:.0f} s.", ""]
+    RESULTS.write_text("\n".join(lines))
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the example job only, no anchors")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2, 4, 8], help="synthetic collaborator counts")
+    parser.add_argument(
+        "--anchor-sizes", type=int, nargs="*", default=[], help="synthetic sizes also run on Flower's defaults"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    machine = _machine()
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="fleet-federation-bench-"))
+    results: list[Result] = []
+    try:
+        example = scratch / "example"
+        job = _example_repository(example)
+        results.append(_federated("example", example, job, "fleet"))
+        if not args.quick:
+            results.append(_central(example, job))
+            results.append(_federated("example", example, job, "flower default"))
+            for size in args.sizes:
+                repo = scratch / f"synthetic-{size}"
+                name = _synthetic_repository(repo, size, rounds=5)
+                results.append(_federated(f"synthetic {size}", repo, name, "fleet"))
+                if size in args.anchor_sizes:
+                    results.append(_federated(f"synthetic {size}", repo, name, "flower default"))
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            print(f"kept {scratch}")
+    _write(results, machine, time.monotonic() - started)
+    print(RESULTS.read_text())
+
+
+if __name__ == "__main__":
+    main()
