@@ -8,9 +8,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: example test lint
+# The bundled example end to end: render and validate the hub manifests, write each cluster's private data
+# partition, train the job with real Flower processes over mutual TLS, and check the model on every digit.
 example: $(STAMP)
 	$(BIN)/fleet render
-	$(BIN)/fleet validate
+	$(BIN)/fleet data prepare --job mnist-digits
+	$(BIN)/fleet run mnist-digits
+	$(BIN)/fleet evaluate .fleet/runs/mnist-digits/storage/models/mnist-digits/model.pt --report .fleet/runs/mnist-digits/report
 
 test: $(STAMP)
 	$(BIN)/ruff check fleet render tests benchmarks
