@@ -85,16 +85,14 @@ class _ProgressView:
     "--test-data",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Held-out test split for the ServerApp's evaluation "
-    "[default: <data-root>/test/<dataset>.npz if present].",
+    help="Held-out test split for the ServerApp's evaluation [default: <data-root>/test/<dataset>.npz if present].",
 )
 @click.option(
     "--executor",
     type=click.Choice(["warm", "flower"]),
     default="warm",
     show_default=True,
-    help="warm: one pre-imported executor forks each ClientApp; "
-    "flower: a new flwr-clientapp process per message.",
+    help="warm: one pre-imported executor forks each ClientApp; flower: a new flwr-clientapp process per message.",
 )
 @click.option(
     "--app",
@@ -118,20 +116,18 @@ def command(
         repository = load_repository(repo)
     except InvalidRepository as error:
         for problem in error.problems:
-            console.print(str(problem), markup=False, highlight=False)
-        console.print(f"{len(error.problems)} problem(s) in {repo}: nothing was run", style="bold red")
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(error.problems)} problem(s) in {repo}: nothing was run", err=True)
         sys.exit(EXIT_INVALID)
     try:
         plan = plan_run(repository, job, data_root, work_dir)
     except RunError as error:
-        console.print(f"fleet run: {error}", markup=False, highlight=False)
+        click.echo(f"fleet run: {error}", err=True)
         sys.exit(EXIT_INVALID)
     if test_data is None:
         default = data_root / "test" / f"{plan.job.dataset}.npz"
         test_data = default.resolve() if default.is_file() else None
-    settings = RunSettings(
-        executor="warm" if executor == "warm" else "flower", app=app.resolve() if app else None
-    )
+    settings = RunSettings(executor="warm" if executor == "warm" else "flower", app=app.resolve() if app else None)
     console.print(
         f"running job [bold]{plan.job.name}[/]: {plan.job.rounds} rounds, "
         f"{len(plan.collaborators)} collaborators, TLS {'on' if plan.job.tls else '[bold red]OFF[/]'}"
@@ -145,11 +141,10 @@ def command(
         for name, value in sorted(status.final_metrics.items()):
             table.add_row(name, f"{value:.4f}")
         console.print(table)
-        console.print(f"model: {status.model_path}")
-        console.print(f"model card: {Path(status.model_path).parent / 'model-card.md'}")
-        console.print(f"status: {plan.job_dir / 'status.json'}")
+        click.echo(f"model: {status.model_path}", err=True)
+        click.echo(f"model card: {Path(status.model_path).parent / 'model-card.md'}", err=True)
+        click.echo(f"status: {plan.job_dir / 'status.json'}", err=True)
         return
-    console.print(f"[bold red]fleet run: job {plan.job.name} failed:[/] ", end="")
-    console.print(status.message, markup=False, highlight=False)
-    console.print(f"logs: {plan.job_dir / 'logs'}; status: {plan.job_dir / 'status.json'}")
+    click.echo(f"fleet run: job {plan.job.name} failed: {status.message}", err=True)
+    click.echo(f"logs: {plan.job_dir / 'logs'}; status: {plan.job_dir / 'status.json'}", err=True)
     sys.exit(EXIT_FAILED)

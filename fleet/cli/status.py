@@ -50,14 +50,11 @@ def command(job: str | None, work_dir: Path, output: str) -> None:
         click.echo(f"fleet status: {error}", err=True)
         sys.exit(EXIT_INVALID)
     if job is not None and not found:
-        click.echo(
-            f"fleet status: no status for job {job!r} under {work_dir} (has `fleet run {job}` run?)", err=True
-        )
+        click.echo(f"fleet status: no status for job {job!r} under {work_dir} (has `fleet run {job}` run?)", err=True)
         sys.exit(EXIT_NOT_FOUND)
     if output == "json":
         payload = [
-            {"job": s.job, "source": s.source, "status": s.status.model_dump(mode="json", by_alias=True)}
-            for s in found
+            {"job": s.job, "source": s.source, "status": s.status.model_dump(mode="json", by_alias=True)} for s in found
         ]
         click.echo(json.dumps(payload, indent=2))
         return
@@ -77,4 +74,5 @@ def command(job: str | None, work_dir: Path, output: str) -> None:
             _last_metric(item),
             current.message.splitlines()[0] if current.message else "",
         )
-    Console().print(table)
+    # Piped output has no terminal width: keep rows on one line rather than folding at 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

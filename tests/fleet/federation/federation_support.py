@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pytest
 
 from fleet.federation.progress import RoundFinished
 
@@ -118,3 +119,15 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+@pytest.fixture
+def no_leftovers(tmp_path: Path) -> Iterator[None]:
+    """Fail the test when a process of its federation (anything naming its tmp_path) is alive afterwards."""
+    yield
+    time.sleep(0.2)
+    left = flower_processes(str(tmp_path))
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert not left, f"processes left behind: {[' '.join(p.cmdline()) for p in left]}"

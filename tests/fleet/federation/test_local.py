@@ -10,7 +10,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from federation_support import (
+
+from fleet.federation import local
+from fleet.federation.certificates import CertificateAuthority, ClusterIdentity, create_cluster_identity
+from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
+from fleet.federation.progress import RoundFinished
+from fleet.federation.status import STATUS_FILE, read_status
+from fleet.models import Phase
+from fleet.repository import load_repository
+from tests.fleet.federation.federation_support import (
     TINY_APP,
     Recorder,
     flower_processes,
@@ -20,22 +28,12 @@ from federation_support import (
     write_repository,
 )
 
-from fleet.federation import local
-from fleet.federation.certificates import CertificateAuthority, ClusterIdentity, create_cluster_identity
-from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
-from fleet.federation.progress import RoundFinished
-from fleet.federation.status import STATUS_FILE, read_status
-from fleet.models import Phase
-from fleet.repository import load_repository
-
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("federation")]
 
 SETTINGS = RunSettings(app=TINY_APP, start_timeout=40)
 
 
-def _plan(
-    tmp_path: Path, clusters: list[str], with_data: list[str] | None = None, **job: int
-) -> local.LocalPlan:
+def _plan(tmp_path: Path, clusters: list[str], with_data: list[str] | None = None, **job: int) -> local.LocalPlan:
     repo = write_repository(tmp_path / "repo", clusters, **job)  # type: ignore[arg-type]
     write_data(tmp_path / "data", clusters if with_data is None else with_data)
     return plan_run(load_repository(repo), "tiny", tmp_path / "data", tmp_path / "runs")
@@ -51,9 +49,7 @@ def test_run_completes_over_tls_and_writes_status_model_and_card(tmp_path: Path,
     assert observer.clusters == ("alpha", "beta")
     assert [r.round for r in observer.rounds] == [1, 2]
     assert all(r.participants == ("alpha", "beta") for r in observer.rounds)
-    assert any(
-        "gamma" in w and "does not exist" in w and "fleet data prepare" in w for w in observer.warnings
-    )
+    assert any("gamma" in w and "does not exist" in w and "fleet data prepare" in w for w in observer.warnings)
     storage = tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny"
     assert plan.storage_dir == storage
     assert status.model_path == str(storage / "model.pt")

@@ -42,9 +42,7 @@ def test_stop_all_kills_the_tree_including_other_sessions(tmp_path: Path) -> Non
 
 def test_tail_strips_colour_codes(tmp_path: Path) -> None:
     with ProcessSupervisor(tmp_path, {}) as supervisor:
-        process = supervisor.start(
-            "echo", [sys.executable, "-c", "print('\\x1b[92mINFO\\x1b[0m: one'); print('two')"]
-        )
+        process = supervisor.start("echo", [sys.executable, "-c", "print('\\x1b[92mINFO\\x1b[0m: one'); print('two')"])
         process.popen.wait(timeout=10)
         assert process.tail(2) == "INFO: one\ntwo"
         assert supervisor.exited() == [process]

@@ -24,9 +24,7 @@ def test_follower_returns_complete_lines_once(tmp_path: Path) -> None:
 
 def test_failed_and_unknown_events(tmp_path: Path) -> None:
     path = tmp_path / "progress.jsonl"
-    path.write_text(
-        '{"event": "failed", "reason": "round 2: 1 of 2 replied"}\n{"event": "paused"}\nnot json\n'
-    )
+    path.write_text('{"event": "failed", "reason": "round 2: 1 of 2 replied"}\n{"event": "paused"}\nnot json\n')
     events = ProgressFollower(path).read()
     assert events[0] == Failed("round 2: 1 of 2 replied")
     assert isinstance(events[1], Failed) and "unknown event 'paused'" in events[1].reason

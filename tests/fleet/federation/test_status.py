@@ -62,9 +62,7 @@ def test_failed_keeps_the_reason(tmp_path: Path) -> None:
 
 
 def test_local_source_lists_jobs_by_name_and_rejects_a_bad_file(tmp_path: Path) -> None:
-    write_status(
-        tmp_path / "b-job" / STATUS_FILE, FederatedLearningStatus(phase=Phase.RUNNING, current_round=2)
-    )
+    write_status(tmp_path / "b-job" / STATUS_FILE, FederatedLearningStatus(phase=Phase.RUNNING, current_round=2))
     write_status(tmp_path / "a-job" / STATUS_FILE, FederatedLearningStatus())
     (tmp_path / "no-status").mkdir()
     source = LocalStatusSource(tmp_path)

@@ -33,9 +33,7 @@ def main(grid: Grid, context: Context) -> None:
     for number in range(1, rounds + 1):
         nodes = list(grid.get_node_ids())
         messages = [
-            Message(
-                RecordDict({"config": ConfigRecord({"round": number})}), dst_node_id=n, message_type="train"
-            )
+            Message(RecordDict({"config": ConfigRecord({"round": number})}), dst_node_id=n, message_type="train")
             for n in nodes
         ]
         waiting = set(grid.push_messages(messages))

@@ -1,0 +1,140 @@
+"""``fleet run``: bad input exits 2 before anything starts; a run completes; Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fleet.cli import main
+from fleet.errors import EXIT_INVALID
+from fleet.federation.status import STATUS_FILE, read_status
+from fleet.models import Phase
+from tests.fleet.federation.federation_support import (
+    TINY_APP,
+    flower_processes,
+    no_leftovers,
+    wait_until,
+    write_data,
+    write_repository,
+)
+
+__all__ = ["no_leftovers"]  # a fixture
+
+FLEET = str(Path(sys.executable).parent / "fleet")
+
+
+def test_invalid_repository_exits_2_listing_the_problems(example_repo: Path, tmp_path: Path) -> None:
+    job = example_repo / "jobs" / "mnist-digits.yaml"
+    job.write_text(job.read_text().replace("rounds: 5", "rounds: five"))
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", "mnist-digits", "--repo", str(example_repo), "--work-dir", str(runs)])
+    assert result.exit_code == EXIT_INVALID
+    assert "jobs/mnist-digits.yaml:" in result.output and "rounds: expected a whole number" in result.output
+    assert "nothing was run" in result.output
+    assert not runs.exists()
+
+
+def test_unknown_job_exits_2(example_repo: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", "nope", "--repo", str(example_repo), "--work-dir", str(tmp_path)])
+    assert result.exit_code == EXIT_INVALID
+    assert "no job named 'nope'" in result.output and "mnist-digits" in result.output
+
+
+def _fleet_run(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        FLEET,
+        "run",
+        "tiny",
+        "--repo",
+        str(tmp_path / "repo"),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--work-dir",
+        str(tmp_path / "runs"),
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("federation")
+def test_run_prints_the_final_metrics_and_where_the_model_is(tmp_path: Path, no_leftovers: None) -> None:
+    write_repository(tmp_path / "repo", ["alpha", "beta"])
+    write_data(tmp_path / "data", ["alpha", "beta"])
+    result = subprocess.run(
+        _fleet_run(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "running job tiny: 2 rounds, 2 collaborators, TLS on" in result.stderr
+    assert "tiny: completed" in result.stderr and "files" in result.stderr
+    assert str(tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny" / "model.pt") in result.stderr
+    status = read_status(tmp_path / "runs" / "tiny" / STATUS_FILE)
+    assert status.phase is Phase.COMPLETED and status.current_round == 2
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("federation")
+def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
+    write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=50)
+    write_data(tmp_path / "data", ["alpha", "beta"])
+    status_file = tmp_path / "runs" / "tiny" / STATUS_FILE
+    process = subprocess.Popen(
+        _fleet_run(tmp_path, "--app", str(TINY_APP)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: status_file.is_file() and json.loads(status_file.read_text())["currentRound"] >= 1,
+            120,
+            "round 1",
+        )
+        started = flower_processes(str(tmp_path))
+        assert len(started) >= 5  # SuperLink, 2 SuperNodes, the executor and its ServerApp
+        os.kill(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1
+    assert "interrupted by SIGINT" in stderr
+    assert read_status(status_file).phase is Phase.FAILED
+    deadline = time.monotonic() + 5
+    while flower_processes(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p.pid for p in started if p.is_running() and p.status() != "zombie"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("federation")
+def test_example_job_trains_with_fleets_own_app(example_repo: Path, tmp_path: Path, no_leftovers: None) -> None:
+    """The real ServerApp and ClientApp, the example's placement and data, two rounds."""
+    from fleet.data import prepare
+    from fleet.repository import load_repository
+
+    job = example_repo / "jobs" / "mnist-digits.yaml"
+    job.write_text(job.read_text().replace("rounds: 5", "rounds: 2"))
+    data = tmp_path / "data"
+    prepare(load_repository(example_repo), data, "mnist-digits")
+    command = [FLEET, "run", "mnist-digits", "--repo", str(example_repo), "--data-root", str(data)]
+    command += ["--work-dir", str(tmp_path / "runs")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    status = read_status(tmp_path / "runs" / "mnist-digits" / STATUS_FILE)
+    assert status.phase is Phase.COMPLETED
+    assert status.participating_clusters == ("eu-central-lab", "eu-west-hospital", "eu-west-university")
+    assert status.final_metrics["accuracy"] > 0.5
+    storage = tmp_path / "runs" / "mnist-digits" / "storage" / "models" / "mnist-digits"
+    for name in ("model.pt", "metrics.json", "model-card.md", "checkpoints/round-2.pt"):
+        assert (storage / name).is_file(), name
+    card = (storage / "model-card.md").read_text()
+    assert "eu-central-lab, eu-west-hospital, eu-west-university" in card

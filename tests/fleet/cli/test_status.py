@@ -1,0 +1,65 @@
+"""``fleet status``: a table (or JSON) of the jobs' status files; missing or bad files are reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fleet.cli import main
+from fleet.errors import EXIT_INVALID
+from fleet.federation.status import STATUS_FILE, write_status
+from fleet.models import FederatedLearningStatus, Phase, RoundStatus
+
+
+def _status(work_dir: Path, job: str, status: FederatedLearningStatus) -> None:
+    write_status(work_dir / job / STATUS_FILE, status)
+
+
+def test_table_shows_phase_round_clusters_and_last_metric(tmp_path: Path) -> None:
+    _status(
+        tmp_path,
+        "digits",
+        FederatedLearningStatus(
+            phase=Phase.RUNNING,
+            current_round=2,
+            total_rounds=5,
+            participating_clusters=("eu-central-lab", "eu-west-hospital"),
+            rounds=(RoundStatus(round=2, metrics={"train_loss": 0.3, "accuracy": 0.91}),),
+            message="round 2 of 5 aggregated",
+        ),
+    )
+    _status(tmp_path, "other", FederatedLearningStatus(phase=Phase.FAILED, message="only 1 of 3 remain\ndetails"))
+    result = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    digits = next(line for line in lines if "digits" in line)
+    for expected in ("Running", "2/5", "eu-central-lab, eu-west-hospital", "accuracy 0.9100", "round 2 of 5"):
+        assert expected in digits
+    other = next(line for line in lines if "other" in line)
+    assert "Failed" in other and "only 1 of 3 remain" in other and "details" not in result.output
+
+
+def test_one_job_as_json(tmp_path: Path) -> None:
+    _status(tmp_path, "digits", FederatedLearningStatus(phase=Phase.COMPLETED, final_metrics={"accuracy": 0.97}))
+    _status(tmp_path, "other", FederatedLearningStatus())
+    result = CliRunner().invoke(main, ["status", "digits", "--work-dir", str(tmp_path), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.output)
+    assert entry["job"] == "digits"
+    assert entry["status"]["phase"] == "Completed"
+    assert entry["status"]["finalMetrics"] == {"accuracy": 0.97}
+
+
+def test_unknown_job_and_bad_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["status", "nothing", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no status for job 'nothing'" in result.output
+    empty = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)])
+    assert empty.exit_code == 0 and "no job status under" in empty.output
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / STATUS_FILE).write_text("{not json")
+    bad = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)])
+    assert bad.exit_code == EXIT_INVALID
+    assert "broken/status.json" in bad.output and "expected a FederatedLearningStatus" in bad.output
