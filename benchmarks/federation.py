@@ -38,6 +38,28 @@ from fleet.models import Phase  # noqa: E402
 from fleet.repository import load_repository  # noqa: E402
 
 EXAMPLE_JOB = "mnist-digits"
+FINDINGS = [
+    "## Where the time goes (Flower 1.41, found in its source; nothing patched)",
+    "",
+    "- Flower starts a new `flwr-clientapp` process for every message and a new `flwr-serverapp` per run",
+    "  (`supercore/superexec/executor/subprocess_executor.py`): ~2 s of Flower imports plus ~3.5 s of torch,",
+    "  and torch's optimizer imports `torch._dynamo` on its first step (2-8 s more). One process serves one",
+    "  message (`supernode/runtime/run_clientapp.py`). fleet runs the SuperLink and the SuperNodes with the",
+    "  public `--isolation process` and one warm executor (`fleet/federation/executor.py`) that imports",
+    "  Flower, torch, `torch._dynamo` and the app once and forks Flower's own `flwr-clientapp` /",
+    "  `flwr-serverapp` entry points per task, with the arguments `flower-superexec` would pass.",
+    "- A SuperNode creates the ClientApp task before it has pulled the message's objects from the SuperLink",
+    "  (`supernode/start_client_internal.py`), and a ClientApp that asks too early waits Flower's 1 s pull",
+    "  back-off: the executor forks a ClientApp 0.4 s after taking its task.",
+    "- The SuperNode waits a fixed 3 s between polls of the SuperLink when it has nothing to do",
+    "  (`start_client_internal.py`, `time.sleep(3)`); no option changes it. A round therefore takes about",
+    "  3 s plus the training and the transfers, whatever else is done.",
+    "- `Grid.send_and_receive` sleeps 3 s between pulls; fleet's ServerApp pulls in its own loop every",
+    "  0.05 s. `FLWR_SUPEREXEC_TASK_POLL_INTERVAL` (default 1 s) sets Flower's SuperExec poll; fleet sets it",
+    "  to 0.05 s when it uses Flower's SuperExec.",
+    "- On 2 cores the start-up (SuperLink, one SuperNode per collaborator, the executor's imports) is CPU-bound:",
+    "  each Flower process imports for ~2 s of CPU; the machine being shared adds to it.",
+]
 RESULTS = ROOT / "benchmarks" / "federation.md"
 
 
@@ -271,7 +293,7 @@ def _write(results: list[Result], machine: list[str], elapsed: float) -> None:
             lines.append(f"- every digit at least 0.85: lowest {min(example.per_digit.values()):.3f}")
     if eight:
         lines.append(f"- 8 collaborators under 4 GiB peak memory: {_num(eight.peak_gib, 2)} GiB")
-    lines += ["", f"Benchmark wall time: {elapsed:.0f} s.", ""]
+    lines += ["", *FINDINGS, "", f"Benchmark wall time: {elapsed:.0f} s.", ""]
     RESULTS.write_text("\n".join(lines))
 
 

@@ -55,7 +55,7 @@ from fleet.federation.progress import (
     RoundFinished,
     Started,
 )
-from fleet.federation.status import STATUS_FILE, StatusRecorder
+from fleet.federation.status import STATUS_FILE, StatusRecorder, now
 from fleet.models import FederatedLearningStatus, Job
 from fleet.placement import evaluate, placement_spec
 from fleet.repository import Repository
@@ -221,8 +221,14 @@ def _signals_raise() -> Iterator[None]:
         yield
         return
 
+    interrupted = False
+
     def handler(signum: int, _frame: FrameType | None) -> None:
-        raise _InterruptedError(signum)
+        # Only the first signal interrupts: a second Ctrl-C must not cut short the stopping of the processes.
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise _InterruptedError(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -684,7 +690,7 @@ def _write_model_card(
         f"{training.learning_rate}, batch size {training.batch_size}, fraction {training.fraction_train}"
         + (f", proximal mu {training.proximal_mu}" if training.proximal_mu else ""),
         f"- TLS: {_TLS_ON if job.tls else 'OFF'}",
-        f"- trained: {status.started_at} to {status.finished_at or 'now'}",
+        f"- trained: {status.started_at} to {status.finished_at or now()}",
         "- model: `model.pt`; per-round checkpoints: `checkpoints/`; metrics: `metrics.json`",
         "",
         "## Final metrics",

@@ -188,3 +188,31 @@ def test_stopping_in_the_middle_leaves_no_process(tmp_path: Path, no_leftovers: 
     assert "interrupted by SIGTERM" in status.message
     assert len(seen) >= 5  # SuperLink, SuperExec, ServerApp, 2 SuperNodes, the executor
     wait_until(lambda: not flower_processes(marker), 10, "every process to end")
+
+
+def test_s3_storage_maps_to_a_folder_named_after_bucket_and_prefix(tmp_path: Path) -> None:
+    repo = write_repository(tmp_path / "repo", ["alpha", "beta"])
+    job = repo / "jobs" / "tiny.yaml"
+    job.write_text(
+        job.read_text().replace(
+            "storage: {pvc: {name: tiny-model, size: 1Gi, path: /models/tiny}}",
+            "storage: {s3: {bucket: fl-models, prefix: teams/digits/, region: eu-west-1}}",
+        )
+    )
+    write_data(tmp_path / "data", ["alpha", "beta"])
+    plan = plan_run(load_repository(repo), "tiny", tmp_path / "data", tmp_path / "runs")
+    assert plan.storage_dir == (tmp_path / "runs" / "tiny" / "storage" / "s3" / "fl-models" / "teams" / "digits")
+
+
+def test_tls_false_runs_without_tls_and_says_so(tmp_path: Path, no_leftovers: None) -> None:
+    repo = write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=1, tls=False)
+    write_data(tmp_path / "data", ["alpha", "beta"])
+    plan = plan_run(load_repository(repo), "tiny", tmp_path / "data", tmp_path / "runs")
+    observer = Recorder()
+    status = run_federation(plan, observer, SETTINGS)
+    assert status.phase is Phase.COMPLETED, status.message
+    assert any("WITHOUT TLS" in w for w in observer.warnings)
+    assert not (plan.job_dir / "certs").exists()
+    superlink_log = (plan.job_dir / "logs" / "superlink.log").read_text()
+    assert "http://127.0.0.1" in superlink_log and "https://" not in superlink_log
+    assert "TLS: OFF" in (plan.storage_dir / "model-card.md").read_text()
