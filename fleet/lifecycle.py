@@ -133,13 +133,7 @@ class EmitEvent:
 
 
 Action = (
-    EnsureFederation
-    | DeployCollaborators
-    | SubmitRun
-    | StopRun
-    | RemoveCollaborators
-    | ScaleDownFederation
-    | EmitEvent
+    EnsureFederation | DeployCollaborators | SubmitRun | StopRun | RemoveCollaborators | ScaleDownFederation | EmitEvent
 )
 
 
@@ -167,9 +161,7 @@ def step(spec: FederatedLearningSpec, status: FederatedLearningStatus, observati
 
 
 class _Stepper:
-    def __init__(
-        self, spec: FederatedLearningSpec, status: FederatedLearningStatus, observation: Observation
-    ) -> None:
+    def __init__(self, spec: FederatedLearningSpec, status: FederatedLearningStatus, observation: Observation) -> None:
         self.spec = spec
         self.before = status
         self.obs = observation
@@ -223,9 +215,7 @@ class _Stepper:
             self.actions.append(SubmitRun(available))
             self._event("Normal", "RunSubmitted", f"submitting the run with {_names(available)}")
         if self.phase is not Phase.RUNNING:
-            self._event(
-                "Normal", "Running", f"training with {_names(available)} ({self.spec.server.rounds} rounds)"
-            )
+            self._event("Normal", "Running", f"training with {_names(available)} ({self.spec.server.rounds} rounds)")
         elif available != self.before.participating_clusters:
             self._event(
                 "Normal",
@@ -319,12 +309,16 @@ class _Stepper:
                         f"{_names(event.participants)}" + (f": {metrics}" if metrics else ""),
                     )
             else:
+                self._keep_rounds()
                 return event
+        self._keep_rounds()
+        return None
+
+    def _keep_rounds(self) -> None:
         if self.rounds:
             kept = tuple(self.rounds[n] for n in sorted(self.rounds))[-MAX_ROUND_HISTORY:]
             self.fields["rounds"] = kept
             self.fields["current_round"] = max(self.before.current_round, kept[-1].round)
-        return None
 
     def _complete(self, event: Completed) -> Step:
         rounds = self.fields.get("current_round", self.before.current_round)
@@ -362,9 +356,7 @@ class _Stepper:
 
     def _placement_condition(self, selected: Sequence[str]) -> None:
         if not self.obs.placement_decided:
-            self._condition(
-                PLACEMENT_SATISFIED, "Unknown", "PlacementPending", "the Placement has not decided yet"
-            )
+            self._condition(PLACEMENT_SATISFIED, "Unknown", "PlacementPending", "the Placement has not decided yet")
         elif len(selected) >= self.minimum:
             self._condition(
                 PLACEMENT_SATISFIED,
@@ -384,9 +376,7 @@ class _Stepper:
         if self.obs.federation_ready:
             self._condition(FEDERATION_READY, "True", "SuperLinkAvailable", "the SuperLink is available")
         else:
-            self._condition(
-                FEDERATION_READY, "False", "SuperLinkStarting", "the SuperLink is not available yet"
-            )
+            self._condition(FEDERATION_READY, "False", "SuperLinkStarting", "the SuperLink is not available yet")
 
     def _spec_generation(self, *, running: bool) -> None:
         observed = self.before.observed_generation
@@ -398,10 +388,7 @@ class _Stepper:
                 f"generation {generation} is not applied: the job runs generation {observed} "
                 "(delete and re-create the job to change it)"
             )
-            if (
-                self.conditions.get(SPEC_ACCEPTED, None) is None
-                or self.conditions[SPEC_ACCEPTED].status != "False"
-            ):
+            if self.conditions.get(SPEC_ACCEPTED, None) is None or self.conditions[SPEC_ACCEPTED].status != "False":
                 self._event("Warning", "SpecChangeRefused", message)
             self._condition(SPEC_ACCEPTED, "False", "ChangedDuringRun", message)
             return

@@ -133,9 +133,7 @@ def test_rounds_are_recorded_and_merge_by_number() -> None:
 
 def test_round_history_is_bounded() -> None:
     spec = _spec(rounds=MAX_ROUND_HISTORY + 20)
-    events = tuple(
-        RoundFinished(n, ("a",), {"loss": 1.0 / n}, None) for n in range(1, MAX_ROUND_HISTORY + 21)
-    )
+    events = tuple(RoundFinished(n, ("a",), {"loss": 1.0 / n}, None) for n in range(1, MAX_ROUND_HISTORY + 21))
     result = step(spec, _running(spec), _obs(10, run_submitted=True, events=events))
     assert len(result.status.rounds) == MAX_ROUND_HISTORY
     assert result.status.rounds[0].round == 21
@@ -150,6 +148,8 @@ def test_completion_reports_the_model_and_frees_everything() -> None:
     assert status.phase is Phase.COMPLETED
     assert status.model_path == "/models/digits/model.pt"
     assert status.final_metrics == {"accuracy": 0.91}
+    assert [r.round for r in status.rounds] == [3]  # the last round, read with the completion, is kept
+    assert status.current_round == 3
     assert status.finished_at == "2026-01-01T00:00:20Z"
     assert _condition(status, "Succeeded")[:2] == ("True", "RunCompleted")
     assert RemoveCollaborators() in result.actions and ScaleDownFederation() in result.actions

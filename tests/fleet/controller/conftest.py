@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from fleet.claims import dataset_claim
 from fleet.controller.objects import PLACEMENT_LABEL, JobRef, collaborator_name
@@ -36,16 +38,12 @@ def job(**changes: Any) -> Job:
     fields: dict[str, Any] = {
         "name": "digits",
         "namespace": "fl-digits",
-        "images": Images(
-            server="ghcr.io/fleet-fl/fleet-app:0.1.0", client="ghcr.io/fleet-fl/fleet-app:0.1.0"
-        ),
+        "images": Images(server="ghcr.io/fleet-fl/fleet-app:0.1.0", client="ghcr.io/fleet-fl/fleet-app:0.1.0"),
         "rounds": 3,
         "min_available_clients": 2,
         "max_clients": 3,
         "dataset": "digits",
-        "storage": ModelStorage(
-            pvc=PVCStorage(name="digits-model", size=Quantity("1Gi"), path="/models/digits")
-        ),
+        "storage": ModelStorage(pvc=PVCStorage(name="digits-model", size=Quantity("1Gi"), path="/models/digits")),
         "listeners": (
             Listener(name="server", type=ListenerType.NODE_PORT, port=30093),
             Listener(name="lb", type=ListenerType.LOAD_BALANCER, port=9443),
@@ -147,3 +145,23 @@ def work_status(
 
 def collaborator_deployment_name(namespace: str = "fl-digits", name: str = "digits") -> str:
     return collaborator_name(JobRef(name, namespace, ""))
+
+
+@pytest_asyncio.fixture
+async def hub(kmock: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """The mock hub: the kinds the controller uses served, three ManagedClusters holding `digits`."""
+    from .operator_support import CLUSTERS, LAST_HUB, RESOURCES, Hub, seed
+
+    for api, info in RESOURCES.items():
+        kmock.resources[api] = kmock.ResourceInfo(
+            kind=info["kind"],
+            namespaced=info["namespaced"],
+            subresources=set(info.get("subresources", [])),
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )
+    for name in CLUSTERS:
+        await seed(kmock, "cluster.open-cluster-management.io/v1/managedclusters", None, managed_cluster(name))
+    the_hub = Hub(kmock, tmp_path)
+    LAST_HUB[:] = [the_hub]
+    yield the_hub
+    await the_hub.session.close()
