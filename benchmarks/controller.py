@@ -434,6 +434,15 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
 
 
+_REQUESTS_NOTE = """
+What a job's requests are (no reads: the controller reads from kopf's watch-fed indices, never relisting):
+create: its objects (TLS Secret, model PVC, SuperLink Deployment, in-hub Service, one listener Service, one
+ManifestWork per selected cluster), the status, kopf's finalizer and last-handled-configuration patches, Events;
+ready: the status (Running), the run id annotation, Events; a round: the status and one Event; completion: one
+ManifestWork deletion per cluster, the SuperLink scaled to 0, the status, Events. Idle: nothing.
+"""
+
+
 def write_report(result: dict[str, Any], out: Path) -> None:
     lines = [
         "# Controller benchmark",
@@ -472,7 +481,10 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     ]
     for p in result["phases"]:
         lines.append(f"- {p['phase']}: {json.dumps(p['requests_by_method'], sort_keys=True)}")
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines += _REQUESTS_NOTE.splitlines()
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    temporary.replace(out)  # a reader never sees half a report
 
 
 def main() -> None:

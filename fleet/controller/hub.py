@@ -139,6 +139,10 @@ class HubClient:
         """Seconds this thread has spent waiting for the API server's answers."""
         return float(getattr(self._waited, "seconds", 0.0))
 
+    def thread_request_count(self) -> int:
+        """Requests this thread has made."""
+        return int(getattr(self._waited, "requests", 0))
+
     def _call(
         self,
         method: str,
@@ -150,6 +154,7 @@ class HubClient:
     ) -> dict[str, Any]:
         with self._lock:
             self.requests[method] += 1
+        self._waited.requests = self.thread_request_count() + 1
         headers = {"Accept": "application/json", "Content-Type": content_type}
         started = time.perf_counter()
         try:

@@ -64,8 +64,7 @@ def collaborator_state(work: Mapping[str, Any] | None) -> tuple[bool, Problem | 
         if (manifest.get("resourceMeta") or {}).get("kind") != "Deployment":
             continue
         values = {
-            v.get("name"): v.get("fieldValue") or {}
-            for v in (manifest.get("statusFeedback") or {}).get("values") or []
+            v.get("name"): v.get("fieldValue") or {} for v in (manifest.get("statusFeedback") or {}).get("values") or []
         }
         replicas = values.get("AvailableReplicas", {}).get("integer")
         available = isinstance(replicas, int) and replicas >= 1
@@ -119,9 +118,7 @@ def listener_statuses(
                 address = f"{host}:{listener.port}" if host else ""
         else:
             address = f"{listener.host}:443"
-        found.append(
-            ListenerStatus(name=listener.name, type=listener.type, port=listener.port, address=address)
-        )
+        found.append(ListenerStatus(name=listener.name, type=listener.type, port=listener.port, address=address))
     return tuple(found)
 
 

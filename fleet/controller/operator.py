@@ -178,7 +178,7 @@ class Controller:
     ) -> Outcome:
         """One reconcile of the job ``body``; ``certificates`` are the selected clusters' add-on registration
         certificates (PEM), whose keys the job's SuperLink must know before their SuperNodes may connect."""
-        started, wall, before = time.thread_time(), time.perf_counter(), self.hub.request_count()
+        started, wall, before = time.thread_time(), time.perf_counter(), self.hub.thread_request_count()
         waited = self.hub.waited_seconds()
         job = job_ref(body)
         memory = self.memory(job)
@@ -243,7 +243,7 @@ class Controller:
             time.thread_time() - started,
             time.perf_counter() - wall,
             self.hub.waited_seconds() - waited,
-            self.hub.request_count() - before,
+            self.hub.thread_request_count() - before,
         )
         self.outcomes.append(outcome)
         return outcome

@@ -138,17 +138,13 @@ def reconcile(state: JobState) -> Plan:
             )
             continue
         data_paths[cluster] = path
-        ready, problem = observe.collaborator_state(
-            state.owned.get(ObjectKey("ManifestWork", cluster, work_name(job)))
-        )
+        ready, problem = observe.collaborator_state(state.owned.get(ObjectKey("ManifestWork", cluster, work_name(job))))
         if ready:
             available.add(cluster)
         if problem is not None:
             problems[cluster] = problem
 
-    existing_tls = _tls_from_secret(
-        state.owned.get(ObjectKey(SECRET.kind, job.namespace, tls_secret_name(job)))
-    )
+    existing_tls = _tls_from_secret(state.owned.get(ObjectKey(SECRET.kind, job.namespace, tls_secret_name(job))))
     tls = existing_tls or state.issued_tls
     superlink = state.owned.get(ObjectKey(DEPLOYMENT.kind, job.namespace, superlink_name(job)))
     federation_ready = observe.deployment_available(superlink) and (not spec.tls or existing_tls is not None)
@@ -169,9 +165,7 @@ def reconcile(state: JobState) -> Plan:
     result = step(spec, status, observation)
 
     services = {
-        key.name: obj
-        for key, obj in state.owned.items()
-        if key.kind == SERVICE.kind and key.namespace == job.namespace
+        key.name: obj for key, obj in state.owned.items() if key.kind == SERVICE.kind and key.namespace == job.namespace
     }
     listeners = observe.listener_statuses(spec, job, services, state.settings.node_host)
     new_status = result.status.model_copy(update={"listeners": listeners})
@@ -186,9 +180,7 @@ def reconcile(state: JobState) -> Plan:
         elif isinstance(action, DeployCollaborators) and (tls is not None or not spec.tls):
             address = observe.superlink_address(listeners, job)
             desired += [
-                collaborator_work(
-                    spec, job, cluster, data_paths[cluster], address, tls.ca if tls else state.ca_pem
-                )
+                collaborator_work(spec, job, cluster, data_paths[cluster], address, tls.ca if tls else state.ca_pem)
                 for cluster in action.clusters
                 if cluster in data_paths
             ]

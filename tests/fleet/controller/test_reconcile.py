@@ -95,9 +95,7 @@ def _ready_federation(hub: Hub) -> None:
 def _collaborators_available(hub: Hub, clusters: list[str]) -> None:
     name = collaborator_deployment_name()
     for cluster in clusters:
-        hub.set_status(
-            "ManifestWork", cluster, "fl-fl-digits-digits", work_status("fleet-collaborator", name, 1)
-        )
+        hub.set_status("ManifestWork", cluster, "fl-fl-digits-digits", work_status("fleet-collaborator", name, 1))
 
 
 def test_a_new_job_asks_for_a_certificate_and_waits_for_placement() -> None:
@@ -221,9 +219,7 @@ def test_a_changed_spec_while_waiting_replaces_the_objects_it_changes() -> None:
     hub = Hub()
     hub.reconcile(issued_tls=TLS)
     before = {k: o["metadata"]["annotations"][DESIRED_HASH] for k, o in hub.owned.items()}
-    changed = resource(
-        job(images={"server": "ghcr.io/fleet-fl/fleet-app:0.2.0", "client": "x:1"}), generation=2
-    )
+    changed = resource(job(images={"server": "ghcr.io/fleet-fl/fleet-app:0.2.0", "client": "x:1"}), generation=2)
     hub.fl = {**changed, "status": hub.fl["status"]}
     plan = hub.reconcile()
     assert [key_of(o) for o in plan.apply] == [ObjectKey("Deployment", "fl-digits", "digits-superlink")]
@@ -243,9 +239,7 @@ def test_an_invalid_spec_fails_the_job_and_removes_its_objects() -> None:
 def test_load_balancer_address_comes_from_the_service_status() -> None:
     hub = Hub()
     hub.reconcile(issued_tls=TLS)
-    hub.set_status(
-        "Service", "fl-digits", "digits-listener-lb", {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
-    )
+    hub.set_status("Service", "fl-digits", "digits-listener-lb", {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})
     hub.reconcile()
     addresses = {lst["name"]: lst["address"] for lst in hub.fl["status"]["listeners"]}
     assert addresses == {
