@@ -280,8 +280,7 @@ class _Run:
                 f"job {job.name!r} sets tls: false: the SuperLink, the SuperNodes and every model update run "
                 "WITHOUT TLS and WITHOUT SuperNode authentication"
             )
-        # Start what does not depend on the SuperLink (the executor's imports) while the SuperLink starts, and
-        # submit the run while the SuperNodes connect: the ServerApp waits for them itself.
+        # Start what does not depend on the SuperLink (the executor's imports) while the SuperLink starts.
         ports = {c.cluster: free_port() for c in plan.collaborators}
         address = self._start_superlink(tls)
         self._start_executor(address, ports, tls)
@@ -289,8 +288,10 @@ class _Run:
         self.control = ControlClient(address, tls.ca if tls else None)
         node_ids = self._register(tls)
         self._start_supernodes(address, ports, tls)
-        self.run_id = self._submit()
+        # Submit once every SuperNode is in: the ServerApp starts as soon as minAvailableClients are, and the
+        # first round would go without the late ones.
         self._wait_for_nodes(node_ids)
+        self.run_id = self._submit()
         self.recorder.running(f"run {self.run_id} submitted to {len(self.supernodes)} collaborators")
         self.observer.started(job.rounds, tuple(self.supernodes))
         self._follow(time.monotonic() + self._timeout())
