@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 
 from fleet.claims import dataset_claim
@@ -22,16 +21,9 @@ from fleet.models import (
     PVCStorage,
 )
 from fleet.quantity import Quantity
-from fleet.validation import default_crds_dir
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-
-
-@pytest.fixture
-def crds_dir() -> Path:
-    """The upstream CRDs (``../shared/crds`` or ``$FLEET_CRDS_DIR``)."""
-    return default_crds_dir(ROOT)
 
 
 def job(**changes: Any) -> Job:
