@@ -46,7 +46,13 @@ from fleet.hub import CONTROLLER_NAMESPACE
 @click.option(
     "--node-host", default="", help="Host name or address of the hub's nodes, for NodePort listener addresses."
 )
-@click.option("--ca-namespace", default=CONTROLLER_NAMESPACE, show_default=True, help="Namespace of the hub CA Secret.")
+@click.option(
+    "--ca-namespace",
+    envvar="POD_NAMESPACE",
+    default=CONTROLLER_NAMESPACE,
+    show_default=True,
+    help="Namespace of the hub CA Secret ($POD_NAMESPACE in the rendered Deployment: the controller's own).",
+)
 @click.option(
     "--models-root",
     type=click.Path(file_okay=False, path_type=Path),
