@@ -44,7 +44,11 @@ from fleet.hub import CONTROLLER_NAMESPACE
     help="Seconds between a job's periodic reconciles.",
 )
 @click.option(
-    "--node-host", default="", help="Host name or address of the hub's nodes, for NodePort listener addresses."
+    "--node-host",
+    envvar="FLEET_NODE_HOST",
+    default="",
+    help="Host name or address at which collaborators reach the hub's nodes, for NodePort listeners "
+    "($FLEET_NODE_HOST). Without it a NodePort listener has no address and collaborators dial the in-hub Service.",
 )
 @click.option(
     "--ca-namespace",

@@ -210,7 +210,7 @@ class Operator:
             await self.task
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:

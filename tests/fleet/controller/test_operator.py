@@ -173,7 +173,7 @@ async def test_too_few_clusters_past_the_timeout_fails_with_a_reason(hub: Hub) -
             JOB.namespace,
             placement_decision(JOB.namespace, JOB.name, CLUSTERS[:1]),
         )
-        await eventually(lambda: phase(hub) == "Failed", timeout=10, what="Failed")
+        await eventually(lambda: phase(hub) == "Failed", what="Failed")
         status = hub.job()["status"]
         succeeded = {c["type"]: c for c in status["conditions"]}["Succeeded"]
         assert succeeded["reason"] == "TooFewClusters"
