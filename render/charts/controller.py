@@ -55,6 +55,10 @@ RULES: list[dict[str, Any]] = [
     rule("networking.k8s.io", ["ingresses"], _MANAGE),
     rule("", ["events"], ["create", "patch"]),
     rule("", ["namespaces"], _READ),
+    # Each collaborator's add-on registration CSR: its key is registered with the job's SuperLink.
+    rule("certificates.k8s.io", ["certificatesigningrequests"], _READ),
+    # kopf watches CRDs to know which resources are served.
+    rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
 ]
 """The controller's permissions on the hub: exactly the verbs it uses, no wildcards."""
 
@@ -173,6 +177,12 @@ def _controller_spec() -> dict[str, Any]:
                             {
                                 "name": "POD_NAMESPACE",
                                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                            },
+                            # NodePort listeners are reached at a node's address; the controller's own node
+                            # is one. Override with a stable name (a load balancer in front of the nodes).
+                            {
+                                "name": "FLEET_NODE_HOST",
+                                "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}},
                             },
                         ],
                         "ports": [

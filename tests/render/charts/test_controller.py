@@ -190,6 +190,8 @@ EXPECTED_PERMISSIONS = {
     ("networking.k8s.io", "ingresses"): _CRUD,
     ("", "events"): {"create", "patch"},
     ("", "namespaces"): {"get", "list", "watch"},
+    ("certificates.k8s.io", "certificatesigningrequests"): {"get", "list", "watch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
 
 
