@@ -31,15 +31,16 @@ DATASETS = tuple(f"data-{i:02d}" for i in range(20))
 
 
 def write_repository(root: Path, jobs: int, clusters: int) -> None:
-    """A valid repository: every dataset is held by many clusters in every region and set."""
+    """A valid repository. Each block of 20 clusters lies in one region and holds every dataset 3 times, so
+    with 50 clusters or more every dataset is held in at least two regions a policy allows."""
     for folder in ("jobs", "clusters", "policies"):
         (root / folder).mkdir(parents=True)
     for i in range(clusters):
         held = {DATASETS[(i + k) % len(DATASETS)]: {"path": f"/data/{i}/{k}", "samples": 100 + k} for k in range(3)}
         doc = {
             "name": f"cluster-{i:04d}",
-            "clusterSet": CLUSTER_SETS[i % len(CLUSTER_SETS)],
-            "labels": {"region": REGIONS[i % len(REGIONS)], "tier": "research"},
+            "clusterSet": CLUSTER_SETS[(i // 5) % len(CLUSTER_SETS)],
+            "labels": {"region": REGIONS[(i // 20) % len(REGIONS)], "tier": "research"},
             "datasets": held,
             "capacity": {"cpu": str(4 + i % 13), "memory": f"{8 + i % 57}Gi", "gpu": i % 2},
         }
@@ -64,7 +65,7 @@ def write_repository(root: Path, jobs: int, clusters: int) -> None:
             "resources": {"cpu": "500m", "memory": "1Gi"},
             "storage": {"pvc": {"name": f"job-{j:04d}-model", "size": "1Gi", "path": f"/models/job-{j:04d}"}},
             "listeners": [{"name": "server", "type": "NodePort", "port": 30000 + j % 2700}],
-            "clusterSets": list(CLUSTER_SETS[: 2 + j % 3]),
+            "clusterSets": list(CLUSTER_SETS),
         }
         (root / "jobs" / f"job-{j:04d}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -121,7 +122,9 @@ def machine() -> str:
     except OSError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, Python {platform.python_version()}, {platform.system()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, Python {platform.python_version()}, {platform.system()}"
+    )
 
 
 def main() -> None:

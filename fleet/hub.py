@@ -16,3 +16,23 @@ POLICY_NAMESPACE = "fleet-policies"
 """Hub namespace for the governance policies rendered from policies/."""
 CLAIMS_WORK_NAME = "fleet-cluster-claims"
 """The ManifestWork that delivers a cluster's dataset and capacity ClusterClaims."""
+
+JOB_LABEL = "fleet.dev/job"
+"""The job's name, on every hub and spoke object made for it."""
+DATASET_LABEL = "fleet.dev/dataset"
+"""The dataset a collaborator workload trains on: what the data-locality policies look for on the spokes."""
+CLIENT_CERT_SECRET = f"{ADDON_NAME}-{ADDON_SIGNER.replace('/', '-')}-client-cert"
+"""On each spoke: the hub-signed collaborator certificate of the add-on registration (tls.crt, tls.key)."""
+DATA_ROOT = "/data"
+"""Where a collaborator sees the cluster's data; dataset claims name paths below it."""
+DATA_VOLUME_CLAIM = "fleet-data"
+"""On each spoke, in ADDON_INSTALL_NAMESPACE: the claim holding the cluster's data, mounted read-only."""
+SUPERNODE_KEY_TO_OPENSSH = (
+    # Flower reads a SuperNode's authentication key in OpenSSH format; the registration secret holds PEM.
+    "import sys\n"
+    "from cryptography.hazmat.primitives import serialization as s\n"
+    "key = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n"
+    "ssh = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.OpenSSH, s.NoEncryption())\n"
+    "open(sys.argv[2], 'wb').write(ssh)\n"
+)
+"""A Python program (``python -c``) converting the registration key (argv[1]) to OpenSSH (argv[2])."""

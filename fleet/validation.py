@@ -95,9 +95,7 @@ class ResourceResult:
         if self.status is Status.SKIPPED:
             return [f"{where}: skipped: {self.reason}"]
         lines = [f"{where}: {self.reason}"] if self.reason else []
-        lines += [
-            f"{where}: {e.path}: {e.message}" if e.path else f"{where}: {e.message}" for e in self.errors
-        ]
+        lines += [f"{where}: {e.path}: {e.message}" if e.path else f"{where}: {e.message}" for e in self.errors]
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -224,9 +222,7 @@ class _StrictLoader(yaml.CSafeLoader):
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, str | int | float | bool):
                 if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
-                    )
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
                 seen.add(key)
         mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return mapping
@@ -250,8 +246,7 @@ def _load_file(file: Path) -> list[dict[str, Any]]:
             continue
         if not isinstance(doc, dict):
             raise ManifestError(
-                f"{file}: document {index + 1}: expected a Kubernetes object (a mapping), "
-                f"found {_json_type(doc)}"
+                f"{file}: document {index + 1}: expected a Kubernetes object (a mapping), found {_json_type(doc)}"
             )
         documents.append(doc)
     return documents
@@ -311,11 +306,7 @@ def _resource_errors(
                 yield ResourceError(prefix + ".apiVersion", inner.reason)
             elif inner is not None:
                 for error in _resource_errors(embedded, embedded_kind, inner, schemas):
-                    joined = (
-                        prefix
-                        if not error.path
-                        else f"{prefix}{'' if error.path[0] == '[' else '.'}{error.path}"
-                    )
+                    joined = prefix if not error.path else f"{prefix}{'' if error.path[0] == '[' else '.'}{error.path}"
                     yield ResourceError(joined, error.message)
 
 
@@ -328,9 +319,7 @@ def _expand(node: Any, path: tuple[str | None, ...]) -> Iterator[tuple[list[str 
     head, rest = path[0], path[1:]
     children: Iterable[tuple[str | int, Any]]
     if head is None:
-        children = (
-            enumerate(node) if isinstance(node, list) else node.items() if isinstance(node, dict) else ()
-        )
+        children = enumerate(node) if isinstance(node, list) else node.items() if isinstance(node, dict) else ()
     else:
         children = [(head, node[head])] if isinstance(node, dict) and head in node else []
     for key, child in children:
@@ -346,9 +335,7 @@ def _describe(error: SchemaError) -> Iterator[ResourceError]:
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         declared = schema.get("properties", {})
         patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
-        allowed = (
-            f"expected one of: {', '.join(sorted(declared))}" if declared else "no fields are allowed here"
-        )
+        allowed = f"expected one of: {', '.join(sorted(declared))}" if declared else "no fields are allowed here"
         for key in sorted(instance, key=str):
             if key not in declared and not any(p.search(str(key)) for p in patterns):
                 yield ResourceError(field_path([*path, str(key)]), f"unknown field ({allowed})")
@@ -359,17 +346,13 @@ def _describe(error: SchemaError) -> Iterator[ResourceError]:
                 yield ResourceError(field_path([*path, key]), "required field is missing")
         return
     if error.validator == "type":
-        message = (
-            f"expected {' or '.join(_as_list(expected))}, found {_json_type(instance)} {_short(instance)}"
-        )
+        message = f"expected {' or '.join(_as_list(expected))}, found {_json_type(instance)} {_short(instance)}"
     elif error.validator in ("enum", "const"):
         values = expected if error.validator == "enum" else [expected]
         message = f"expected one of {', '.join(_short(v) for v in values)}, found {_short(instance)}"
     elif error.validator in ("anyOf", "oneOf") and all(set(branch) == {"type"} for branch in expected):
         types = [t for branch in expected for t in _as_list(branch["type"])]
-        message = (
-            f"expected {' or '.join(dict.fromkeys(types))}, found {_json_type(instance)} {_short(instance)}"
-        )
+        message = f"expected {' or '.join(dict.fromkeys(types))}, found {_json_type(instance)} {_short(instance)}"
     elif error.validator == "pattern":
         message = f"expected a string matching {expected}, found {_short(instance)}"
     elif error.validator == "format":
@@ -434,9 +417,7 @@ def _metadata_errors(document: Mapping[str, Any], kind: str) -> Iterator[Resourc
         yield ResourceError("metadata.name", problem)
     namespace = metadata.get("namespace")
     if isinstance(namespace, str) and not _is_dns_label(namespace):
-        yield ResourceError(
-            "metadata.namespace", f"expected a DNS label (RFC 1123), found {_short(namespace)}"
-        )
+        yield ResourceError("metadata.namespace", f"expected a DNS label (RFC 1123), found {_short(namespace)}")
     for field_name in ("labels", "annotations"):
         entries = metadata.get(field_name)
         if not isinstance(entries, Mapping):
@@ -444,22 +425,16 @@ def _metadata_errors(document: Mapping[str, Any], kind: str) -> Iterator[Resourc
         for key, value in entries.items():
             where = f"metadata.{field_name}[{_short(key)}]"
             if not isinstance(key, str) or not _is_qualified_name(key):
-                yield ResourceError(
-                    where, "expected a qualified name ([prefix/]name, name of at most 63 characters)"
-                )
+                yield ResourceError(where, "expected a qualified name ([prefix/]name, name of at most 63 characters)")
             if field_name == "labels" and isinstance(value, str) and not _is_label_value(value):
-                yield ResourceError(
-                    where, f"expected a label value (at most 63 characters), found {_short(value)}"
-                )
+                yield ResourceError(where, f"expected a label value (at most 63 characters), found {_short(value)}")
 
 
 def _name_problem(kind: str, name: str) -> str | None:
     if kind in _RBAC_KINDS:
         # RBAC names are path segments ("system:controller:x" is valid).
         bad = name in (".", "..") or "/" in name or "%" in name or not name
-        return (
-            f"expected a path segment name (no '/', '%', '.' or '..'), found {_short(name)}" if bad else None
-        )
+        return f"expected a path segment name (no '/', '%', '.' or '..'), found {_short(name)}" if bad else None
     if kind == "Namespace":
         ok = _is_dns_label(name)
         return None if ok else f"expected a DNS label (RFC 1123), found {_short(name)}"
@@ -671,9 +646,7 @@ class _FastCompiler:
             return _reject
         if not isinstance(schema, Mapping):
             raise _UnsupportedError(repr(schema))
-        unknown = {
-            k for k in schema if k not in _ASSERTIONS and k not in _ANNOTATIONS and not k.startswith("x-")
-        }
+        unknown = {k for k in schema if k not in _ASSERTIONS and k not in _ANNOTATIONS and not k.startswith("x-")}
         if unknown:
             raise _UnsupportedError(", ".join(sorted(unknown)))
         checks: list[_Check] = []
@@ -727,9 +700,7 @@ class _FastCompiler:
 
     def _object(self, schema: Mapping[str, Any]) -> _Check:
         properties = {k: self.compile(v) for k, v in (schema.get("properties") or {}).items()}
-        patterns = tuple(
-            (re.compile(p), self.compile(v)) for p, v in (schema.get("patternProperties") or {}).items()
-        )
+        patterns = tuple((re.compile(p), self.compile(v)) for p, v in (schema.get("patternProperties") or {}).items())
         additional = schema.get("additionalProperties", True)
         extra: _Check | None = None if additional is True else self.compile(additional)
         required = tuple(schema.get("required") or ())
@@ -928,9 +899,7 @@ def _crd_kinds(file: str, crd: Mapping[str, Any]) -> dict[tuple[str, str], _CRDK
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             continue
         schema = (
-            (entry.get("schema") or {}).get("openAPIV3Schema")
-            if isinstance(entry.get("schema"), Mapping)
-            else None
+            (entry.get("schema") or {}).get("openAPIV3Schema") if isinstance(entry.get("schema"), Mapping) else None
         )
         versions[entry["name"]] = _Version(
             crd_name, bool(entry.get("served", False)), schema if isinstance(schema, dict) else None
@@ -946,9 +915,7 @@ def _crd_files(folder: Path) -> tuple[tuple[Path, str], ...]:
         try:
             files.append((file, file.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as error:
-            raise ManifestError(
-                f"{file}: expected a readable UTF-8 CustomResourceDefinition: {error}"
-            ) from error
+            raise ManifestError(f"{file}: expected a readable UTF-8 CustomResourceDefinition: {error}") from error
     return tuple(files)
 
 
@@ -1004,9 +971,7 @@ def _compile(schema: dict[str, Any], registry: Registry | None = None) -> _Compi
     return _Compiled(_Validator(schema, **kwargs), _fast_check(schema), tuple(_embedded_paths(schema)))
 
 
-def _embedded_paths(
-    schema: Mapping[str, Any], path: tuple[str | None, ...] = ()
-) -> Iterator[tuple[str | None, ...]]:
+def _embedded_paths(schema: Mapping[str, Any], path: tuple[str | None, ...] = ()) -> Iterator[tuple[str | None, ...]]:
     if schema.get("x-kubernetes-embedded-resource") is True:
         yield path
         return  # deeper ones belong to the embedded object's own schema
@@ -1166,9 +1131,7 @@ def _core() -> _CoreSchemas:
 # --- kubeconform --------------------------------------------------------------------------------------------
 
 
-def _run_kubeconform(
-    report: ValidationReport, documents: list[tuple[str, dict[str, Any]]], schemas: _Schemas
-) -> str:
+def _run_kubeconform(report: ValidationReport, documents: list[tuple[str, dict[str, Any]]], schemas: _Schemas) -> str:
     """Run kubeconform over the documents, with the CRD schemas in its file layout, and merge its verdicts.
 
     Only the converted CRD schemas are offered, offline; core kinds are skipped by kubeconform (their schemas
@@ -1186,12 +1149,8 @@ def _run_kubeconform(
         # One file per document, so that kubeconform's file name identifies the resource exactly.
         (root / "docs").mkdir()
         for index, (_, doc) in enumerate(documents):
-            (root / "docs" / f"{index:07d}.yaml").write_text(
-                yaml.safe_dump(doc, sort_keys=False), encoding="utf-8"
-            )
-        location = (
-            root / "schemas"
-        ).as_posix() + "/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
+            (root / "docs" / f"{index:07d}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        location = (root / "schemas").as_posix() + "/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
         command = [executable, "-strict", "-summary", "-output", "json", "-ignore-missing-schemas",
                    "-schema-location", location, (root / "docs").as_posix()]  # fmt: skip
         try:
@@ -1214,9 +1173,5 @@ def _run_kubeconform(
                 (*ours.errors, ResourceError("", message)), ours.reason,
             )  # fmt: skip
     summary = output.get("summary") or {}
-    counts = ", ".join(
-        f"{key.title()}: {summary.get(key, 0)}" for key in ("valid", "invalid", "errors", "skipped")
-    )
-    return (
-        f"kubeconform: {counts} (core kinds skipped by kubeconform: checked offline by kubernetes-validate)"
-    )
+    counts = ", ".join(f"{key.title()}: {summary.get(key, 0)}" for key in ("valid", "invalid", "errors", "skipped"))
+    return f"kubeconform: {counts} (core kinds skipped by kubeconform: checked offline by kubernetes-validate)"

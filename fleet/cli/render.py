@@ -42,9 +42,7 @@ EXIT_STALE = 1
     help="Upstream CRDs to validate against.  [default: $FLEET_CRDS_DIR, else <repo>/../shared/crds]",
 )
 @click.option("--diff", is_flag=True, help="Write nothing; show how the manifests differ from --base's.")
-@click.option(
-    "--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]"
-)
+@click.option("--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]")
 @click.option("--output", type=click.Choice(["text", "markdown"]), default="text", help="With --diff.")
 def command(
     repo: Path, out: Path | None, check: bool, crds: Path | None, diff: bool, base: str | None, output: str
@@ -60,9 +58,7 @@ def command(
     if diff or base or output != "text":
         from fleet.diff import run_render_diff  # exits 0 no change, 1 changes, 2 errors (as kubectl diff)
 
-        sys.exit(
-            run_render_diff(repo, lambda: render_and_validate(repository, crds), diff, check, base, output)
-        )
+        sys.exit(run_render_diff(repo, lambda: render_and_validate(repository, crds), diff, check, base, output))
     files = render_and_validate(repository, crds)
 
     from render.output import stale_files, write_tree
@@ -70,9 +66,7 @@ def command(
     if check:
         stale = stale_files(files, out)
         if stale:
-            click.echo(
-                f"{out}: {len(stale)} file(s) differ from a fresh render; run `fleet render`:", err=True
-            )
+            click.echo(f"{out}: {len(stale)} file(s) differ from a fresh render; run `fleet render`:", err=True)
             for path in stale:
                 click.echo(f"  {path}", err=True)
             sys.exit(EXIT_STALE)
@@ -98,9 +92,7 @@ def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, 
     from fleet.validation import default_crds_dir, validate_documents
     from render.output import render_files
 
-    trees = {
-        target: [(m.path, m.body) for m in render.synth(repository, target)] for target in render.TARGETS
-    }
+    trees = {target: [(m.path, m.body) for m in render.synth(repository, target)] for target in render.TARGETS}
     documents = [(f"{target}/{path}", body) for target, items in trees.items() for path, body in items]
     crds_dir = default_crds_dir(repository.root, crds)
     if not crds_dir.is_dir():

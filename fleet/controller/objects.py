@@ -30,14 +30,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.claims import API_GROUP
-from fleet.hub import ADDON_INSTALL_NAMESPACE, ADDON_NAME, ADDON_SIGNER, CONTROLLER_NAME
+from fleet.hub import (
+    ADDON_INSTALL_NAMESPACE,
+    CLIENT_CERT_SECRET,
+    CONTROLLER_NAME,
+    DATA_ROOT,
+    DATA_VOLUME_CLAIM,
+    DATASET_LABEL,
+    JOB_LABEL,
+    SUPERNODE_KEY_TO_OPENSSH,
+)
 from fleet.models import FederatedLearningSpec, Listener, ListenerType, StorageType
 
 VERSION = "v1alpha1"
 PLURAL = "federatedlearnings"
 
-JOB_LABEL = "fleet.dev/job"
-"""The job's name, on every object made for it (the renderer labels the job's Placement the same way)."""
 JOB_NAMESPACE_LABEL = "fleet.dev/job-namespace"
 """The job's hub namespace, on objects that live elsewhere (ManifestWorks in cluster namespaces)."""
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -54,26 +61,12 @@ PROGRESS_PORT = 8080
 """The progress sidecar: serves the ServerApp's progress.jsonl from the model storage, read-only."""
 HEALTH_PORT = 8081
 
-CLIENT_CERT_SECRET = f"{ADDON_NAME}-{ADDON_SIGNER.replace('/', '-')}-client-cert"
-"""On each spoke: the hub-signed collaborator certificate of the add-on registration (tls.crt, tls.key)."""
-DATA_ROOT = "/data"
-DATA_VOLUME_CLAIM = "fleet-data"
-"""On each spoke: the claim holding the cluster's data, mounted read-only at `DATA_ROOT`; dataset claims name
-paths below it."""
 
 _TLS_DIR = "/var/run/fleet/tls"
 _CA_DIR = "/var/run/fleet/ca"
 _CERT_DIR = "/var/run/fleet/client"
 _AUTH_DIR = "/var/run/fleet/auth"
 _AUTH_KEY = f"{_AUTH_DIR}/supernode.key"
-_TO_OPENSSH = (
-    # Flower reads the SuperNode's authentication key in OpenSSH format; the registration secret holds PEM.
-    "import sys\n"
-    "from cryptography.hazmat.primitives import serialization as s\n"
-    "key = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n"
-    "ssh = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.OpenSSH, s.NoEncryption())\n"
-    "open(sys.argv[2], 'wb').write(ssh)\n"
-)
 _NON_ROOT: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
@@ -495,7 +488,12 @@ def collaborator_work(
 ) -> dict[str, Any]:
     """The ManifestWork running the job's collaborator on ``cluster``."""
     name = collaborator_name(job)
-    labels = {JOB_LABEL: job.name, JOB_NAMESPACE_LABEL: job.namespace, COMPONENT_LABEL: "collaborator"}
+    labels = {
+        JOB_LABEL: job.name,
+        JOB_NAMESPACE_LABEL: job.namespace,
+        COMPONENT_LABEL: "collaborator",
+        DATASET_LABEL: spec.dataset,
+    }
     ca_config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -581,7 +579,7 @@ def _supernode(
             {
                 "name": "auth-key",
                 "image": spec.client.image,
-                "command": ["python", "-c", _TO_OPENSSH, f"{_CERT_DIR}/tls.key", _AUTH_KEY],
+                "command": ["python", "-c", SUPERNODE_KEY_TO_OPENSSH, f"{_CERT_DIR}/tls.key", _AUTH_KEY],
                 "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                 "securityContext": _LOCKED_DOWN,
                 "volumeMounts": [

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from fleet.claims import API_GROUP
 from fleet.federation.progress import Event
-from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE, JOB_LABEL
 from fleet.lifecycle import FEDERATION_READY, TERMINAL, EmitEvent
 from fleet.models import FederatedLearningSpec
 
@@ -46,7 +46,6 @@ from .objects import (
     CSR_ADDON_LABEL,
     CSR_CLUSTER_LABEL,
     FEDERATED_LEARNING,
-    JOB_LABEL,
     JOB_NAMESPACE_LABEL,
     KINDS_BY_NAME,
     MANAGED_BY_LABEL,

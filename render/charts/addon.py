@@ -20,7 +20,17 @@ from typing import Any
 from constructs import Construct
 
 import fleet
-from fleet.hub import ADDON_INSTALL_NAMESPACE, ADDON_NAME, ADDON_SIGNER, CONTROLLER_NAMESPACE, HUB_CA_SECRET
+from fleet.hub import (
+    ADDON_INSTALL_NAMESPACE,
+    ADDON_NAME,
+    ADDON_SIGNER,
+    CLIENT_CERT_SECRET,
+    CONTROLLER_NAMESPACE,
+    DATA_ROOT,
+    DATA_VOLUME_CLAIM,
+    HUB_CA_SECRET,
+    SUPERNODE_KEY_TO_OPENSSH,
+)
 from fleet.repository import Repository
 from render.charts.base import FolderChart
 from render.constructs.addon_deployment_config import AddOnDeploymentConfig
@@ -34,7 +44,6 @@ TEMPLATE_NAME = f"{ADDON_NAME}-{fleet.__version__}"
 """Versioned, so that a new release rolls out as a new template instead of mutating the one agents run."""
 APP_IMAGE = f"ghcr.io/fleet-fl/fleet-app:{fleet.__version__}"
 
-CLIENT_CERT_SECRET = f"{ADDON_NAME}-{ADDON_SIGNER.replace('/', '-')}-client-cert"
 """Where the klusterlet stores the hub-signed certificate of a CustomSigner registration:
 ``<addon>-<signer name with '/' as '-'>-client-cert`` (``tls.crt``, ``tls.key``)."""
 CA_BUNDLE_CONFIGMAP = HUB_CA_SECRET
@@ -45,24 +54,12 @@ SUPERLINK_ADDRESS = f"fleet-superlink.{CONTROLLER_NAMESPACE}.svc:9092"
 """Default SuperLink Fleet API address (host:port). It names the in-hub Service; a fleet whose spokes reach
 the hub elsewhere sets the variable in its own AddOnDeploymentConfig (per cluster, through the
 ManagedClusterAddOn's configs)."""
-DATA_ROOT = "/data"
-"""Where the collaborator sees the cluster's data; dataset ClusterClaims name paths below it."""
-DATA_VOLUME_CLAIM = "fleet-data"
-"""The PersistentVolumeClaim in the install namespace holding the cluster's data, mounted read-only."""
 HEALTH_PORT = 8081
 
 _CERT_DIR = "/var/run/fleet/client"
 _CA_DIR = "/var/run/fleet/ca"
 _AUTH_DIR = "/var/run/fleet/auth"
 _AUTH_KEY = f"{_AUTH_DIR}/supernode.key"
-_TO_OPENSSH = (
-    # Flower reads the SuperNode's authentication key in OpenSSH format; the klusterlet writes PEM.
-    "import sys\n"
-    "from cryptography.hazmat.primitives import serialization as s\n"
-    "key = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n"
-    "ssh = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.OpenSSH, s.NoEncryption())\n"
-    "open(sys.argv[2], 'wb').write(ssh)\n"
-)
 
 
 def build_addon(app: Construct, repository: Repository) -> None:
@@ -185,7 +182,7 @@ def _supernode(image: str) -> dict[str, Any]:
                         {
                             "name": "auth-key",
                             "image": image,
-                            "command": ["python", "-c", _TO_OPENSSH, f"{_CERT_DIR}/tls.key", _AUTH_KEY],
+                            "command": ["python", "-c", SUPERNODE_KEY_TO_OPENSSH, f"{_CERT_DIR}/tls.key", _AUTH_KEY],
                             "resources": {
                                 "requests": {"cpu": "10m", "memory": "32Mi"},
                                 "limits": {"cpu": "200m", "memory": "128Mi"},

@@ -12,7 +12,7 @@ from collections import defaultdict
 from constructs import Construct
 
 from fleet.claims import cluster_claims
-from fleet.hub import ADDON_INSTALL_NAMESPACE, ADDON_NAME, CLAIMS_WORK_NAME
+from fleet.hub import ADDON_INSTALL_NAMESPACE, ADDON_NAME, CLAIMS_WORK_NAME, JOB_LABEL
 from fleet.models import Job
 from fleet.placement import governing_policies, placement_spec
 from fleet.repository import Repository
@@ -23,7 +23,7 @@ from render.constructs.managed_cluster_set import ManagedClusterSet
 from render.constructs.managed_cluster_set_binding import ManagedClusterSetBinding
 from render.constructs.manifest_work import ManifestWork, cluster_claim
 from render.constructs.namespace import Namespace
-from render.constructs.placement import JOB_LABEL, Placement
+from render.constructs.placement import Placement
 
 
 def build_hub(app: Construct, repository: Repository) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from constructs import Construct
 
 from fleet.claims import dataset_claim
-from fleet.hub import ADDON_INSTALL_NAMESPACE, POLICY_NAMESPACE
+from fleet.hub import ADDON_INSTALL_NAMESPACE, DATASET_LABEL, POLICY_NAMESPACE
 from fleet.models import DataLocalityPolicy, Job, LabelSelector, ListenerType, SelectorOperator
 from fleet.repository import Repository
 from render.charts.base import FolderChart
@@ -34,8 +34,6 @@ from render.constructs.placement_binding import PlacementBinding
 from render.constructs.policy import Policy
 
 COMPONENT = "data-locality"
-DATASET_LABEL = "fleet.dev/dataset"
-"""The label naming the dataset a collaborator workload trains on; the locality policy matches on it."""
 POLICY_LABEL = "fleet.dev/policy"
 EGRESS_SUFFIX = "-egress"
 LOCALITY_SUFFIX = "-locality"

@@ -7,9 +7,9 @@ from typing import Any
 from constructs import Construct
 
 from fleet.claims import API_GROUP
+from fleet.hub import JOB_LABEL
 from fleet.models import FederatedLearningSpec, Job
 from render.constructs.base import HubObject
-from render.constructs.placement import JOB_LABEL
 
 VERSION = "v1alpha1"
 

@@ -8,9 +8,7 @@ from render.constructs.base import HubObject
 
 
 class ManagedClusterAddOn(HubObject):
-    def __init__(
-        self, scope: Construct, *, addon: str, cluster: str, install_namespace: str, source: str
-    ) -> None:
+    def __init__(self, scope: Construct, *, addon: str, cluster: str, install_namespace: str, source: str) -> None:
         super().__init__(
             scope,
             api_version="addon.open-cluster-management.io/v1alpha1",

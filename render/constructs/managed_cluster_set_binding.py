@@ -8,9 +8,7 @@ from render.constructs.base import HubObject
 
 
 class ManagedClusterSetBinding(HubObject):
-    def __init__(
-        self, scope: Construct, *, cluster_set: str, namespace: str, component: str, source: str
-    ) -> None:
+    def __init__(self, scope: Construct, *, cluster_set: str, namespace: str, component: str, source: str) -> None:
         super().__init__(
             scope,
             api_version="cluster.open-cluster-management.io/v1beta2",

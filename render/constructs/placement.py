@@ -10,7 +10,6 @@ from render.constructs.base import HubObject
 
 POLICIES_ANNOTATION = "fleet.dev/policies"
 """The data-locality policies whose rules the Placement's label selector carries, for `fleet plan` reasons."""
-JOB_LABEL = "fleet.dev/job"
 
 
 class Placement(HubObject):

@@ -6,9 +6,9 @@ from typing import Any
 
 from constructs import Construct
 
+from fleet.hub import JOB_LABEL
 from fleet.models import Job, ListenerType
 from render.constructs.base import HubObject
-from render.constructs.placement import JOB_LABEL
 
 UPSTREAM_LISTENER_TYPES = (ListenerType.NODE_PORT, ListenerType.LOAD_BALANCER, ListenerType.ROUTE)
 UNSUPPORTED_ANNOTATION = "fleet.dev/unsupported-listeners"

@@ -437,9 +437,7 @@ def test_core_kind_rules() -> None:
     }
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "1st", "namespace": "a"}}
     old = {"apiVersion": "apps/v1beta1", "kind": "Deployment", "metadata": {"name": "d"}}
-    report = validate_documents(
-        [("r.yaml", rbac), ("s.yaml", service), ("o.yaml", old)], None, kubeconform=False
-    )
+    report = validate_documents([("r.yaml", rbac), ("s.yaml", service), ("o.yaml", old)], None, kubeconform=False)
     assert [r.status for r in report.resources] == [Status.VALID, Status.INVALID, Status.ERROR]
     assert "RFC 1035" in errors_of(report.resources[1])["metadata.name"]
     assert "served: apps/v1" in report.resources[2].reason
@@ -536,10 +534,7 @@ def test_summary_counts_resources_and_files(crds_dir: Path) -> None:
     documents = [("a.yaml", yaml.safe_load(PLACEMENT)), ("a.yaml", yaml.safe_load(bad))]
     documents += [("b.yaml", {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "t"}})]
     report = validate_documents(documents, crds_dir, kubeconform=False)
-    assert (
-        report.summary()
-        == "Summary: 3 resources found in 2 files - Valid: 1, Invalid: 1, Errors: 0, Skipped: 1"
-    )
+    assert report.summary() == "Summary: 3 resources found in 2 files - Valid: 1, Invalid: 1, Errors: 0, Skipped: 1"
     assert report.to_json()["summary"] == {
         "resources": 3,
         "files": 2,
@@ -553,18 +548,14 @@ def test_summary_counts_resources_and_files(crds_dir: Path) -> None:
 def test_kubeconform_absence_is_said_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: kubeconform cannot be found
     report = validate_documents(docs(DEPLOYMENT), None)
-    assert report.notes == [
-        "kubeconform: not on PATH, not run (the built-in strict validation above applies)"
-    ]
+    assert report.notes == ["kubeconform: not on PATH, not run (the built-in strict validation above applies)"]
 
 
 @pytest.mark.skipif(shutil.which("kubeconform") is None, reason="kubeconform is not on PATH (CI installs it)")
 def test_kubeconform_verdicts_are_merged(crds_dir: Path) -> None:
     bad = with_change(PLACEMENT, "spec.numberOfClusters", "three")
     report = validate_documents(docs(PLACEMENT, bad, DEPLOYMENT), crds_dir)
-    assert report.notes[0].startswith("kubeconform: Valid: 1, Invalid: 1, Errors: 0, Skipped: 1"), (
-        report.notes
-    )
+    assert report.notes[0].startswith("kubeconform: Valid: 1, Invalid: 1, Errors: 0, Skipped: 1"), report.notes
     assert [r.status for r in report.resources] == [Status.VALID, Status.INVALID, Status.VALID]
     assert any(e.message.startswith("kubeconform: ") for e in report.resources[1].errors)
 
@@ -572,14 +563,8 @@ def test_kubeconform_verdicts_are_merged(crds_dir: Path) -> None:
 # --- the fast acceptance check agrees with jsonschema -----------------------------------------------------
 
 _json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-5, 2**40)
-    | st.floats(allow_nan=False, width=32)
-    | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
+    st.none() | st.booleans() | st.integers(-5, 2**40) | st.floats(allow_nan=False, width=32) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=6,
 )
 

@@ -102,9 +102,7 @@ def test_json_output(tmp_path: Path, crds_dir: Path) -> None:
     assert report["summary"]["invalid"] == 1
     [resource] = report["resources"]
     assert resource["status"] == "invalid"
-    assert resource["errors"] == [
-        {"path": "spec.numberOfClusters", "message": 'expected integer, found string "two"'}
-    ]
+    assert resource["errors"] == [{"path": "spec.numberOfClusters", "message": 'expected integer, found string "two"'}]
 
 
 @pytest.mark.parametrize(
@@ -131,9 +129,7 @@ def test_bad_input_exits_2_with_a_clear_message(
     assert message in err and out == ""
 
 
-def test_crd_folder_from_the_environment(
-    tmp_path: Path, crds_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crd_folder_from_the_environment(tmp_path: Path, crds_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, "p.yaml", PLACEMENT)
     monkeypatch.setenv("FLEET_CRDS_DIR", str(crds_dir))
     code, out, _ = run(str(tmp_path / "p.yaml"))
