@@ -92,7 +92,8 @@ class _ProgressView:
     type=click.Choice(["warm", "flower"]),
     default="warm",
     show_default=True,
-    help="warm: one pre-imported executor forks each ClientApp; flower: a new flwr-clientapp process per message.",
+    help="warm: one pre-imported executor forks the ServerApp and each ClientApp; "
+    "flower: Flower's SuperExec, a new process per task.",
 )
 @click.option(
     "--app",
