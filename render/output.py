@@ -21,6 +21,10 @@ _BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumpe
 class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
     """Block style, insertion order, no line wrapping: output never depends on an emitter's width rules."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        # Constructs share sub-objects (label maps, security contexts); manifests spell each one out.
+        return True
+
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     # Multi-line text (scripts, CA bundles) as literal blocks, so diffs read line by line.

@@ -31,6 +31,13 @@ def test_yaml_round_trips_and_keeps_insertion_order() -> None:
     assert all(len(line) < 2000 for line in text.splitlines())  # no emitter-dependent wrapping either way
 
 
+def test_shared_objects_are_spelled_out_not_aliased() -> None:
+    labels = {"app": "x"}
+    text = to_yaml({"metadata": {"labels": labels}, "spec": {"selector": {"matchLabels": labels}}})
+    assert "&" not in text and "*" not in text
+    assert text.count("app: x") == 2
+
+
 @pytest.mark.skipif(not hasattr(yaml, "CSafeDumper"), reason="PyYAML built without libyaml")
 def test_c_and_python_emitters_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     # Output must be byte-identical on every machine, whichever emitter PyYAML has there.
