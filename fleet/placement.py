@@ -165,9 +165,13 @@ def _view(cluster: Cluster) -> _ClusterView:
 
 
 def evaluate(
-    spec: Mapping[str, Any], bound_cluster_sets: Iterable[str], clusters: Sequence[Cluster]
+    spec: Mapping[str, Any], bound_cluster_sets: Iterable[str], clusters: Sequence[Cluster], *, explain: bool = True
 ) -> PlacementResult:
-    """Decide which of ``clusters`` the Placement with ``spec`` selects, with a reason for each one left out."""
+    """Decide which of ``clusters`` the Placement with ``spec`` selects, with a reason for each one left out.
+
+    ``explain=False`` decides the same but stops at a cluster's first failing requirement and gives no
+    reasons: for checks that only need the selection (the repository's cross-file checks, at 1,000s of jobs).
+    """
     bound = set(bound_cluster_sets)
     wanted_sets = set(spec.get("clusterSets") or bound)
     predicates = spec.get("predicates") or [{}]
@@ -181,6 +185,10 @@ def evaluate(
         elif cluster.cluster_set not in bound:
             message = f"cluster set {cluster.cluster_set!r} is not bound to the namespace"
             out.append(Exclusion("clusterSetBinding", message, cluster.cluster_set))
+        elif not explain:
+            view = _view(cluster)
+            if not any(_predicate_matches(p.get("requiredClusterSelector") or {}, view) for p in predicates):
+                out.append(_UNEXPLAINED)
         else:
             view = _view(cluster)
             failures = [_predicate_failures(p.get("requiredClusterSelector") or {}, view) for p in predicates]
@@ -204,6 +212,24 @@ def evaluate(
         for name in sorted(reasons)
     ]
     return PlacementResult(tuple(decisions), tuple(c.name for c in ranked))
+
+
+_UNEXPLAINED = Exclusion("predicates", "no predicate matches")
+
+
+def _predicate_matches(selector: Mapping[str, Any], view: _ClusterView) -> bool:
+    """`_predicate_failures` is empty, decided without building any reason; cheapest requirements first."""
+    claim_selector = selector.get("claimSelector") or {}
+    if not all(_expression_matches(req, view.claims) for req in claim_selector.get("matchExpressions") or []):
+        return False
+    label_selector = selector.get("labelSelector") or {}
+    labels = view.labels
+    if any(labels.get(key) != value for key, value in (label_selector.get("matchLabels") or {}).items()):
+        return False
+    if not all(_expression_matches(req, labels) for req in label_selector.get("matchExpressions") or []):
+        return False
+    expressions = (selector.get("celSelector") or {}).get("celExpressions") or []
+    return all(_cel_predicate(expression)(view) for expression in expressions)
 
 
 def _predicate_failures(selector: Mapping[str, Any], view: _ClusterView) -> list[Exclusion]:

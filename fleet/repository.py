@@ -368,10 +368,10 @@ def check_repository(repository: Repository) -> list[Problem]:
                 )
             )
             continue
-        result = evaluate(
-            placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job), clusters
-        )
+        spec, bound = placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job)
+        result = evaluate(spec, bound, clusters, explain=False)
         if len(result.feasible) < job.min_available_clients:
+            result = evaluate(spec, bound, clusters)  # again, with the reasons, for the message
             out = "; ".join(
                 f"{d.cluster}: {d.reasons[0]}"
                 for d in result.decisions

@@ -108,3 +108,43 @@ def test_capacity_filter_in_a_placement() -> None:
     assert result.selected == ["large"]
     (out,) = [d for d in result.decisions if d.cluster == "small"]
     assert out.exclusions[0].rule == "celSelector"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["eu-west", "eu-central", "us-east", None]),
+            st.sampled_from(["research-eu", "research-us", "other"]),
+            st.booleans(),
+            st.integers(min_value=0, max_value=4000),
+        ),
+        max_size=8,
+    )
+)
+def test_unexplained_evaluation_selects_the_same(shapes: list[tuple[str | None, str, bool, int]]) -> None:
+    from pathlib import Path
+
+    from fleet.placement import placement_spec
+    from fleet.repository import load_repository
+
+    repository = load_repository(Path(__file__).resolve().parents[2])
+    job = repository.jobs["mnist-digits"]
+    clusters = [
+        Cluster.model_validate(
+            {
+                "name": f"c{i}",
+                "clusterSet": cluster_set,
+                "labels": {"region": region} if region else {},
+                "datasets": {"digits": {"path": "/d", "samples": 1}} if holds else {},
+                "capacity": {"cpu": f"{cpu}m", "memory": "2Gi"},
+            }
+        )
+        for i, (region, cluster_set, holds, cpu) in enumerate(shapes)
+    ]
+    spec = placement_spec(job, repository.policies.values())
+    explained = evaluate(spec, job.cluster_sets, clusters)
+    quick = evaluate(spec, job.cluster_sets, clusters, explain=False)
+    assert quick.selected == explained.selected
+    assert quick.feasible == explained.feasible
+    assert [d.cluster for d in quick.decisions] == [d.cluster for d in explained.decisions]
