@@ -16,9 +16,18 @@ from fleet.federation.status import InvalidStatusError, JobStatus, LocalStatusSo
 EXIT_NOT_FOUND = 1
 
 
-def _sources(work_dir: Path) -> list[StatusSource]:
-    # One place to add the hub (statuses of FederatedLearning resources read through a kubeconfig).
-    return [LocalStatusSource(work_dir)]
+def _sources(
+    work_dir: Path, hub: bool, kubeconfig: Path | None, context: str | None, namespace: str | None
+) -> tuple[list[StatusSource], tuple[type[Exception], ...]]:
+    """The sources to read, and the errors that mean a source could not be asked."""
+    if not (hub or kubeconfig or context):
+        return [LocalStatusSource(work_dir)], ()
+    # The hub: the FederatedLearning resources' status, read through a kubeconfig (imported only here, so the
+    # local command never pays for the Kubernetes client).
+    from fleet.controller.hub import ApiError
+    from fleet.controller.status import HubStatusSource
+
+    return [HubStatusSource(str(kubeconfig) if kubeconfig else None, context, namespace)], (ApiError,)
 
 
 def _last_metric(status: JobStatus) -> str:
@@ -39,18 +48,44 @@ def _last_metric(status: JobStatus) -> str:
     show_default=True,
     help="Where `fleet run` keeps each job's status.json.",
 )
+@click.option("--hub", is_flag=True, help="Read the jobs' FederatedLearning resources on the hub instead.")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The hub's kubeconfig (implies --hub).  [default: $KUBECONFIG, ~/.kube/config, or in-cluster]",
+)
+@click.option("--context", default=None, help="The kubeconfig context (implies --hub).")
+@click.option("--namespace", "-n", default=None, help="With --hub: only jobs in this namespace.")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def command(job: str | None, work_dir: Path, output: str) -> None:
-    """Show the status of JOB (or of every job run here): phase, round, collaborators, last metric."""
+def command(
+    job: str | None,
+    work_dir: Path,
+    hub: bool,
+    kubeconfig: Path | None,
+    context: str | None,
+    namespace: str | None,
+    output: str,
+) -> None:
+    """Show the status of JOB (or of every job): phase, round, collaborators, last metric.
+
+    Jobs run here with `fleet run` by default; with --hub (or --kubeconfig), the jobs on an OCM hub.
+    """
     found: list[JobStatus] = []
+    sources, unreachable = _sources(work_dir, hub, kubeconfig, context, namespace)
+    where = "the hub" if sources and not isinstance(sources[0], LocalStatusSource) else str(work_dir)
     try:
-        for source in _sources(work_dir):
+        for source in sources:
             found.extend(source.statuses(job))
     except InvalidStatusError as error:
         click.echo(f"fleet status: {error}", err=True)
         sys.exit(EXIT_INVALID)
+    except unreachable as error:  # the hub could not be asked: say why, never a traceback
+        click.echo(f"fleet status: cannot read the jobs on the hub: {error}", err=True)
+        sys.exit(EXIT_INVALID)
     if job is not None and not found:
-        click.echo(f"fleet status: no status for job {job!r} under {work_dir} (has `fleet run {job}` run?)", err=True)
+        hint = "" if where == "the hub" else f" (has `fleet run {job}` run?)"
+        click.echo(f"fleet status: no status for job {job!r} on {where}{hint}", err=True)
         sys.exit(EXIT_NOT_FOUND)
     if output == "json":
         payload = [
@@ -59,7 +94,7 @@ def command(job: str | None, work_dir: Path, output: str) -> None:
         click.echo(json.dumps(payload, indent=2))
         return
     if not found:
-        click.echo(f"no job status under {work_dir}")
+        click.echo(f"no job status on {where}")
         return
     table = Table(show_header=True, header_style="bold")
     for column in ("job", "phase", "round", "clusters", "last metric", "message"):

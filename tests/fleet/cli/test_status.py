@@ -57,7 +57,7 @@ def test_unknown_job_and_bad_file(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "no status for job 'nothing'" in result.output
     empty = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)])
-    assert empty.exit_code == 0 and "no job status under" in empty.output
+    assert empty.exit_code == 0 and "no job status on" in empty.output
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / STATUS_FILE).write_text("{not json")
     bad = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)])

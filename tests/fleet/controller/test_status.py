@@ -59,3 +59,32 @@ async def _in_thread(function: Any, *args: Any) -> Any:
 
     # The official client is synchronous; the mock server answers on this loop meanwhile.
     return await asyncio.to_thread(function, *args)
+
+
+async def test_fleet_status_reads_the_hub_through_a_kubeconfig(kmock: kmock.KubernetesEmulator, tmp_path: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from fleet.cli import main
+
+    fl = "federation.fleet.dev/v1alpha1/federatedlearnings"
+    status = {"phase": "Running", "currentRound": 3, "totalRounds": 5, "participatingClusters": ["eu-a", "eu-b"]}
+    kmock.objects[fl, "team-a", "mnist"] = _job("mnist", "team-a", status)
+    kubeconfig = tmp_path / "kubeconfig"
+    server = str(kmock.servers[0].url).rstrip("/")
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: hub\n"
+        f"clusters: [{{name: hub, cluster: {{server: '{server}'}}}}]\n"
+        "users: [{name: me, user: {token: t}}]\n"
+        "contexts: [{name: hub, context: {cluster: hub, user: me}}]\n"
+    )
+    runner = CliRunner()
+    result = await _in_thread(runner.invoke, main, ["status", "--kubeconfig", str(kubeconfig), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    (only,) = json.loads(result.output)
+    assert (only["job"], only["status"]["phase"], only["status"]["currentRound"]) == ("mnist", "Running", 3)
+    table = await _in_thread(runner.invoke, main, ["status", "--kubeconfig", str(kubeconfig)])
+    assert "mnist" in table.output and "3/5" in table.output and "eu-a, eu-b" in table.output
+    missing = await _in_thread(runner.invoke, main, ["status", "absent", "--kubeconfig", str(kubeconfig)])
+    assert missing.exit_code == 1 and "no status for job 'absent' on the hub" in missing.output
