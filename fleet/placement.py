@@ -169,15 +169,26 @@ def evaluate(
 ) -> PlacementResult:
     """Decide which of ``clusters`` the Placement with ``spec`` selects, with a reason for each one left out.
 
-    ``explain=False`` decides the same but stops at a cluster's first failing requirement and gives no
-    reasons: for checks that only need the selection (the repository's cross-file checks, at 1,000s of jobs).
+    ``explain=False`` selects the same, but stops at a cluster's first failing requirement and returns
+    decisions for the selected clusters only: for checks that need just the selection (the repository's
+    cross-file checks, at 1,000s of jobs).
     """
     bound = set(bound_cluster_sets)
     wanted_sets = set(spec.get("clusterSets") or bound)
     predicates = spec.get("predicates") or [{}]
     reasons: dict[str, list[Exclusion]] = {}
     feasible: list[Cluster] = []
-    for cluster in clusters:
+    if not explain:
+        candidates = _claim_holders(predicates, clusters)
+        feasible = [
+            cluster
+            for cluster in clusters
+            if (candidates is None or id(cluster) in candidates)
+            and cluster.cluster_set in wanted_sets
+            and cluster.cluster_set in bound
+            and any(_predicate_matches(p.get("requiredClusterSelector") or {}, _view(cluster)) for p in predicates)
+        ]
+    for cluster in clusters if explain else ():
         out: list[Exclusion] = []
         if cluster.cluster_set not in wanted_sets:
             message = f"cluster set {cluster.cluster_set!r} is not among the job's clusterSets"
@@ -185,10 +196,6 @@ def evaluate(
         elif cluster.cluster_set not in bound:
             message = f"cluster set {cluster.cluster_set!r} is not bound to the namespace"
             out.append(Exclusion("clusterSetBinding", message, cluster.cluster_set))
-        elif not explain:
-            view = _view(cluster)
-            if not any(_predicate_matches(p.get("requiredClusterSelector") or {}, view) for p in predicates):
-                out.append(_UNEXPLAINED)
         else:
             view = _view(cluster)
             failures = [_predicate_failures(p.get("requiredClusterSelector") or {}, view) for p in predicates]
@@ -203,7 +210,7 @@ def evaluate(
     ranked = sorted(feasible, key=lambda c: (-scores[c.name], c.name))
     limit = spec.get("numberOfClusters")
     chosen = ranked if limit is None else ranked[:limit]
-    for cluster in ranked[len(chosen) :]:
+    for cluster in ranked[len(chosen) :] if explain else ():
         message = f"cut by numberOfClusters={limit} after scoring (score {scores[cluster.name]:.0f})"
         reasons[cluster.name] = [Exclusion("numberOfClusters", message)]
     decisions = [ClusterDecision(c.name, True, scores[c.name]) for c in chosen]
@@ -214,7 +221,34 @@ def evaluate(
     return PlacementResult(tuple(decisions), tuple(c.name for c in ranked))
 
 
-_UNEXPLAINED = Exclusion("predicates", "no predicate matches")
+_PRESENCE = ("Exists", "In")
+_HOLDERS: list[tuple[tuple[Cluster, ...], dict[str, set[int]]]] = []
+
+
+def _claim_holders(predicates: Sequence[Mapping[str, Any]], clusters: Sequence[Cluster]) -> set[int] | None:
+    """The ids of the clusters that could pass some predicate, judged by one claim each requires to be present;
+    None when a predicate requires none. Lets a check over 1,000 jobs look only at the clusters holding data."""
+    required: list[str] = []
+    for predicate in predicates:
+        selector = (predicate.get("requiredClusterSelector") or {}).get("claimSelector") or {}
+        keys = [req["key"] for req in selector.get("matchExpressions") or [] if req.get("operator") in _PRESENCE]
+        if not keys:
+            return None
+        required.append(keys[0])
+    members = tuple(clusters)
+    # One cached index: claim -> clusters holding it. Holding the clusters keeps their ids from being reused.
+    if (
+        not _HOLDERS
+        or len(_HOLDERS[0][0]) != len(members)
+        or any(a is not b for a, b in zip(_HOLDERS[0][0], members, strict=True))
+    ):
+        index: dict[str, set[int]] = {}
+        for cluster in members:
+            for claim in _view(cluster).claims:
+                index.setdefault(claim, set()).add(id(cluster))
+        _HOLDERS[:] = [(members, index)]
+    index = _HOLDERS[0][1]
+    return set().union(*(index.get(claim, set()) for claim in required))
 
 
 def _predicate_matches(selector: Mapping[str, Any], view: _ClusterView) -> bool:
