@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from fleet.federation.local import run_config as federation_run_config
 from fleet.models import FederatedLearningSpec
 
 from .objects import JobRef, internal_address
@@ -85,22 +86,8 @@ def collaborator_public_key(certificate_pem: str, ca_pem: str, cluster: str) -> 
 
 
 def run_config(spec: FederatedLearningSpec, model_dir: str) -> dict[str, str | int | float]:
-    """The ServerApp's run config (keys of [tool.flwr.app.config] in fleet/app/pyproject.toml)."""
-    training = spec.training
-    return {
-        "num-rounds": spec.server.rounds,
-        "strategy": training.strategy.value,
-        "proximal-mu": float(training.proximal_mu),
-        "local-epochs": training.local_epochs,
-        "learning-rate": float(training.learning_rate),
-        "batch-size": training.batch_size,
-        "fraction-train": float(training.fraction_train),
-        "min-available-clients": spec.server.min_available_clients,
-        "round-timeout": training.round_timeout_seconds,
-        "model-dir": model_dir,
-        "test-data": "",
-        "seed": 0,
-    }
+    """The ServerApp's run config for a job on the hub (no held-out split there: collaborators evaluate)."""
+    return federation_run_config(spec.server.rounds, spec.server.min_available_clients, spec.training, model_dir)
 
 
 @dataclass

@@ -56,7 +56,7 @@ from fleet.federation.progress import (
     Started,
 )
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
-from fleet.models import FederatedLearningStatus, Job
+from fleet.models import FederatedLearningStatus, Job, Training
 from fleet.placement import evaluate, placement_spec
 from fleet.repository import Repository
 
@@ -169,22 +169,29 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
     )
 
 
-def run_config(plan: LocalPlan, settings: RunSettings, test_data: Path | None) -> dict[str, str | int | float]:
-    """The ServerApp's run config, from the job (keys of fleet/app/pyproject.toml [tool.flwr.app.config])."""
-    job, training = plan.job, plan.job.training
+def run_config(
+    rounds: int,
+    min_available_clients: int,
+    training: Training,
+    model_dir: str,
+    test_data: str = "",
+    seed: int = 0,
+) -> dict[str, str | int | float]:
+    """The ServerApp's run config: the keys of [tool.flwr.app.config] in fleet/app/pyproject.toml, the one
+    contract between whoever starts a run (`fleet run`, the controller) and the app."""
     return {
-        "num-rounds": job.rounds,
+        "num-rounds": rounds,
         "strategy": training.strategy.value,
         "proximal-mu": float(training.proximal_mu),
         "local-epochs": training.local_epochs,
         "learning-rate": float(training.learning_rate),
         "batch-size": training.batch_size,
         "fraction-train": float(training.fraction_train),
-        "min-available-clients": job.min_available_clients,
+        "min-available-clients": min_available_clients,
         "round-timeout": training.round_timeout_seconds,
-        "model-dir": str(plan.storage_dir),
-        "test-data": str(test_data) if test_data else "",
-        "seed": settings.seed,
+        "model-dir": model_dir,
+        "test-data": test_data,
+        "seed": seed,
     }
 
 
@@ -458,7 +465,15 @@ class _Run:
         """Submit the FAB with the job's run config (what ``flwr run`` sends); the run id."""
         assert self.control is not None
         self.observer.phase("submitting the run")
-        config = run_config(self.plan, self.settings, self.test_data)
+        job = self.plan.job
+        config = run_config(
+            job.rounds,
+            job.min_available_clients,
+            job.training,
+            str(self.plan.storage_dir),
+            str(self.test_data) if self.test_data else "",
+            self.settings.seed,
+        )
         (self.plan.job_dir / "run-config.toml").write_text(
             "".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()), encoding="utf-8"
         )
