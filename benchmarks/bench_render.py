@@ -83,9 +83,9 @@ def measure(jobs: int, clusters: int) -> dict[str, Any]:
         started = time.perf_counter()
         repository = load_repository(root)
         loaded = time.perf_counter()
-        trees = {target: [(m.path, m.body) for m in render.synth(repository, target)] for target in render.TARGETS}
+        trees = render.synth_all(repository)
         rendered = time.perf_counter()
-        documents = [(f"{t}/{p}", b) for t, items in trees.items() for p, b in items]
+        documents = [(f"{t}/{m.path}", m.body) for t, manifests in trees.items() for m in manifests]
         report = validate_documents(documents, default_crds_dir(ROOT))
         validated = time.perf_counter()
         files = render_files(trees)

@@ -163,9 +163,7 @@ def rendered_files(repository: Repository) -> dict[str, str]:
     import render
     from render.output import render_files
 
-    return render_files(
-        {target: [(m.path, m.body) for m in render.synth(repository, target)] for target in render.TARGETS}
-    )
+    return render_files(render.synth_all(repository))
 
 
 def resources(files: Mapping[str, str]) -> dict[Identity, Resource]:

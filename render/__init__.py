@@ -5,6 +5,6 @@ as one file per resource. Import cost: this package starts a Node.js process (js
 nothing on the training path imports it.
 """
 
-from render.app import TARGETS, Manifest, synth
+from render.app import TARGETS, Manifest, synth, synth_all
 
-__all__ = ["TARGETS", "Manifest", "synth"]
+__all__ = ["TARGETS", "Manifest", "synth", "synth_all"]

@@ -24,12 +24,6 @@ class Manifest:
     path: str
     body: dict[str, Any]
 
-    @property
-    def identity(self) -> tuple[str, str, str, str]:
-        """(apiVersion, kind, namespace, name): how GitOps tools tell objects apart."""
-        metadata = self.body.get("metadata", {})
-        return (self.body["apiVersion"], self.body["kind"], metadata.get("namespace", ""), metadata["name"])
-
 
 def _hub(app: cdk8s.App, repository: Repository) -> None:
     from render.charts.hub import build_hub
@@ -79,3 +73,8 @@ def synth(repository: Repository, target: str = "hub") -> list[Manifest]:
     if duplicates:  # two objects would overwrite each other's file
         raise ValueError(f"two rendered objects share the output file(s): {', '.join(duplicates)}")
     return manifests
+
+
+def synth_all(repository: Repository) -> dict[str, list[Manifest]]:
+    """Every target's manifests, by target name."""
+    return {target: synth(repository, target) for target in TARGETS}

@@ -10,9 +10,12 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:  # render.app starts Node for cdk8s; writing files needs none of it
+    from render.app import Manifest
 
 # The C emitter is ~5x faster; both emit the same bytes for what we write (a test checks this).
 _BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -47,9 +50,9 @@ def to_yaml(body: Mapping[str, Any]) -> str:
     return text
 
 
-def render_files(trees: Mapping[str, Iterable[tuple[str, Mapping[str, Any]]]]) -> dict[str, str]:
-    """``{target: [(path, body), ...]}`` -> ``{"<target>/<path>": yaml text}``."""
-    return {f"{target}/{path}": to_yaml(body) for target, items in trees.items() for path, body in items}
+def render_files(trees: Mapping[str, Iterable[Manifest]]) -> dict[str, str]:
+    """``{target: manifests}`` -> ``{"<target>/<path>": yaml text}``."""
+    return {f"{target}/{m.path}": to_yaml(m.body) for target, manifests in trees.items() for m in manifests}
 
 
 def write_tree(files: Mapping[str, str], out: Path) -> None:

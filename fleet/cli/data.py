@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from fleet.errors import EXIT_INVALID, InvalidRepository
+from fleet.errors import InvalidRepository
 
 DEFAULT_ROOT = Path(".fleet") / "data"
 
@@ -41,16 +40,14 @@ def prepare_command(repo: Path, root: Path, job: str | None) -> None:
     test split of 360 images that no collaborator sees goes to <root>/test/digits.npz. The output is the same
     on every run. Exit 2 for an invalid repository, an unknown job, or claims larger than the data.
     """
+    from fleet.cli._repository import exit_with_problems
     from fleet.data import prepare
     from fleet.repository import load_repository
 
     try:
         prepared = prepare(load_repository(repo), root, job)
-    except InvalidRepository as error:
-        click.echo(f"fleet data prepare: {len(error.problems)} problem(s) in {repo}:", err=True)
-        for problem in error.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID)
+    except InvalidRepository as error:  # the repository, or claims larger than the data
+        exit_with_problems(error, repo, "written")
 
     header = f"{'cluster':<22} {'samples':>7}  {'favours':<7}  per digit 0-9"
     click.echo(f"wrote {prepared.test_path}: {sum(prepared.test_counts)} held-out test images (no cluster sees them)")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from fleet.errors import EXIT_INVALID, InvalidRepository
-from fleet.repository import Repository, load_repository
+from fleet.cli._repository import load_or_exit
+from fleet.errors import EXIT_INVALID
+from fleet.repository import Repository
 
 EXIT_STALE = 1
 
@@ -54,7 +55,7 @@ def command(
     written then); with --check, exit 1 when the committed output is stale.
     """
     out = out if out is not None else repo / "manifests"
-    repository = load_or_exit(repo)
+    repository = load_or_exit(repo, "written")
     if diff or base or output != "text":
         from fleet.diff import run_render_diff  # exits 0 no change, 1 changes, 2 errors (as kubectl diff)
 
@@ -76,24 +77,14 @@ def command(
     click.echo(f"wrote {len(files)} manifests to {out}")
 
 
-def load_or_exit(repo: Path) -> Repository:
-    try:
-        return load_repository(repo)
-    except InvalidRepository as error:
-        click.echo(f"{len(error.problems)} problem(s) in {repo}:", err=True)
-        for problem in error.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID)
-
-
 def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, str]:
     """Every target's files (``<target>/<path>`` -> YAML); exits 2 when a rendered manifest is invalid."""
     import render
     from fleet.validation import default_crds_dir, validate_documents
     from render.output import render_files
 
-    trees = {target: [(m.path, m.body) for m in render.synth(repository, target)] for target in render.TARGETS}
-    documents = [(f"{target}/{path}", body) for target, items in trees.items() for path, body in items]
+    trees = render.synth_all(repository)
+    documents = [(f"{target}/{m.path}", m.body) for target, manifests in trees.items() for m in manifests]
     crds_dir = default_crds_dir(repository.root, crds)
     if not crds_dir.is_dir():
         click.echo(

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fleet.errors import EXIT_INVALID, InvalidRepository
+from fleet.cli._repository import load_or_exit
+from fleet.errors import EXIT_INVALID
 from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
 from fleet.federation.progress import RoundFinished
 from fleet.models import Phase
-from fleet.repository import load_repository
 
 EXIT_FAILED = 1
 
@@ -113,13 +113,7 @@ def command(
 ) -> None:
     """Run JOB on this machine: one SuperLink and one SuperNode per placed cluster, over mutual TLS."""
     console = Console(stderr=True)
-    try:
-        repository = load_repository(repo)
-    except InvalidRepository as error:
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{len(error.problems)} problem(s) in {repo}: nothing was run", err=True)
-        sys.exit(EXIT_INVALID)
+    repository = load_or_exit(repo, "run")
     try:
         plan = plan_run(repository, job, data_root, work_dir)
     except RunError as error:
