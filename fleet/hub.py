@@ -14,6 +14,11 @@ HUB_CA_SECRET = "fleet-hub-ca"
 """Secret (in CONTROLLER_NAMESPACE) holding the hub CA that signs collaborator and SuperLink certificates."""
 POLICY_NAMESPACE = "fleet-policies"
 """Hub namespace for the governance policies rendered from policies/."""
+POLICY_SUFFIXES = ("-egress", "-locality")
+"""Each DataLocalityPolicy becomes governance Policies named ``<name><suffix>``."""
+MAX_POLICY_NAME = 63 - len(POLICY_NAMESPACE) - 1 - max(len(suffix) for suffix in POLICY_SUFFIXES)
+"""OCM copies a Policy into each cluster namespace as ``<namespace>.<name>``, which must fit in 63 characters
+(the policy propagator's admission webhook refuses longer ones): 39 for a DataLocalityPolicy's own name."""
 CLAIMS_WORK_NAME = "fleet-cluster-claims"
 """The ManifestWork that delivers a cluster's dataset and capacity ClusterClaims."""
 

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from fleet.hub import MAX_POLICY_NAME
 from fleet.quantity import Quantity
 
 # Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation).
@@ -333,7 +334,9 @@ class DataLocalityPolicy(_Model):
     """Which clusters may ever train on which datasets, and how."""
 
     kind: Literal["DataLocalityPolicy"] = "DataLocalityPolicy"
-    name: DNSLabel
+    name: Annotated[str, Field(min_length=1, max_length=MAX_POLICY_NAME, pattern=_DNS_LABEL)]
+    """The policy's name; at most 39 characters, so that the governance Policies rendered from it fit OCM's
+    63-character limit once copied into cluster namespaces."""
     datasets: Annotated[tuple[DNSLabel, ...], Field(min_length=1)]
     """The datasets this policy governs."""
     allowed_clusters: LabelSelector

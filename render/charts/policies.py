@@ -23,7 +23,7 @@ from typing import Any
 from constructs import Construct
 
 from fleet.claims import dataset_claim
-from fleet.hub import ADDON_INSTALL_NAMESPACE, DATASET_LABEL, POLICY_NAMESPACE
+from fleet.hub import ADDON_INSTALL_NAMESPACE, DATASET_LABEL, POLICY_NAMESPACE, POLICY_SUFFIXES
 from fleet.models import DataLocalityPolicy, Job, LabelSelector, ListenerType, SelectorOperator
 from fleet.repository import Repository
 from render.charts.base import FolderChart
@@ -35,11 +35,7 @@ from render.constructs.policy import Policy
 
 COMPONENT = "data-locality"
 POLICY_LABEL = "fleet.dev/policy"
-EGRESS_SUFFIX = "-egress"
-LOCALITY_SUFFIX = "-locality"
-MAX_REPLICATED_NAME = 63
-"""OCM copies a Policy into each cluster namespace as ``<namespace>.<name>``, which must fit in 63
-characters (the policy propagator's admission webhook refuses longer ones)."""
+EGRESS_SUFFIX, LOCALITY_SUFFIX = POLICY_SUFFIXES  # the name limit that they imply is in the model
 REMEDIATION = "enforce"
 WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"), ("v1", "Pod"))
 """What counts as a collaborator workload for the locality policy."""
@@ -76,14 +72,6 @@ def build_policies(app: Construct, repository: Repository) -> None:
 
 def build_policy(app: Construct, repository: Repository, policy: DataLocalityPolicy) -> None:
     source = repository.source(policy).file
-    longest = policy.name + max(EGRESS_SUFFIX, LOCALITY_SUFFIX, key=len)
-    if len(POLICY_NAMESPACE) + 1 + len(longest) > MAX_REPLICATED_NAME:
-        limit = MAX_REPLICATED_NAME - len(POLICY_NAMESPACE) - 1 - (len(longest) - len(policy.name))
-        raise ValueError(
-            f"{source}: name: expected at most {limit} characters, so that the governance policy "
-            f"{POLICY_NAMESPACE}.{longest} fits OCM's {MAX_REPLICATED_NAME}-character limit, "
-            f"got {policy.name!r}"
-        )
     chart = FolderChart(app, f"policies/{policy.name}")
     jobs = [job for job in repository.jobs.values() if job.dataset in policy.datasets]
     if policy.rules.egress_only_to_aggregator:

@@ -13,6 +13,7 @@ from chart_helpers import Rendered, assert_valid, in_folder, one
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleet.errors import InvalidRepository
 from fleet.hub import ADDON_INSTALL_NAMESPACE, POLICY_NAMESPACE
 from fleet.models import Cluster, DataLocalityPolicy, LabelSelector
 from fleet.placement import evaluate
@@ -182,7 +183,8 @@ def test_a_name_too_long_for_ocm_is_refused_naming_the_file(example_repo: Path, 
     _, rendered = render_repo(example_repo)
     assert f"policies/{'a' * 39}/policy-{'a' * 39}-locality.yaml" in rendered
     path.write_text(text.replace(f"name: {POLICY}", f"name: {'a' * 40}"))
-    with pytest.raises(ValueError, match=rf"policies/{POLICY}\.yaml: name: expected at most 39 characters"):
+    # a problem of the repository, reported with file, line and field before anything is rendered
+    with pytest.raises(InvalidRepository, match=rf"policies/{POLICY}\.yaml:\d+: name: expected at most 39 characters"):
         render_repo(example_repo)
 
 
