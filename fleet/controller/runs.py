@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fleet.federation.local import run_config as federation_run_config
+from fleet.federation.run_config import run_config as federation_run_config
 from fleet.models import FederatedLearningSpec
 
 from .objects import JobRef, internal_address

@@ -55,8 +55,9 @@ from fleet.federation.progress import (
     RoundFinished,
     Started,
 )
+from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
-from fleet.models import FederatedLearningStatus, Job, Training
+from fleet.models import FederatedLearningStatus, Job
 from fleet.placement import evaluate, placement_spec
 from fleet.repository import Repository
 
@@ -167,32 +168,6 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
         job_dir,
         local_storage_dir(job, job_dir),
     )
-
-
-def run_config(
-    rounds: int,
-    min_available_clients: int,
-    training: Training,
-    model_dir: str,
-    test_data: str = "",
-    seed: int = 0,
-) -> dict[str, str | int | float]:
-    """The ServerApp's run config: the keys of [tool.flwr.app.config] in fleet/app/pyproject.toml, the one
-    contract between whoever starts a run (`fleet run`, the controller) and the app."""
-    return {
-        "num-rounds": rounds,
-        "strategy": training.strategy.value,
-        "proximal-mu": float(training.proximal_mu),
-        "local-epochs": training.local_epochs,
-        "learning-rate": float(training.learning_rate),
-        "batch-size": training.batch_size,
-        "fraction-train": float(training.fraction_train),
-        "min-available-clients": min_available_clients,
-        "round-timeout": training.round_timeout_seconds,
-        "model-dir": model_dir,
-        "test-data": test_data,
-        "seed": seed,
-    }
 
 
 def run_federation(
