@@ -32,16 +32,24 @@ _LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 
-def _label_key(key: str) -> str:
+def label_key_problem(key: str) -> str | None:
+    """What is wrong with ``key`` as a Kubernetes label (or annotation) key, or None when it is valid."""
     prefix, slash, name = key.rpartition("/")
     # fullmatch: `$` would also match before a trailing newline
     if slash and (not prefix or len(prefix) > 253 or not re.fullmatch(_DNS_SUBDOMAIN.strip("^$"), prefix)):
-        raise ValueError(f"expected a label key whose prefix is a DNS subdomain, got {key!r}")
+        return f"expected a label key whose prefix is a DNS subdomain, got {key!r}"
     if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        raise ValueError(
+        return (
             f"expected a label key: at most 63 characters of [A-Za-z0-9-_.], starting and ending "
             f"alphanumeric, optionally behind a DNS-subdomain prefix and '/', got {key!r}"
         )
+    return None
+
+
+def _label_key(key: str) -> str:
+    problem = label_key_problem(key)
+    if problem is not None:
+        raise ValueError(problem)
     return key
 
 

@@ -36,6 +36,7 @@ from kubernetes_validate import utils as kubernetes_validate
 from referencing import Registry, Resource
 
 from fleet.errors import field_path
+from fleet.models import label_key_problem
 
 __all__ = [
     "CRDS_DIR_VARIABLE",
@@ -398,7 +399,6 @@ def _short(value: Any) -> str:
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _RBAC_KINDS = frozenset({"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"})
 
@@ -450,10 +450,7 @@ def _is_dns_label(value: str) -> bool:
 
 
 def _is_qualified_name(key: str) -> bool:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or _DNS_SUBDOMAIN.fullmatch(prefix) is None):
-        return False
-    return len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name) is not None
+    return label_key_problem(key) is None  # the models' rule: one definition of a label key
 
 
 def _is_label_value(value: str) -> bool:
@@ -1163,7 +1160,10 @@ def _run_kubeconform(report: ValidationReport, documents: list[tuple[str, dict[s
     for entry in output.get("resources") or []:
         if entry.get("status") not in ("statusInvalid", "statusError"):
             continue
-        index = int(Path(entry.get("filename", "")).stem)
+        stem = Path(str(entry.get("filename", ""))).stem
+        if not stem.isdigit() or int(stem) >= len(report.resources):
+            continue  # not one of the documents we wrote for it (kubeconform names them by index)
+        index = int(stem)
         ours = report.resources[index]
         message = f"kubeconform: {entry.get('msg', '').strip()}"
         if ours.status is Status.VALID or message not in {e.message for e in ours.errors}:

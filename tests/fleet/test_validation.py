@@ -615,3 +615,11 @@ def test_fast_check_agrees_with_jsonschema(data: st.DataObject, crds_dir: Path) 
     assert compiled.fast is not None
     jsonschema_errors = list(compiled.validator.iter_errors(document))
     assert compiled.fast(document) == (not jsonschema_errors), (file, document, jsonschema_errors[:3])
+
+
+@pytest.mark.parametrize("key", ["/app", "tier\n", "a/b/c", "Example.COM/app"])
+def test_label_keys_kubernetes_refuses_are_invalid(key: str) -> None:
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y", "labels": {key: "v"}}}
+    result = only(validate_documents([("cm.yaml", body)], None, kubeconform=False))
+    assert result.status is Status.INVALID
+    assert any("metadata.labels" in e.path for e in result.errors), result.lines()
