@@ -10,6 +10,7 @@ Errors: `TransientError` for what a retry can cure (a conflict, throttling, a 5x
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import tempfile
 import threading
@@ -28,6 +29,11 @@ from fleet.hub import CONTROLLER_NAMESPACE, HUB_CA_SECRET
 from .objects import SECRET, Kind, TlsMaterial
 
 _TIMEOUT_SECONDS = 30.0
+HUB_CA_VALIDITY = datetime.timedelta(days=3650)
+"""The hub CA signs every collaborator's add-on registration and every SuperLink certificate: long-lived;
+rotating it means replacing the fleet-hub-ca Secret."""
+SERVER_VALIDITY = datetime.timedelta(days=365)
+"""A job's SuperLink certificate, re-issued when the job's TLS Secret is recreated."""
 _MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -227,7 +233,7 @@ class HubCA:
             authority = CertificateAuthority(
                 x509.load_pem_x509_certificate(self.certificate.encode()), key, Path(folder) / "ca.pem"
             )
-            pair = authority.issue_server(Path(folder), name, hosts)
+            pair = authority.issue_server(Path(folder), name, hosts, validity=SERVER_VALIDITY)
             return TlsMaterial(ca=self.certificate, certificate=pair.certificate.read_text(), key=pair.key.read_text())
 
 
@@ -239,7 +245,7 @@ def load_or_create_hub_ca(client: HubClient, namespace: str = CONTROLLER_NAMESPA
         from fleet.federation.certificates import CertificateAuthority
 
         with tempfile.TemporaryDirectory(prefix="fleet-ca-") as folder:
-            authority = CertificateAuthority.create(Path(folder), "fleet hub CA")
+            authority = CertificateAuthority.create(Path(folder), "fleet hub CA", validity=HUB_CA_VALIDITY)
             certificate = authority.path.read_text()
             key = (Path(folder) / "ca.key").read_text()
         body = {

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
-_VALIDITY = datetime.timedelta(days=2)
+LOCAL_VALIDITY = datetime.timedelta(days=2)
+"""`fleet run`'s CA and certificates: a fresh set for every run, so short-lived."""
 _ORGANIZATION = "fleet"
 
 
@@ -63,7 +64,9 @@ class CertificateAuthority:
         """The CA certificate (PEM) every party verifies against."""
 
     @classmethod
-    def create(cls, directory: Path, name: str = "fleet hub CA") -> CertificateAuthority:
+    def create(
+        cls, directory: Path, name: str = "fleet hub CA", validity: datetime.timedelta = LOCAL_VALIDITY
+    ) -> CertificateAuthority:
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP384R1())
         subject = x509.Name(
@@ -80,7 +83,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start - datetime.timedelta(minutes=5))
-            .not_valid_after(start + _VALIDITY)
+            .not_valid_after(start + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -104,10 +107,16 @@ class CertificateAuthority:
         path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return cls(certificate, key, path)
 
-    def issue_server(self, directory: Path, name: str = "superlink", hosts: tuple[str, ...] = LOCAL_HOSTS) -> KeyPair:
+    def issue_server(
+        self,
+        directory: Path,
+        name: str = "superlink",
+        hosts: tuple[str, ...] = LOCAL_HOSTS,
+        validity: datetime.timedelta = LOCAL_VALIDITY,
+    ) -> KeyPair:
         """A key and a certificate for the SuperLink, valid for ``hosts``."""
         key = ec.generate_private_key(ec.SECP384R1())
-        certificate = self._sign(_subject(name), key.public_key(), hosts, server=True, client=False)
+        certificate = self._sign(_subject(name), key.public_key(), hosts, server=True, client=False, validity=validity)
         return _save_pair(directory, name, key, certificate)
 
     def sign_cluster(self, csr: x509.CertificateSigningRequest) -> x509.Certificate:
@@ -130,6 +139,7 @@ class CertificateAuthority:
         *,
         server: bool,
         client: bool,
+        validity: datetime.timedelta = LOCAL_VALIDITY,
     ) -> x509.Certificate:
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
         start = _now()
@@ -140,7 +150,7 @@ class CertificateAuthority:
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(start - datetime.timedelta(minutes=5))
-            .not_valid_after(start + _VALIDITY)
+            .not_valid_after(start + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName([_general_name(h) for h in hosts]), critical=False)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)

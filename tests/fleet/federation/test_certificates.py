@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 from pathlib import Path
 
@@ -100,3 +101,16 @@ def test_csr_with_a_forged_signature_is_not_signed(tmp_path: Path) -> None:
     forged = x509.load_der_x509_csr(bytes(der))
     with pytest.raises(CertificateRejectedError, match="signature"):
         ca.sign_cluster(forged)
+
+
+def test_the_hub_ca_and_server_certificates_outlive_a_local_run(tmp_path: Path) -> None:
+    from fleet.controller.hub import HUB_CA_VALIDITY, SERVER_VALIDITY
+    from fleet.federation.certificates import LOCAL_VALIDITY, CertificateAuthority
+
+    local = CertificateAuthority.create(tmp_path / "local")
+    hub = CertificateAuthority.create(tmp_path / "hub", validity=HUB_CA_VALIDITY)
+    server = _load(hub.issue_server(tmp_path / "server", validity=SERVER_VALIDITY).certificate)
+    lifetime = lambda c: c.not_valid_after_utc - c.not_valid_before_utc  # noqa: E731
+    assert lifetime(local.certificate) < datetime.timedelta(days=3) and LOCAL_VALIDITY < SERVER_VALIDITY
+    assert lifetime(hub.certificate) > datetime.timedelta(days=3000)
+    assert datetime.timedelta(days=364) < lifetime(server) < datetime.timedelta(days=366)
