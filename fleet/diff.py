@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from fleet.hub import INSTANCE_LABEL, SOURCE_ANNOTATION
 from fleet.repository import FOLDERS, Repository
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # ~10x faster, same result
@@ -44,8 +45,6 @@ MARKDOWN_LIMIT = 60_000
 """Characters of a markdown report: a GitHub comment holds 65,536, and the plan diff goes with it."""
 RENDERER_PATHS = ("render", "fleet")
 """The renderer's code: when it differs from the base, the diff says that only definitions were compared."""
-SOURCE_ANNOTATION = "fleet.dev/source"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 _MAIN_BRANCHES = ("origin/HEAD", "main", "origin/main", "master", "origin/master")
 
 

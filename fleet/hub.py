@@ -27,7 +27,8 @@ JOB_LABEL = "fleet.dev/job"
 DATASET_LABEL = "fleet.dev/dataset"
 """The dataset a collaborator workload trains on: what the data-locality policies look for on the spokes."""
 CLIENT_CERT_SECRET = f"{ADDON_NAME}-{ADDON_SIGNER.replace('/', '-')}-client-cert"
-"""On each spoke: the hub-signed collaborator certificate of the add-on registration (tls.crt, tls.key)."""
+"""On each spoke, where the klusterlet stores the hub-signed certificate of the add-on's CustomSigner
+registration: ``<addon>-<signer name with '/' as '-'>-client-cert`` (tls.crt, tls.key)."""
 DATA_ROOT = "/data"
 """Where a collaborator sees the cluster's data; dataset claims name paths below it."""
 DATA_VOLUME_CLAIM = "fleet-data"
@@ -41,3 +42,8 @@ SUPERNODE_KEY_TO_OPENSSH = (
     "open(sys.argv[2], 'wb').write(ssh)\n"
 )
 """A Python program (``python -c``) converting the registration key (argv[1]) to OpenSSH (argv[2])."""
+SOURCE_ANNOTATION = "fleet.dev/source"
+"""On every rendered object: the repository file(s) it came from, so a reviewer can trace any hub object back."""
+POLICIES_ANNOTATION = "fleet.dev/policies"
+"""On a job's Placement: the data-locality policies whose rules its label selector carries (for `fleet plan`)."""
+INSTANCE_LABEL = "app.kubernetes.io/instance"

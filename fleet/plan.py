@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, dataset_claim
-from fleet.hub import JOB_LABEL
+from fleet.hub import JOB_LABEL, POLICIES_ANNOTATION
 from fleet.models import Cluster, Job
 from fleet.placement import ClusterDecision, Exclusion, evaluate
 from fleet.repository import Repository
-from render.constructs.placement import POLICIES_ANNOTATION
 
 PLACEMENT_API = "cluster.open-cluster-management.io/v1beta1"
 BINDING_KIND = "ManagedClusterSetBinding"

@@ -43,9 +43,6 @@ ADDON_GROUP = "addon.open-cluster-management.io"
 TEMPLATE_NAME = f"{ADDON_NAME}-{fleet.__version__}"
 """Versioned, so that a new release rolls out as a new template instead of mutating the one agents run."""
 APP_IMAGE = f"ghcr.io/fleet-fl/fleet-app:{fleet.__version__}"
-
-"""Where the klusterlet stores the hub-signed certificate of a CustomSigner registration:
-``<addon>-<signer name with '/' as '-'>-client-cert`` (``tls.crt``, ``tls.key``)."""
 CA_BUNDLE_CONFIGMAP = HUB_CA_SECRET
 """ConfigMap (key ``ca.crt``) in the install namespace holding the hub CA certificate, which the SuperNode
 verifies the SuperLink against. The CA's public half only; the controller delivers it to each collaborator."""

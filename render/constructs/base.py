@@ -7,10 +7,10 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
+from fleet.hub import INSTANCE_LABEL, SOURCE_ANNOTATION
+
 PART_OF = "fleet"
 MANAGED_BY = "fleet-render"
-SOURCE_ANNOTATION = "fleet.dev/source"
-"""Names the repository file(s) an object was rendered from, so a reviewer can trace any hub object back."""
 
 
 class HubObject(cdk8s.ApiObject):
@@ -43,7 +43,7 @@ class HubObject(cdk8s.ApiObject):
             metadata["namespace"] = namespace
         metadata["labels"] = {
             "app.kubernetes.io/name": kind.lower(),
-            "app.kubernetes.io/instance": instance,
+            INSTANCE_LABEL: instance,
             "app.kubernetes.io/component": component,
             "app.kubernetes.io/part-of": PART_OF,
             "app.kubernetes.io/managed-by": MANAGED_BY,

@@ -6,10 +6,8 @@ from typing import Any
 
 from constructs import Construct
 
+from fleet.hub import POLICIES_ANNOTATION
 from render.constructs.base import HubObject
-
-POLICIES_ANNOTATION = "fleet.dev/policies"
-"""The data-locality policies whose rules the Placement's label selector carries, for `fleet plan` reasons."""
 
 
 class Placement(HubObject):
