@@ -18,6 +18,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from fleet.lifecycle import rfc3339
 from fleet.models import MAX_ROUND_HISTORY, Condition, FederatedLearningStatus, Phase, RoundStatus
 
 STATUS_FILE = "status.json"
@@ -95,16 +96,23 @@ class StatusRecorder:
         self._write()
 
     def waiting(self, message: str, clusters: Iterable[str] = ()) -> None:
-        self._update(phase=Phase.WAITING, message=message, participating_clusters=tuple(clusters))
-        self._condition("Running", "False", "Waiting", message)
+        self._update(
+            phase=Phase.WAITING,
+            message=message,
+            participating_clusters=tuple(clusters),
+            conditions=self._conditions(("Running", "False", "Waiting", message)),
+        )
 
     def clusters(self, names: Iterable[str]) -> None:
         """The collaborators taking part now (one that is lost or refused drops out)."""
         self._update(participating_clusters=tuple(names))
 
     def running(self, message: str) -> None:
-        self._update(phase=Phase.RUNNING, message=message)
-        self._condition("Running", "True", "CollaboratorsConnected", message)
+        self._update(
+            phase=Phase.RUNNING,
+            message=message,
+            conditions=self._conditions(("Running", "True", "CollaboratorsConnected", message)),
+        )
 
     def round(self, number: int, participants: Iterable[str], metrics: Mapping[str, float], at: str | None) -> None:
         entry = RoundStatus(round=number, participants=tuple(participants), metrics=dict(metrics), finished_at=at)
@@ -123,31 +131,41 @@ class StatusRecorder:
             final_metrics=dict(metrics),
             message=message,
             finished_at=now(),
+            conditions=self._conditions(
+                ("Running", "False", "Completed", message), ("Completed", "True", "Completed", message)
+            ),
         )
-        self._condition("Running", "False", "Completed", message)
-        self._condition("Completed", "True", "Completed", message)
 
     def failed(self, reason: str) -> None:
-        self._update(phase=Phase.FAILED, message=reason, finished_at=now())
-        self._condition("Running", "False", "Failed", reason)
-        self._condition("Failed", "True", "Failed", reason)
+        self._update(
+            phase=Phase.FAILED,
+            message=reason,
+            finished_at=now(),
+            conditions=self._conditions(("Running", "False", "Failed", reason), ("Failed", "True", "Failed", reason)),
+        )
 
     def _update(self, **changes: object) -> None:
+        """One transition, one write: a reader never sees a phase without its conditions."""
         data = self.status.model_dump()
         data.update(changes)
         self.status = FederatedLearningStatus.model_validate(data)
         self._write()
 
-    def _condition(self, kind: str, state: str, reason: str, message: str) -> None:
-        previous = {c.type: c for c in self.status.conditions}
-        old = previous.get(kind)
-        since = old.last_transition_time if old is not None and old.status == state else now()
-        previous[kind] = Condition(type=kind, status=state, reason=reason, message=message, last_transition_time=since)
-        self._update(conditions=tuple(previous.values()))
+    def _conditions(self, *changes: tuple[str, str, str, str]) -> tuple[Condition, ...]:
+        """The conditions with ``(type, status, reason, message)`` changes applied; lastTransitionTime moves
+        only when a condition's status changes."""
+        conditions = {c.type: c for c in self.status.conditions}
+        for kind, state, reason, message in changes:
+            old = conditions.get(kind)
+            since = old.last_transition_time if old is not None and old.status == state else now()
+            conditions[kind] = Condition(
+                type=kind, status=state, reason=reason, message=message, last_transition_time=since
+            )
+        return tuple(conditions.values())
 
     def _write(self) -> None:
         write_status(self.path, self.status)
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return rfc3339(datetime.datetime.now(datetime.UTC))

@@ -73,3 +73,17 @@ def test_local_source_lists_jobs_by_name_and_rejects_a_bad_file(tmp_path: Path) 
     (tmp_path / "a-job" / STATUS_FILE).write_text('{"phase": "Sleeping"}')
     with pytest.raises(InvalidStatusError, match=r"a-job/status\.json"):
         source.statuses()
+
+
+def test_each_transition_is_one_write_with_its_conditions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fleet.federation.status as status_module
+
+    written: list[FederatedLearningStatus] = []
+    monkeypatch.setattr(status_module, "write_status", lambda path, status: written.append(status))
+    recorder = status_module.StatusRecorder(tmp_path / "status.json", total_rounds=2)
+    recorder.waiting("nodes connecting")
+    recorder.running("training")
+    recorder.completed("/models/m.pt", {"accuracy": 0.9}, "done")
+    assert [s.phase for s in written] == [Phase.WAITING, Phase.WAITING, Phase.RUNNING, Phase.COMPLETED]
+    final = {c.type: c.status for c in written[-1].conditions}
+    assert final == {"Running": "False", "Completed": "True"}
