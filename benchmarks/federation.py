@@ -192,7 +192,8 @@ def _progress_times(path: Path) -> list[float]:
 
 
 def _central(repo: Path, job_name: str) -> Result:
-    from fleet.app.task import concatenate, load_dataset, train_centrally
+    from fleet.app.data import concatenate, load_dataset
+    from fleet.app.task import train_centrally
 
     repository = load_repository(repo)
     job = repository.jobs[job_name]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from fleet.app.task import Dataset, concatenate, load_dataset, write_partition
+from fleet.app.data import Dataset, concatenate, load_dataset, write_partition
 from fleet.errors import InvalidRepository, Problem
 from fleet.placement import evaluate, placement_spec
 from fleet.repository import Repository

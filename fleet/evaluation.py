@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fleet.app.task import NUM_CLASSES, DataError, ModelError, evaluate, load_dataset, load_model
+from fleet.app.data import NUM_CLASSES, DataError, load_dataset
+from fleet.app.task import ModelError, evaluate, load_model
 
 DEFAULT_TEST_DATA = Path(".fleet") / "data" / "test" / "digits.npz"
 """Where ``fleet data prepare`` writes the held-out split with its default ``--root``."""

@@ -23,7 +23,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fleet.app.task import DataError, Dataset, build_model, evaluate, load_dataset, train
+from fleet.app.data import DataError, Dataset, load_dataset
+from fleet.app.task import build_model, evaluate, train
 
 DATA_ERROR_CODE = 1001
 """Error code of a reply whose cluster could not read its data (Flower's own codes are below 100)."""

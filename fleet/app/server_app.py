@@ -44,15 +44,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.serverapp import Grid, ServerApp
 from numpy.typing import NDArray
 
-from fleet.app.task import (
-    DataError,
-    Dataset,
-    aggregate,
-    build_model,
-    evaluate,
-    load_dataset,
-    save_model,
-)
+from fleet.app.data import DataError, Dataset, load_dataset
+from fleet.app.task import aggregate, build_model, evaluate, save_model
 
 PROGRESS_FILE = "progress.jsonl"
 METRICS_FILE = "metrics.json"

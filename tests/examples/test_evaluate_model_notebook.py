@@ -8,7 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from fleet.app.task import Dataset, build_model, save_model, train, write_partition
+from fleet.app.data import Dataset, write_partition
+from fleet.app.task import build_model, save_model, train
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "evaluate-model.ipynb"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fleet.app.task import load_dataset
+from fleet.app.data import load_dataset
 from fleet.data import TEST_SAMPLES, digits, favoured_digits, pooled, prepare
 from fleet.errors import InvalidRepository
 from fleet.repository import load_repository

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fleet.app.task import build_model, save_model, write_partition
+from fleet.app.data import write_partition
+from fleet.app.task import build_model, save_model
 from fleet.evaluation import EvaluationError, evaluate_model, markdown, write_report
 
 

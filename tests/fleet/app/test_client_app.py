@@ -13,7 +13,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.supercore.task_identity import TaskIdentity
 
 from fleet.app import client_app
-from fleet.app.task import build_model, write_partition
+from fleet.app.data import write_partition
+from fleet.app.task import build_model
 
 
 def test_the_client_app_imports_neither_the_renderer_nor_heavy_libraries() -> None:

@@ -20,8 +20,9 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from fleet.app import client_app, server_app
+from fleet.app.data import write_partition
 from fleet.app.server_app import FederationError, Settings, run_federation
-from fleet.app.task import load_model, write_partition
+from fleet.app.task import load_model
 
 
 @dataclass

@@ -10,22 +10,19 @@ import numpy as np
 import pytest
 import torch
 
+from fleet.app.data import DataError, Dataset, load_dataset, write_partition
 from fleet.app.task import (
-    DataError,
-    Dataset,
     ModelError,
     aggregate,
     build_model,
     evaluate,
     get_weights,
-    load_dataset,
     load_model,
     proximal_term,
     save_model,
     set_weights,
     train,
     train_centrally,
-    write_partition,
 )
 
 

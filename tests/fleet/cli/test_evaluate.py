@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fleet.app.task import Dataset, build_model, save_model, train, write_partition
+from fleet.app.data import Dataset, write_partition
+from fleet.app.task import build_model, save_model, train
 from fleet.cli import main
 
 
