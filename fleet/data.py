@@ -28,7 +28,6 @@ from numpy.typing import NDArray
 
 from fleet.app.data import Dataset, concatenate, load_dataset, write_partition
 from fleet.errors import InvalidRepository, Problem
-from fleet.placement import evaluate, placement_spec
 from fleet.repository import Repository
 
 DATASET = "digits"
@@ -191,12 +190,7 @@ def _wanted_clusters(repository: Repository, job_name: str | None) -> set[str]:
                 )
             ]
         )
-    result = evaluate(
-        placement_spec(job, repository.policies.values()),
-        repository.bound_cluster_sets(job),
-        list(repository.clusters.values()),
-    )
-    return set(result.selected) & holders
+    return set(repository.placement(job).selected) & holders
 
 
 def _skewed_counts(sizes: list[int], available: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from fleet.claims import CAPACITY_CLAIMS, MAX_CUSTOM_CLUSTER_CLAIMS
 from fleet.errors import InvalidRepository, Problem, field_path, relative
 from fleet.models import Cluster, DataLocalityPolicy, Job
-from fleet.placement import evaluate, governing_policies, placement_spec
+from fleet.placement import PlacementResult, evaluate, governing_policies, placement_spec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,6 +58,11 @@ class Repository:
     def bound_cluster_sets(self, job: Job) -> tuple[str, ...]:
         """The ManagedClusterSets the renderer binds to the job's namespace: those the job may use."""
         return job.cluster_sets
+
+    def placement(self, job: Job, *, explain: bool = True) -> PlacementResult:
+        """Where the job's Placement puts it, over clusters/ (`fleet.placement.evaluate` of its spec)."""
+        spec = placement_spec(job, self.policies.values())
+        return evaluate(spec, self.bound_cluster_sets(job), list(self.clusters.values()), explain=explain)
 
 
 def load_repository(root: Path) -> Repository:
@@ -368,10 +373,9 @@ def check_repository(repository: Repository) -> list[Problem]:
                 )
             )
             continue
-        spec, bound = placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job)
-        result = evaluate(spec, bound, clusters, explain=False)
+        result = repository.placement(job, explain=False)
         if len(result.feasible) < job.min_available_clients:
-            result = evaluate(spec, bound, clusters)  # again, with the reasons, for the message
+            result = repository.placement(job)  # again, with the reasons, for the message
             out = "; ".join(
                 f"{d.cluster}: {d.reasons[0]}"
                 for d in result.decisions

@@ -214,8 +214,8 @@ def validate_documents(
 # --- loading YAML -------------------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.CSafeLoader):
-    """The libyaml safe loader, rejecting duplicate keys instead of keeping the last one."""
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader (libyaml's where PyYAML has it), rejecting duplicate keys instead of keeping the last."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()

@@ -58,7 +58,6 @@ from fleet.federation.progress import (
 from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
 from fleet.models import FederatedLearningStatus, Job
-from fleet.placement import evaluate, placement_spec
 from fleet.repository import Repository
 
 Executor = Literal["warm", "flower"]
@@ -138,8 +137,7 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
     if job is None:
         known = ", ".join(repository.jobs) or "none"
         raise RunError(f"no job named {job_name!r} under {repository.root / 'jobs'} (jobs: {known})")
-    clusters = list(repository.clusters.values())
-    result = evaluate(placement_spec(job, repository.policies.values()), repository.bound_cluster_sets(job), clusters)
+    result = repository.placement(job)
     selected = result.selected
     if len(selected) < job.min_available_clients:
         out = "; ".join(f"{d.cluster}: {', '.join(d.reasons)}" for d in result.decisions if not d.selected)
