@@ -7,9 +7,6 @@ Service, over TLS with the hub CA; the run's state and stopping go through `flee
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +17,6 @@ from fleet.federation.run_config import run_config as federation_run_config
 from fleet.models import FederatedLearningSpec
 
 from .objects import JobRef, internal_address
-
-_SUBMIT_TIMEOUT_SECONDS = 120
-_PACKAGE = Path(__file__).resolve().parent.parent
 
 
 class RunSubmissionError(Exception):
@@ -96,52 +90,21 @@ class FlowerRunBackend:
     """Where a job's SuperLink answers the controller (its in-hub Service)."""
     app: Path | None = None
     """A Flower app folder to submit instead of fleet's own (staged from the installed package)."""
-    flwr: str = "flwr"
 
     def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, ca_pem: str | None) -> int:
+        """Start the job's run on its SuperLink as `fleet run` does: the same FAB, the same run config."""
+        from fleet.federation.bundle import stage_app
+        from fleet.federation.control import ControlClient
+
+        address = self.address_of(job)
         with tempfile.TemporaryDirectory(prefix="fleet-submit-") as folder:
             root = Path(folder)
-            home = root / "flwr-home"
-            home.mkdir()
-            lines = ["[superlink]", 'default = "hub"', "", "[superlink.hub]"]
-            lines.append(f"address = {json.dumps(self.address_of(job))}")
-            if ca_pem is not None:
-                (root / "ca.pem").write_text(ca_pem, encoding="utf-8")
-                lines.append(f"root-certificates = {json.dumps(str(root / 'ca.pem'))}")
-            else:
-                lines.append("insecure = true")
-            (home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            config = root / "run-config.toml"
-            config.write_text(
-                "".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config(spec, model_dir).items()),
-                encoding="utf-8",
-            )
-            app = self.app if self.app is not None else _stage_app(root / "app")
-            argv = [self.flwr, "run", str(app), "hub", "--run-config", str(config), "--format", "json"]
+            app = stage_app(root / "app", self.app)
             try:
-                done = subprocess.run(
-                    argv,
-                    env={
-                        "FLWR_HOME": str(home),
-                        "PATH": _path_env(),
-                        "FLWR_TELEMETRY_ENABLED": "0",
-                        "FLWR_DISABLE_UPDATE_CHECK": "1",
-                        "HOME": str(root),
-                    },
-                    capture_output=True,
-                    text=True,
-                    timeout=_SUBMIT_TIMEOUT_SECONDS,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as error:
-                raise RunSubmissionError(f"`flwr run` against {self.address_of(job)} failed: {error}") from error
-        try:
-            return int(json.loads(done.stdout[done.stdout.index("{") :])["run-id"])
-        except (ValueError, KeyError):
-            raise RunSubmissionError(
-                f"`flwr run` against {self.address_of(job)} did not start the run (exit {done.returncode}): "
-                f"{(done.stdout + done.stderr).strip()[-2000:]}"
-            ) from None
+                with ControlClient(address, _write_ca(root, ca_pem)) as client:
+                    return client.start_run(app, run_config(spec, model_dir))
+            except Exception as error:  # gRPC and Flower raise many kinds; each means "not started"
+                raise RunSubmissionError(f"the SuperLink at {address} did not start the run: {error}") from error
 
     def failure(self, job: JobRef, run_id: int, ca_pem: str | None) -> str | None:
         from fleet.federation.control import ControlClient
@@ -179,22 +142,3 @@ def _write_ca(folder: Path, ca_pem: str | None) -> Path | None:
     path = folder / "ca.pem"
     path.write_text(ca_pem, encoding="utf-8")
     return path
-
-
-def _stage_app(app: Path) -> Path:
-    """The FAB's sources: fleet/app/pyproject.toml at the top and the ``fleet`` package's Python files."""
-    for source in sorted(_PACKAGE.rglob("*.py")):
-        if "__pycache__" in source.parts:
-            continue
-        target = app / "fleet" / source.relative_to(_PACKAGE)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    shutil.copy2(_PACKAGE / "app" / "pyproject.toml", app / "pyproject.toml")
-    return app
-
-
-def _path_env() -> str:
-    import os
-    import sys
-
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])

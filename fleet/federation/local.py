@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal, Protocol
 
+from fleet.federation.bundle import stage_app
 from fleet.federation.certificates import (
     CertificateAuthority,
     CertificateRejectedError,
@@ -61,7 +62,6 @@ from fleet.models import FederatedLearningStatus, Job
 from fleet.repository import Repository
 
 Executor = Literal["warm", "flower"]
-_APP_PACKAGE = Path(__file__).resolve().parent.parent  # the `fleet` package; the FAB carries fleet.app
 _START_TIMEOUT = 90.0
 _TICK = 0.2
 _TLS_ON = "on (hub CA, CA-signed cluster identities, SuperNode authentication)"
@@ -408,28 +408,12 @@ class _Run:
             time.sleep(0.1)
 
     def _app_dir(self) -> Path:
-        """The FAB's sources: the manifest (fleet/app/pyproject.toml) at the top, and the app's Python files.
-
-        Fleet's app is the ``fleet.app`` package alone (plus ``fleet/__init__.py``): its import path stays clear
-        of the renderer and the rest of ``fleet``, and a small FAB installs fast for every message.
-        """
+        """The FAB's sources (`fleet.federation.bundle.stage_app`), staged once per job."""
         app = self.plan.job_dir / "app"
         if not (app / "pyproject.toml").is_file():
             staging = self.plan.job_dir / ".app.tmp"
             shutil.rmtree(staging, ignore_errors=True)
-            if self.settings.app is None:
-                sources = [_APP_PACKAGE / "__init__.py", *(_APP_PACKAGE / "app").rglob("*.py")]
-                base, into, manifest = _APP_PACKAGE, staging / "fleet", _APP_PACKAGE / "app" / "pyproject.toml"
-            else:
-                sources = list(self.settings.app.rglob("*.py"))
-                base, into, manifest = self.settings.app, staging, self.settings.app / "pyproject.toml"
-            for source in sorted(sources):
-                if "__pycache__" in source.parts:
-                    continue
-                target = into / source.relative_to(base)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
-            shutil.copy2(manifest, staging / "pyproject.toml")
+            stage_app(staging, self.settings.app)
             shutil.rmtree(app, ignore_errors=True)
             staging.rename(app)
         return app
