@@ -1,4 +1,8 @@
-"""The one phase machine of a federated-learning job, shared by ``fleet run`` and the in-cluster controller.
+"""The phase machine of a federated-learning job on the hub, written to be shared with ``fleet run``.
+
+Today the in-cluster controller drives jobs with it; ``fleet run`` still records its local status with
+`fleet.federation.status.StatusRecorder` (same phases and status shape, its own condition names): moving it
+onto `step` is open work.
 
 Contract: `step` is a pure function. Given the job's spec, its current `FederatedLearningStatus` and an
 `Observation` of the world (which clusters Placement selected, which of them have a collaborator up, whether
@@ -8,8 +12,8 @@ and reads no clock; calling it again with the same inputs gives the same result,
 in with nothing new observed changes nothing (so a caller may run it as often as it likes, and after a
 restart).
 
-The caller owns the I/O: ``fleet run`` turns actions into local processes, the controller into Kubernetes
-objects and API calls. A caller must tell `step` the run was submitted (``run_submitted``) once it has acted
+The caller owns the I/O: the controller turns actions into Kubernetes objects and API calls (a local caller
+would turn them into processes). A caller must tell `step` the run was submitted (``run_submitted``) once it has acted
 on `SubmitRun`, and keep feeding progress events; events already applied may be fed again (rounds merge by
 number).
 
