@@ -498,7 +498,7 @@ class _Run:
                 raise RunError(f"the ClientApp executor exited; its log ends:\n{process.tail()}")
             cluster = process.name.removeprefix("supernode-")
             if process.name.startswith("supernode-") and cluster not in self.lost:
-                detail = " / ".join(process.tail(3, quiet=True).splitlines()) or "no error in its log"
+                detail = process.error() or "no error in its log"
                 self._lose(cluster, f"its SuperNode exited (code {process.popen.returncode}): {detail}")
         self._check_minimum()
 

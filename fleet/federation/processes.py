@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,27 @@ class ManagedProcess:
         if quiet:
             kept = [line for line in kept if not line.lstrip().startswith(("INFO", "DEBUG"))]
         return "\n".join(kept[-lines:])
+
+    def error(self) -> str:
+        """The first error the process logged, on one line; else the last three lines that are not INFO.
+
+        Flower logs an error as an ``ERROR`` line followed by plain lines up to a blank line. What comes after
+        it (a shutdown traceback, uvicorn's INFO lines) is noise that varies from run to run.
+        """
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        lines = [_strip_ansi(line).rstrip() for line in text.splitlines()]
+        start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ERROR")), None)
+        if start is None:
+            return " / ".join(self.tail(3, quiet=True).splitlines())
+        block: list[str] = []
+        for line in lines[start:]:
+            if not line.strip() or line.lstrip().startswith(("INFO", "DEBUG", "Traceback")):
+                break
+            block.append(_ERROR_PREFIX.sub("", line).strip())
+        return " / ".join(block)
 
 
 @dataclass
@@ -169,6 +191,9 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+_ERROR_PREFIX = re.compile(r"^\s*ERROR\s*:\s*")
 
 
 def _strip_ansi(line: str) -> str:

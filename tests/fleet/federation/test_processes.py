@@ -48,6 +48,41 @@ def test_tail_strips_colour_codes(tmp_path: Path) -> None:
         assert supervisor.exited() == [process]
 
 
+# A SuperNode that failed to activate, then printed a shutdown traceback (seen in CI, order varies by run).
+_FAILED_SUPERNODE = """\
+\x1b[92mINFO \x1b[0m:      Starting Flower SuperNode
+\x1b[91mERROR \x1b[0m:     Exit Code: 305
+Failed to initialize the connection to the SuperLink.
+[code: 2004] Failed to activate SuperNode.
+
+For more information, visit: <https://flower.ai/docs/framework/1.41/en/ref-exit-codes/305.html>
+INFO:     Shutting down
+Traceback (most recent call last):
+  File "/usr/lib/python3.11/asyncio/queues.py", line 158, in get
+    await getter
+asyncio.exceptions.CancelledError
+"""
+
+
+def test_error_is_the_logged_error_block_not_the_noise_after_it(tmp_path: Path) -> None:
+    with ProcessSupervisor(tmp_path, {}) as supervisor:
+        script = f"import sys; sys.stdout.write({_FAILED_SUPERNODE!r}); sys.exit(1)"
+        process = supervisor.start("supernode-x", [sys.executable, "-c", script])
+        process.popen.wait(timeout=10)
+    assert process.error() == (
+        "Exit Code: 305 / Failed to initialize the connection to the SuperLink. / "
+        "[code: 2004] Failed to activate SuperNode."
+    )
+
+
+def test_error_without_an_error_line_is_the_last_lines_that_are_not_info(tmp_path: Path) -> None:
+    with ProcessSupervisor(tmp_path, {}) as supervisor:
+        script = "print('INFO: up'); print('one'); print('two'); print('three'); print('INFO: down')"
+        process = supervisor.start("x", [sys.executable, "-c", script])
+        process.popen.wait(timeout=10)
+    assert process.error() == "one / two / three"
+
+
 def test_free_port_is_bindable() -> None:
     import socket
 
