@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+
+from fleet.app.files import write_atomically
 
 NUM_CLASSES = 10
 
@@ -74,15 +75,7 @@ def load_dataset(
 def write_partition(path: Path, images: NDArray[np.uint8], labels: NDArray[np.uint8]) -> None:
     """Write a partition file atomically (a temporary file renamed into place)."""
     _checked(Dataset(images, labels))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, images=images, labels=labels)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: np.savez_compressed(file, images=images, labels=labels))
 
 
 def _read_file(path: Path, idx_prefixes: Sequence[str]) -> Dataset:

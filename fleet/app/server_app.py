@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -45,6 +43,7 @@ from flwr.serverapp import Grid, ServerApp
 from numpy.typing import NDArray
 
 from fleet.app.data import DataError, Dataset, load_dataset
+from fleet.app.files import write_text_atomically
 from fleet.app.task import aggregate, build_model, evaluate, save_model
 
 PROGRESS_FILE = "progress.jsonl"
@@ -509,16 +508,7 @@ class Progress:
             file.flush()
 
     def _write_metrics(self) -> None:
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.model_dir, prefix=f".{METRICS_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(self._metrics, file, indent=2)
-                file.write("\n")
-            Path(temporary).replace(self.model_dir / METRICS_FILE)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_text_atomically(self.model_dir / METRICS_FILE, json.dumps(self._metrics, indent=2) + "\n")
 
 
 def _round_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -8,7 +8,6 @@ The data it trains on is read by `fleet.app.data`.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from fleet.app.data import NUM_CLASSES, Dataset
+from fleet.app.files import write_atomically
 
 ARCHITECTURE = "small-cnn"
 """The only architecture: a small CNN whose size follows the input side (8x8 digits or 28x28 MNIST)."""
@@ -104,15 +104,7 @@ def save_model(path: Path, model: nn.Module, input_shape: Sequence[int]) -> None
         "num_classes": NUM_CLASSES,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: torch.save(payload, file))
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, tuple[int, int, int]]:

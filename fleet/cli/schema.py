@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
 
+from fleet.app.files import write_text_atomically
 from fleet.schemas import definition_schemas, dumps
 
 EXIT_STALE = 1
@@ -38,7 +37,7 @@ def command(out_dir: Path, check: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in expected.items():
         if _read(out_dir / name) != text:
-            _write_atomically(out_dir / name, text)
+            write_text_atomically(out_dir / name, text)
             click.echo(f"wrote {out_dir / name}")
 
 
@@ -47,16 +46,3 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # A reader (an editor, a concurrent test) sees the old file or the new one, never half of one.
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        Path(temporary).chmod(0o644)  # mkstemp creates 0600; a schema is for everyone to read
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
