@@ -419,17 +419,12 @@ def render_diff(
 def run_render_diff(
     repo: Path,
     head_files: Callable[[], dict[str, str]],
-    diff: bool,
-    check: bool,
     base: str | None,
     output: str,
 ) -> int:
     """``fleet render --diff``: print the report, return the exit code."""
     import click
 
-    if not diff or check:
-        click.echo("--base and --output go with --diff, and --diff does not go with --check", err=True)
-        return EXIT_ERROR
     try:
         report = render_diff(repo, head_files, base)
     except DiffError as error:

@@ -54,12 +54,20 @@ def command(
     federated-learning controller). Exit 2 when the repository or the rendered output is invalid (nothing is
     written then); with --check, exit 1 when the committed output is stale.
     """
+    if diff and check:
+        raise click.UsageError(
+            "--diff and --check exclude each other: --diff compares with a git ref, --check "
+            "with the committed manifests"
+        )
+    if not diff and (base is not None or output != "text"):
+        given = "--base" if base is not None else "--output"
+        raise click.UsageError(f"{given} goes with --diff")
     out = out if out is not None else repo / "manifests"
     repository = load_or_exit(repo, "written")
-    if diff or base or output != "text":
+    if diff:
         from fleet.diff import run_render_diff  # exits 0 no change, 1 changes, 2 errors (as kubectl diff)
 
-        sys.exit(run_render_diff(repo, lambda: render_and_validate(repository, crds), diff, check, base, output))
+        sys.exit(run_render_diff(repo, lambda: render_and_validate(repository, crds), base, output))
     files = render_and_validate(repository, crds)
 
     from render.output import stale_files, write_tree

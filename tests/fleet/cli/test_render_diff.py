@@ -63,9 +63,11 @@ def test_errors_exit_2(git_example: Path, crds_dir: Path) -> None:
     code, output = _run(git_example, crds_dir, "--diff", "--base", "no-such-ref")
     assert code == 2 and "no-such-ref" in output
     code, output = _run(git_example, crds_dir, "--base", "HEAD")
-    assert code == 2 and "--diff" in output
+    assert code == 2 and "--base goes with --diff" in output
+    code, output = _run(git_example, crds_dir, "--output", "markdown")
+    assert code == 2 and "--output goes with --diff" in output
     code, output = _run(git_example, crds_dir, "--diff", "--check")
-    assert code == 2
+    assert code == 2 and "--diff and --check exclude each other" in output
     (git_example / "jobs" / "mnist-digits.yaml").write_text("name: [unclosed\n")
     code, output = _run(git_example, crds_dir, "--diff")
     assert code == 2 and "jobs/mnist-digits.yaml" in output
