@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,8 @@ class HubClient:
         self.api = api
         self.requests: Counter[str] = Counter()
         """Requests made, by method."""
+        self.on_request: Callable[[str], None] | None = None
+        """Called with the method of every request, from the thread making it (the controller's metrics)."""
         self._waited = threading.local()
         self._lock = threading.Lock()
 
@@ -160,6 +162,8 @@ class HubClient:
     ) -> dict[str, Any]:
         with self._lock:
             self.requests[method] += 1
+        if self.on_request is not None:
+            self.on_request(method)
         self._waited.requests = self.thread_request_count() + 1
         headers = {"Accept": "application/json", "Content-Type": content_type}
         started = time.perf_counter()

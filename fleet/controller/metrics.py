@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import threading
-from collections.abc import Mapping
 
 from aiohttp import web
 from prometheus_client import (
@@ -70,8 +69,7 @@ class Metrics:
         """Record a job's status as written."""
         key = (namespace, name)
         with self._lock:
-            self._phases[key] = status.phase
-            self._count_phases()
+            self._move(key, status.phase)
             last = self._last_round.get(key, 0)
             for duration in _new_round_durations(status, last):
                 self.rounds.observe(duration)
@@ -81,22 +79,25 @@ class Metrics:
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._phases.pop((namespace, name), None)
+            self._move((namespace, name), None)
             self._last_round.pop((namespace, name), None)
-            self._count_phases()
         with contextlib.suppress(KeyError):
             self.collaborators.remove(namespace, name)
 
-    def count_requests(self, by_method: Mapping[str, int]) -> None:
-        for method, count in by_method.items():
-            self.api_requests.labels(method).inc(count)
+    def count_request(self, method: str) -> None:
+        self.api_requests.labels(method).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    def _count_phases(self) -> None:
-        for phase in Phase:
-            self.jobs.labels(phase.value).set(sum(1 for p in self._phases.values() if p is phase))
+    def _move(self, key: tuple[str, str], phase: Phase | None) -> None:
+        """Move one job between the phase gauges (``None``: it is gone); constant time per job."""
+        previous = self._phases.pop(key, None)
+        if previous is not None:
+            self.jobs.labels(previous.value).dec()
+        if phase is not None:
+            self._phases[key] = phase
+            self.jobs.labels(phase.value).inc()
 
 
 def _new_round_durations(status: FederatedLearningStatus, seen: int) -> list[float]:

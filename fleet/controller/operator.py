@@ -146,6 +146,8 @@ class Controller:
         self.runs = runs or FlowerRunBackend()
         self.progress = progress or HttpProgress(progress_url)
         self.metrics = metrics or Metrics()
+        # Counted where each request is made: reconciles of different jobs run at once in threads.
+        hub.on_request = self.metrics.count_request
         self.clock = clock
         self.ca: HubCA | None = None
         self.jobs: dict[JobRef, _JobMemory] = {}
@@ -498,7 +500,6 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
             claims = _claims_snapshot(indices, clusters)
             certificates = _certificates_snapshot(indices, clusters)
             started = time.perf_counter()
-            before = dict(controller.hub.requests)
             try:
                 outcome = await asyncio.to_thread(
                     controller.reconcile_job, body, owned, decisions, claims, certificates
@@ -513,8 +514,6 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
                 raise kopf.TemporaryError(str(error), delay=60.0) from error
             finally:
                 controller.metrics.reconcile_seconds.observe(time.perf_counter() - started)
-                after = controller.hub.requests
-                controller.metrics.count_requests({m: after[m] - before.get(m, 0) for m in after})
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
 
