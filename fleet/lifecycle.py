@@ -1,8 +1,8 @@
-"""The phase machine of a federated-learning job on the hub, written to be shared with ``fleet run``.
+"""The phase machine of a federated-learning job: one for the hub and for this machine.
 
-Today the in-cluster controller drives jobs with it; ``fleet run`` still records its local status with
-`fleet.federation.status.StatusRecorder` (same phases and status shape, its own condition names): moving it
-onto `step` is open work.
+The in-cluster controller drives each FederatedLearning resource with it (Kubernetes objects); ``fleet run``
+drives its local federation with it through `fleet.federation.status.StatusRecorder` (processes). Both write
+the same phases, conditions, reasons and messages, and both submit the run when `step` says `SubmitRun`.
 
 Contract: `step` is a pure function. Given the job's spec, its current `FederatedLearningStatus` and an
 `Observation` of the world (which clusters Placement selected, which of them have a collaborator up, whether
@@ -327,7 +327,12 @@ class _Stepper:
     def _complete(self, event: Completed) -> Step:
         rounds = self.fields.get("current_round", self.before.current_round)
         participants = sorted({p for r in self.rounds.values() for p in r.participants})
-        message = f"{rounds} rounds with {_names(participants or self.before.participating_clusters)}"
+        plural = "" if rounds == 1 else "s"
+        message = f"{rounds} round{plural} with {_names(participants or self.before.participating_clusters)}"
+        remaining = self.before.participating_clusters
+        left = [c for c in participants if c not in remaining]
+        if left and remaining:
+            message += f" ({_names(left)} left during the run)"
         if event.metrics:
             message += ": " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(event.metrics.items()))
         self.phase = Phase.COMPLETED

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from fleet.cli._repository import load_or_exit
 from fleet.errors import EXIT_INVALID
+from fleet.federation.bundle import AppError, components
 from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
 from fleet.federation.progress import RoundFinished
 from fleet.models import Phase
@@ -114,6 +115,12 @@ def command(
     """Run JOB on this machine: one SuperLink and one SuperNode per placed cluster, over mutual TLS."""
     console = Console(stderr=True)
     repository = load_or_exit(repo, "run")
+    if app is not None:
+        try:
+            components(app)
+        except AppError as error:
+            click.echo(f"fleet run: --app: {error}", err=True)
+            sys.exit(EXIT_INVALID)
     try:
         plan = plan_run(repository, job, data_root, work_dir)
     except RunError as error:

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal, Protocol
 
-from fleet.federation.bundle import stage_app
+from fleet.federation.bundle import components, stage_app
 from fleet.federation.certificates import (
     CertificateAuthority,
     CertificateRejectedError,
@@ -58,7 +58,9 @@ from fleet.federation.progress import (
 )
 from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
-from fleet.models import FederatedLearningStatus, Job
+from fleet.lifecycle import SubmitRun
+from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Job, Phase
+from fleet.placement import placement_spec
 from fleet.repository import Repository
 
 Executor = Literal["warm", "flower"]
@@ -90,6 +92,8 @@ class LocalPlan:
     """``<work-dir>/<job>``: status, credentials, logs, the FAB sources."""
     storage_dir: Path
     """The job's model storage mapped locally: checkpoints, the model, metrics and the model card."""
+    spec: FederatedLearningSpec
+    """The job as its FederatedLearning resource would carry it: what the phase machine reads."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
         excluded,
         job_dir,
         local_storage_dir(job, job_dir),
+        FederatedLearningSpec.from_job(job, placement_spec(job, repository.policies.values())),
     )
 
 
@@ -175,8 +180,7 @@ def run_federation(
     test_data: Path | None = None,
 ) -> FederatedLearningStatus:
     """Run the planned federation to its end; the final status (Completed, or Failed with the reason)."""
-    job = plan.job
-    recorder = StatusRecorder(plan.job_dir / STATUS_FILE, job.rounds)
+    recorder = StatusRecorder(plan.job_dir / STATUS_FILE, plan.spec, (c.cluster for c in plan.collaborators))
     supervisor = ProcessSupervisor(plan.job_dir / "logs", _environment(plan, settings))
     run = _Run(plan, settings, observer, recorder, supervisor, test_data)
     with _signals_raise():
@@ -252,8 +256,6 @@ class _Run:
                 f"minAvailableClients={job.min_available_clients}: " + "; ".join(plan.excluded.values())
             )
         self._prepare_folders()
-        names = tuple(c.cluster for c in plan.collaborators)
-        self.recorder.waiting("creating the hub CA and the cluster identities", names)
         tls = self._credentials()
         if tls is None:
             self.observer.warning(
@@ -265,14 +267,19 @@ class _Run:
         address = self._start_superlink(tls)
         self._start_executor(address, ports, tls)
         self._wait_for_superlink(address, tls)
+        self.recorder.federation_ready()
         self.control = ControlClient(address, tls.ca if tls else None)
         node_ids = self._register(tls)
         self._start_supernodes(address, ports, tls)
         # Submit once every SuperNode is in: the ServerApp starts as soon as minAvailableClients are, and the
         # first round would go without the late ones.
         self._wait_for_nodes(node_ids)
+        # The phase machine decides, as on the hub: Running, and a run to submit, once the minimum is in.
+        decision = self.recorder.available(self.supernodes)
+        if not any(isinstance(action, SubmitRun) for action in decision.actions):
+            raise RunError(f"the job cannot start: {self.recorder.status.message}")
         self.run_id = self._submit()
-        self.recorder.running(f"run {self.run_id} submitted to {len(self.supernodes)} collaborators")
+        self.recorder.submitted()
         self.observer.started(job.rounds, tuple(self.supernodes))
         self._follow(time.monotonic() + self._timeout())
 
@@ -379,17 +386,18 @@ class _Run:
             argv += ["--root-certificates", str(tls.ca)]
         app = self._app_dir()
         argv += ["--app-dir", str(app)]
-        for component in ("serverapp", "clientapp"):
-            argv += ["--preload", _component(app, component).partition(":")[0]]
+        for reference in components(app).values():
+            argv += ["--preload", reference.partition(":")[0]]
         self.supervisor.start("executor", argv)
 
     def _wait_for_nodes(self, node_ids: dict[str, int]) -> None:
         assert self.control is not None
-        self.recorder.waiting(f"waiting for {len(self.supernodes)} SuperNodes to connect", tuple(self.supernodes))
         self.observer.phase("waiting for the SuperNodes to connect")
         deadline = time.monotonic() + self.settings.start_timeout
         while True:
             self._check_processes()
+            if self.recorder.tick().status.phase is Phase.FAILED:
+                raise RunError(self.recorder.status.message)
             online = {n for n, state in self.control.node_statuses().items() if state == "online"}
             expected = {node_ids[c] for c in self.supernodes if c in node_ids}
             if (expected and expected <= online) or (not node_ids and len(online) >= len(self.supernodes)):
@@ -454,7 +462,7 @@ class _Run:
                 if isinstance(event, Started):
                     continue
                 if isinstance(event, RoundFinished):
-                    self.recorder.round(event.round, event.participants, event.metrics, event.time)
+                    self.recorder.progress([event])
                     self.observer.round(event)
                 elif isinstance(event, Completed):
                     self.finished = True
@@ -505,12 +513,12 @@ class _Run:
     def _lose(self, cluster: str, reason: str, stop: bool = False) -> None:
         self.lost[cluster] = reason
         self.observer.warning(f"collaborator {cluster}: {reason}")
-        self.recorder.clusters(c.cluster for c in self.plan.collaborators if c.cluster not in self.lost)
         process = self.supernodes.pop(cluster, None)
         if stop and process is not None:
             self.supervisor.stop(process)
 
     def _check_minimum(self) -> None:
+        """Fail at once below the minimum (a lost local SuperNode does not come back); else record who is left."""
         remaining = len(self.plan.collaborators) - len(self.lost)
         if remaining < self.job.min_available_clients:
             raise RunError(
@@ -518,6 +526,8 @@ class _Run:
                 f"{self.job.name!r} needs minAvailableClients={self.job.min_available_clients}"
                 f"{self._lost_note()}"
             )
+        if self.run_id is not None:
+            self.recorder.available(self.supernodes)
 
     def _lost_note(self) -> str:
         if not self.lost:
@@ -532,11 +542,7 @@ class _Run:
         rounds = self.recorder.status.rounds
         participants = sorted({p for r in rounds for p in r.participants}) or sorted(self.supernodes)
         _write_model_card(self.plan, participants, event.metrics, self.recorder.status)
-        self.recorder.completed(
-            str(model),
-            event.metrics,
-            f"{self.job.rounds} rounds with {', '.join(participants)}{self._lost_note()}",
-        )
+        self.recorder.progress([event], str(model))
 
     def stop(self) -> None:
         if self.control is not None:
@@ -577,15 +583,6 @@ def _tool(name: str) -> str:
     """A Flower command from this Python's environment."""
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
-
-
-def _component(app: Path, name: str) -> str:
-    """A component reference (``module:attribute``) from the FAB manifest ``app/pyproject.toml``."""
-    import tomllib
-
-    manifest = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
-    reference: str = manifest["tool"]["flwr"]["app"]["components"][name]
-    return reference
 
 
 def _write_flower_config(home: Path, address: str, ca: Path | None) -> None:

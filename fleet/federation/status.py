@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from fleet.lifecycle import rfc3339
-from fleet.models import MAX_ROUND_HISTORY, Condition, FederatedLearningStatus, Phase, RoundStatus
+from fleet.app.files import write_text_atomically
+from fleet.federation.progress import Event
+from fleet.lifecycle import Observation, Step, rfc3339, step
+from fleet.models import FederatedLearningSpec, FederatedLearningStatus
 
 STATUS_FILE = "status.json"
 
@@ -73,98 +73,65 @@ def read_status(path: Path) -> FederatedLearningStatus:
 
 def write_status(path: Path, status: FederatedLearningStatus) -> None:
     """Replace ``path`` atomically, so that a reader never sees half a status."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(status.model_dump(mode="json", by_alias=True), indent=2) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(status.model_dump(mode="json", by_alias=True), indent=2) + "\n")
 
 
 class StatusRecorder:
-    """Moves one job's status through Waiting -> Running -> Completed or Failed, writing every change."""
+    """A local run's status, moved by the hub's phase machine (`fleet.lifecycle.step`): the same phases,
+    conditions, reasons and messages as the controller writes, so ``fleet status`` reads one vocabulary.
 
-    def __init__(self, path: Path, total_rounds: int) -> None:
+    ``fleet run`` reports what it observes (the SuperLink is up, which collaborators are connected, that the
+    run is submitted, the ServerApp's progress events, a failure); each report is one `step`, and a status that
+    changed is written at once, whole (one write per transition).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        spec: FederatedLearningSpec,
+        selected: Iterable[str],
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
         self.path = path
-        self.status = FederatedLearningStatus(
-            phase=Phase.WAITING, total_rounds=total_rounds, started_at=now(), message="starting"
-        )
-        self._write()
+        self.spec = spec
+        self.clock = clock
+        self.status = FederatedLearningStatus()
+        self._written = False
+        self._observed = Observation(now=clock(), selected_clusters=tuple(selected))
+        self._step()
 
-    def waiting(self, message: str, clusters: Iterable[str] = ()) -> None:
-        self._update(
-            phase=Phase.WAITING,
-            message=message,
-            participating_clusters=tuple(clusters),
-            conditions=self._conditions(("Running", "False", "Waiting", message)),
-        )
+    def tick(self) -> Step:
+        """Nothing new observed, only time passing (how a job that waits too long fails)."""
+        return self._step()
 
-    def clusters(self, names: Iterable[str]) -> None:
-        """The collaborators taking part now (one that is lost or refused drops out)."""
-        self._update(participating_clusters=tuple(names))
+    def federation_ready(self) -> Step:
+        return self._step(federation_ready=True)
 
-    def running(self, message: str) -> None:
-        self._update(
-            phase=Phase.RUNNING,
-            message=message,
-            conditions=self._conditions(("Running", "True", "CollaboratorsConnected", message)),
-        )
+    def available(self, clusters: Iterable[str]) -> Step:
+        """The collaborators connected now (one lost or refused drops out)."""
+        return self._step(available_clusters=frozenset(clusters))
 
-    def round(self, number: int, participants: Iterable[str], metrics: Mapping[str, float], at: str | None) -> None:
-        entry = RoundStatus(round=number, participants=tuple(participants), metrics=dict(metrics), finished_at=at)
-        rounds = (*(r for r in self.status.rounds if r.round != number), entry)[-MAX_ROUND_HISTORY:]
-        self._update(
-            phase=Phase.RUNNING,
-            current_round=number,
-            rounds=rounds,
-            message=f"round {number} of {self.status.total_rounds} aggregated",
-        )
+    def submitted(self) -> Step:
+        return self._step(run_submitted=True)
 
-    def completed(self, model_path: str, metrics: Mapping[str, float], message: str) -> None:
-        self._update(
-            phase=Phase.COMPLETED,
-            model_path=model_path,
-            final_metrics=dict(metrics),
-            message=message,
-            finished_at=now(),
-            conditions=self._conditions(
-                ("Running", "False", "Completed", message), ("Completed", "True", "Completed", message)
-            ),
-        )
+    def progress(self, events: Iterable[Event], model_path: str = "") -> Step:
+        """The ServerApp's progress events; ``model_path`` with the ``completed`` event."""
+        return self._step(events=tuple(events), model_path=model_path or self._observed.model_path)
 
-    def failed(self, reason: str) -> None:
-        self._update(
-            phase=Phase.FAILED,
-            message=reason,
-            finished_at=now(),
-            conditions=self._conditions(("Running", "False", "Failed", reason), ("Failed", "True", "Failed", reason)),
-        )
+    def failed(self, reason: str) -> Step:
+        """The run cannot go on (a terminal status stays as it is)."""
+        return self._step(run_failure=reason)
 
-    def _update(self, **changes: object) -> None:
-        """One transition, one write: a reader never sees a phase without its conditions."""
-        data = self.status.model_dump()
-        data.update(changes)
-        self.status = FederatedLearningStatus.model_validate(data)
-        self._write()
-
-    def _conditions(self, *changes: tuple[str, str, str, str]) -> tuple[Condition, ...]:
-        """The conditions with ``(type, status, reason, message)`` changes applied; lastTransitionTime moves
-        only when a condition's status changes."""
-        conditions = {c.type: c for c in self.status.conditions}
-        for kind, state, reason, message in changes:
-            old = conditions.get(kind)
-            since = old.last_transition_time if old is not None and old.status == state else now()
-            conditions[kind] = Condition(
-                type=kind, status=state, reason=reason, message=message, last_transition_time=since
-            )
-        return tuple(conditions.values())
-
-    def _write(self) -> None:
-        write_status(self.path, self.status)
+    def _step(self, **observed: Any) -> Step:
+        # Events are what is new since the last step; everything else is the world as last seen.
+        changes: dict[str, Any] = {"now": self.clock(), "events": (), **observed}
+        self._observed = replace(self._observed, **changes)
+        result = step(self.spec, self.status, self._observed)
+        if result.status != self.status or not self._written:
+            self.status = result.status
+            write_status(self.path, self.status)
+            self._written = True
+        return result
 
 
 def now() -> str:

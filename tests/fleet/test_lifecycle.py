@@ -161,6 +161,18 @@ def test_completion_reports_the_model_and_frees_everything() -> None:
     assert later.actions == (RemoveCollaborators(), ScaleDownFederation())
 
 
+def test_completion_names_who_trained_and_who_left_during_the_run() -> None:
+    spec = _spec()
+    status = _running(spec)
+    rounds = (RoundFinished(1, ("a", "b", "c"), {}, None), RoundFinished(2, ("a", "b"), {}, None))
+    status = step(spec, status, _obs(5, available_clusters=frozenset({"a", "b"}), run_submitted=True, events=rounds))
+    status = status.status
+    done = step(spec, status, _obs(9, run_submitted=True, events=(Completed({"accuracy": 0.9}),))).status
+    assert done.message == "completed: 2 rounds with a, b, c (c left during the run): accuracy=0.9"
+    whole = step(spec, _running(spec), _obs(9, run_submitted=True, events=(*rounds[:1], Completed({})))).status
+    assert whole.message == "completed: 1 round with a, b, c"
+
+
 def test_a_failed_run_fails_the_job_with_its_reason() -> None:
     spec = _spec()
     result = step(spec, _running(spec), _obs(20, run_submitted=True, events=(Failed("out of memory"),)))

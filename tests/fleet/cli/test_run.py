@@ -48,6 +48,38 @@ def test_unknown_job_exits_2(example_repo: Path, tmp_path: Path) -> None:
     assert "no job named 'nope'" in result.output and "mnist-digits" in result.output
 
 
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        (None, "pyproject.toml: cannot read the app's manifest"),
+        ("[tool.flwr\n", "pyproject.toml: not valid TOML"),
+        (
+            "[project]\nname = 'mine'\n",
+            "tool.flwr.app.components.serverapp: expected a 'module:attribute' reference, it is missing",
+        ),
+        (
+            "[tool.flwr.app.components]\nserverapp = 'pkg.server:app'\nclientapp = 'pkg/client.py'\n",
+            "tool.flwr.app.components.clientapp: expected a 'module:attribute' reference, got 'pkg/client.py'",
+        ),
+    ],
+)
+def test_malformed_app_folder_exits_2_naming_file_and_field(
+    example_repo: Path, tmp_path: Path, manifest: str | None, expected: str
+) -> None:
+    app = tmp_path / "mine"
+    app.mkdir()
+    if manifest is not None:
+        (app / "pyproject.toml").write_text(manifest)
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(
+        main, ["run", "mnist-digits", "--repo", str(example_repo), "--work-dir", str(runs), "--app", str(app)]
+    )
+    assert result.exit_code == EXIT_INVALID, result.output
+    assert f"fleet run: --app: {app / 'pyproject.toml'}" in result.output
+    assert expected in result.output
+    assert not runs.exists()
+
+
 def _fleet_run(tmp_path: Path, *extra: str) -> list[str]:
     return [
         FLEET,

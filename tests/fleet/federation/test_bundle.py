@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleet.federation.bundle import stage_app
+import pytest
+
+from fleet.federation.bundle import AppError, stage_app
 
 
 def test_the_bundle_is_the_app_package_and_its_manifest(tmp_path: Path) -> None:
@@ -23,7 +25,19 @@ def test_another_app_is_staged_as_it_is(tmp_path: Path) -> None:
     app = tmp_path / "mine"
     (app / "pkg").mkdir(parents=True)
     (app / "pkg" / "server.py").write_text("x = 1\n")
-    (app / "pyproject.toml").write_text("[project]\nname = 'mine'\n")
+    (app / "pyproject.toml").write_text(
+        "[project]\nname = 'mine'\n[tool.flwr.app.components]\nserverapp = 'pkg.server:app'\n"
+        "clientapp = 'pkg.client:app'\n"
+    )
     staged = stage_app(tmp_path / "out", app)
     assert (staged / "pkg" / "server.py").read_text() == "x = 1\n"
     assert (staged / "pyproject.toml").is_file()
+
+
+def test_an_app_without_its_components_is_refused_before_anything_is_staged(tmp_path: Path) -> None:
+    app = tmp_path / "mine"
+    app.mkdir()
+    (app / "pyproject.toml").write_text("[tool.flwr.app.components]\nserverapp = 'pkg.server:app'\n")
+    with pytest.raises(AppError, match=r"mine/pyproject\.toml: tool\.flwr\.app\.components\.clientapp: expected"):
+        stage_app(tmp_path / "out", app)
+    assert not (tmp_path / "out").exists()

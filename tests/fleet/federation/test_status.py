@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
 import pytest
 
+from fleet.federation.progress import Completed, RoundFinished
 from fleet.federation.status import (
     STATUS_FILE,
     InvalidStatusError,
@@ -15,50 +17,114 @@ from fleet.federation.status import (
     read_status,
     write_status,
 )
-from fleet.models import FederatedLearningStatus, Phase
+from fleet.lifecycle import SubmitRun
+from fleet.models import (
+    FederatedLearningSpec,
+    FederatedLearningStatus,
+    Images,
+    Job,
+    Listener,
+    ListenerType,
+    ModelStorage,
+    Phase,
+    PVCStorage,
+)
+from fleet.quantity import Quantity
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-def test_recorder_moves_through_the_phases_and_writes_camel_case(tmp_path: Path) -> None:
+def _spec(rounds: int = 2, minimum: int = 2, wait: int = 600) -> FederatedLearningSpec:
+    definition = Job(
+        name="digits",
+        namespace="fl-digits",
+        images=Images(server="fleet-app:0.1.0", client="fleet-app:0.1.0"),
+        rounds=rounds,
+        min_available_clients=minimum,
+        max_clients=3,
+        dataset="digits",
+        storage=ModelStorage(pvc=PVCStorage(name="model", size=Quantity("1Gi"), path="/models/digits")),
+        listeners=(Listener(name="server", type=ListenerType.NODE_PORT, port=30093),),
+        cluster_sets=("eu",),
+        wait_timeout_seconds=wait,
+    )
+    return FederatedLearningSpec.from_job(definition, {"clusterSets": ["eu"]})
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+
+def test_a_local_run_moves_through_the_hub_phases_and_conditions(tmp_path: Path) -> None:
     path = tmp_path / "job" / STATUS_FILE
-    recorder = StatusRecorder(path, total_rounds=2)
-    assert read_status(path).phase is Phase.WAITING
-    recorder.waiting("nodes connecting", ["a", "b"])
-    recorder.running("run 7 submitted")
-    recorder.round(1, ["a", "b"], {"accuracy": 0.5}, "2026-01-01T00:00:00Z")
+    recorder = StatusRecorder(path, _spec(), ["a", "b", "c"], clock=_Clock())
+    waiting = read_status(path)
+    assert waiting.phase is Phase.WAITING
+    assert {c.type: c.reason for c in waiting.conditions} == {
+        "PlacementSatisfied": "EnoughClusters",
+        "FederationReady": "SuperLinkStarting",
+        "Training": "WaitingForFederation",
+        "SpecAccepted": "Applied",
+    }
+    recorder.federation_ready()
+    decision = recorder.available(["a", "b", "c"])
+    assert any(isinstance(action, SubmitRun) for action in decision.actions)
+    assert read_status(path).phase is Phase.RUNNING
+    assert not any(isinstance(a, SubmitRun) for a in recorder.submitted().actions)
+    recorder.progress([RoundFinished(1, ("a", "b", "c"), {"accuracy": 0.5}, "2026-01-01T00:00:00Z")])
     raw = json.loads(path.read_text())
     assert raw["phase"] == "Running"
     assert raw["currentRound"] == 1
     assert raw["totalRounds"] == 2
-    assert raw["participatingClusters"] == ["a", "b"]
+    assert raw["participatingClusters"] == ["a", "b", "c"]
     assert raw["rounds"] == [
         {
             "round": 1,
-            "participants": ["a", "b"],
+            "participants": ["a", "b", "c"],
             "metrics": {"accuracy": 0.5},
             "finishedAt": "2026-01-01T00:00:00Z",
         }
     ]
-    recorder.clusters(["a"])
-    recorder.completed("/m/model.pt", {"accuracy": 0.9}, "done")
+    recorder.available(["a", "c"])  # b lost, still at the minimum: the run goes on
+    assert read_status(path).participating_clusters == ("a", "c")
+    recorder.progress([Completed({"accuracy": 0.9})], "/m/model.pt")
     final = read_status(path)
     assert final.phase is Phase.COMPLETED
     assert final.model_path == "/m/model.pt"
     assert final.final_metrics == {"accuracy": 0.9}
-    assert final.participating_clusters == ("a",)
     assert final.finished_at is not None
-    conditions = {c.type: c for c in final.conditions}
-    assert conditions["Completed"].status == "True"
-    assert conditions["Running"].status == "False"
+    conditions = {c.type: (c.status, c.reason) for c in final.conditions}
+    assert conditions["Succeeded"] == ("True", "RunCompleted")
+    assert conditions["Training"] == ("False", "Completed")
+    recorder.failed("too late")  # a terminal status stays
+    assert read_status(path) == final
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
 
 
 def test_failed_keeps_the_reason(tmp_path: Path) -> None:
-    recorder = StatusRecorder(tmp_path / STATUS_FILE, total_rounds=3)
+    recorder = StatusRecorder(tmp_path / STATUS_FILE, _spec(rounds=3), ["a", "b"])
     recorder.failed("only 1 of 3 collaborators remain")
     status = read_status(tmp_path / STATUS_FILE)
     assert status.phase is Phase.FAILED
-    assert status.message == "only 1 of 3 collaborators remain"
-    assert {c.type: c.status for c in status.conditions}["Failed"] == "True"
+    assert status.message == "failed: only 1 of 3 collaborators remain"
+    assert {c.type: (c.status, c.reason) for c in status.conditions}["Succeeded"] == ("False", "RunFailed")
+
+
+def test_waiting_longer_than_the_job_allows_fails_with_the_hint(tmp_path: Path) -> None:
+    clock = _Clock()
+    recorder = StatusRecorder(tmp_path / STATUS_FILE, _spec(wait=60), ["a", "b"], clock=clock)
+    recorder.federation_ready()
+    recorder.available(["a"])
+    clock.now += datetime.timedelta(seconds=59)
+    assert recorder.tick().status.phase is Phase.WAITING
+    clock.now += datetime.timedelta(seconds=2)
+    failed = recorder.tick().status
+    assert failed.phase is Phase.FAILED
+    assert "waitTimeoutSeconds=60" in failed.message and "1 of 2 required collaborators available" in failed.message
 
 
 def test_local_source_lists_jobs_by_name_and_rejects_a_bad_file(tmp_path: Path) -> None:
@@ -80,10 +146,17 @@ def test_each_transition_is_one_write_with_its_conditions(tmp_path: Path, monkey
 
     written: list[FederatedLearningStatus] = []
     monkeypatch.setattr(status_module, "write_status", lambda path, status: written.append(status))
-    recorder = status_module.StatusRecorder(tmp_path / "status.json", total_rounds=2)
-    recorder.waiting("nodes connecting")
-    recorder.running("training")
-    recorder.completed("/models/m.pt", {"accuracy": 0.9}, "done")
+    recorder = status_module.StatusRecorder(tmp_path / "status.json", _spec(), ["a", "b"], clock=_Clock())
+    recorder.federation_ready()
+    recorder.tick()  # nothing changed: nothing written
+    recorder.available(["a", "b"])
+    recorder.progress([Completed({"accuracy": 0.9})], "/models/m.pt")
     assert [s.phase for s in written] == [Phase.WAITING, Phase.WAITING, Phase.RUNNING, Phase.COMPLETED]
     final = {c.type: c.status for c in written[-1].conditions}
-    assert final == {"Running": "False", "Completed": "True"}
+    assert final == {
+        "PlacementSatisfied": "True",
+        "FederationReady": "True",
+        "Training": "False",
+        "Succeeded": "True",
+        "SpecAccepted": "True",
+    }
