@@ -125,11 +125,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _fork(entry_point: Callable[[], None], command: list[str]) -> int:
     """Run ``entry_point`` as if started with ``command``, in a forked child; the child's pid."""
+    executor = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
+        _die_with(executor)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         sys.argv = command
@@ -143,6 +145,18 @@ def _fork(entry_point: Callable[[], None], command: list[str]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _die_with(executor: int) -> None:
+    """SIGTERM this forked task when the executor dies, even by SIGKILL (Linux; elsewhere the executor's own
+    SIGTERM handler stops its tasks)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() != executor:  # the executor died before the request took effect
+        os._exit(1)
 
 
 def _reap(children: dict[int, tuple[str, float]]) -> None:

@@ -15,6 +15,8 @@ import re
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +86,7 @@ class ProcessSupervisor:
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                list(argv),
+                _dying_with_this_process(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -191,6 +193,26 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+# Exec'd in front of every command on Linux: ask the kernel to send SIGTERM when the parent dies (also by
+# SIGKILL, when nothing of ours can clean up), unless the parent died already, then become the command.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _dying_with_this_process(argv: Sequence[str]) -> list[str]:
+    """``argv``, started so that it gets SIGTERM when this process dies (Linux). The kernel ties the signal to
+    the thread that starts the child, so only a start from the main thread (which lives as long as the
+    process) asks for it; elsewhere `ProcessSupervisor.stop_all` alone stops the processes."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return list(argv)
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
 _ERROR_PREFIX = re.compile(r"^\s*ERROR\s*:\s*")

@@ -146,6 +146,34 @@ def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
     assert not [p.pid for p in started if p.is_running() and p.status() != "zombie"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux only")
+def test_sigkill_leaves_no_process_behind(tmp_path: Path, no_leftovers: None) -> None:
+    """fleet run gets no chance to clean up; what it started stops with it all the same."""
+    write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=50)
+    write_data(tmp_path / "data", ["alpha", "beta"])
+    status_file = tmp_path / "runs" / "tiny" / STATUS_FILE
+    process = subprocess.Popen(
+        _fleet_run(tmp_path, "--app", str(TINY_APP)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: status_file.is_file() and json.loads(status_file.read_text())["currentRound"] >= 1,
+            120,
+            "round 1",
+        )
+        started = flower_processes(str(tmp_path))
+        assert len(started) >= 5  # SuperLink, 2 SuperNodes, the executor and its ServerApp
+        process.kill()
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    wait_until(lambda: not flower_processes(str(tmp_path)), 20, "every process of the run to stop")
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("federation")
 def test_example_job_trains_with_fleets_own_app(example_repo: Path, tmp_path: Path, no_leftovers: None) -> None:

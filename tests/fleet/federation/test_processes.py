@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from fleet.federation.processes import ProcessSupervisor, free_port
 
@@ -38,6 +40,35 @@ def test_stop_all_kills_the_tree_including_other_sessions(tmp_path: Path) -> Non
     supervisor.stop_all(grace=0.5)
     assert not process.alive()
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+# A parent that starts a long child through the supervisor, then waits to be killed.
+_PARENT = """
+import sys, time
+from pathlib import Path
+from fleet.federation.processes import ProcessSupervisor
+supervisor = ProcessSupervisor(Path(sys.argv[1]), {})
+child = supervisor.start("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux only")
+def test_children_die_with_a_parent_killed_by_sigkill(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=root
+    )
+    try:
+        assert parent.stdout is not None
+        child = psutil.Process(int(parent.stdout.readline()))
+        _wait_for(lambda: "time.sleep(120)" in " ".join(child.cmdline()))  # exec'd into the command
+        parent.kill()  # nothing of ours runs: only the kernel can stop the child now
+        parent.wait(timeout=10)
+        _wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE)
+    finally:
+        parent.kill()
 
 
 def test_tail_strips_colour_codes(tmp_path: Path) -> None:
