@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from constructs import Construct
-
 import fleet
 from fleet.hub import (
     ADDON_INSTALL_NAMESPACE,
@@ -32,7 +30,7 @@ from fleet.hub import (
     SUPERNODE_KEY_TO_OPENSSH,
 )
 from fleet.repository import Repository
-from render.charts.base import FolderChart
+from render.charts.base import FleetApp, FolderChart
 from render.constructs.addon_deployment_config import AddOnDeploymentConfig
 from render.constructs.addon_template import AddOnTemplate
 from render.constructs.cluster_management_addon import ClusterManagementAddOn
@@ -59,7 +57,7 @@ _AUTH_DIR = "/var/run/fleet/auth"
 _AUTH_KEY = f"{_AUTH_DIR}/supernode.key"
 
 
-def build_addon(app: Construct, repository: Repository) -> None:
+def build_addon(app: FleetApp, repository: Repository) -> None:
     chart = FolderChart(app, "addon")
     ClusterManagementAddOn(
         chart,

@@ -1,17 +1,40 @@
-"""A chart that is one folder of the output: each object in it becomes ``<folder>/<kind>-<name>.yaml``."""
+"""The app and its charts, each chart one folder of the output: each object in it becomes
+``<folder>/<kind>-<name>.yaml``.
+
+Both keep, on the Python side, what was added to them (charts in order, objects in order): synthesis reads
+those lists instead of asking Node for ``app.charts`` and every chart's ``node.children``, three round trips
+per folder that a 1,000-job render would pay some 5,000 times.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cdk8s
 from constructs import Construct
 
+if TYPE_CHECKING:
+    from render.constructs.base import HubObject
+
+
+class FleetApp(cdk8s.App):
+    def __init__(self) -> None:
+        super().__init__()
+        self.folders: list[FolderChart] = []
+
 
 class FolderChart(cdk8s.Chart):
-    def __init__(self, scope: Construct, folder: str) -> None:
+    def __init__(self, scope: FleetApp, folder: str) -> None:
         super().__init__(scope, folder.replace("/", "--"), disable_resource_name_hashes=True)
         self.folder = folder
+        self.objects: list[HubObject] = []
+        scope.folders.append(self)
 
     def path_for(self, body: dict[str, Any]) -> str:
         return f"{self.folder}/{body['kind'].lower()}-{body['metadata']['name']}.yaml"
+
+
+def folder_of(scope: Construct) -> FolderChart:
+    if not isinstance(scope, FolderChart):
+        raise TypeError(f"a hub object belongs directly to a FolderChart, not to {type(scope).__name__}")
+    return scope

@@ -11,15 +11,13 @@ import copy
 from functools import cache
 from typing import Any
 
-from constructs import Construct
-
 import fleet
 from fleet.claims import API_GROUP
 from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from fleet.models import FederatedLearningSpec, FederatedLearningStatus
 from fleet.repository import Repository
 from fleet.schemas import structural_schema
-from render.charts.base import FolderChart
+from render.charts.base import FleetApp, FolderChart
 from render.constructs.cluster_role import ClusterRole, rule
 from render.constructs.cluster_role_binding import ClusterRoleBinding
 from render.constructs.custom_resource_definition import CustomResourceDefinition
@@ -63,7 +61,7 @@ RULES: list[dict[str, Any]] = [
 """The controller's permissions on the hub: exactly the verbs it uses, no wildcards."""
 
 
-def build_controller(app: Construct, repository: Repository) -> None:
+def build_controller(app: FleetApp, repository: Repository) -> None:
     chart = FolderChart(app, "controller")
     Namespace(chart, name=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE)
     CustomResourceDefinition(

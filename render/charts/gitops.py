@@ -18,11 +18,9 @@ changes these three constants and renders).
 
 from __future__ import annotations
 
-from constructs import Construct
-
 from fleet.claims import API_GROUP
 from fleet.repository import Repository
-from render.charts.base import FolderChart
+from render.charts.base import FleetApp, FolderChart
 from render.constructs.argocd_application import ArgoCDApplication
 from render.constructs.argocd_config_map import ArgoCDConfigMap, health_key
 from render.constructs.flux_git_repository import FluxGitRepository
@@ -122,13 +120,13 @@ def hub_path(folder: str) -> str:
     return f"{MANIFESTS}/{HUB_TARGET}/{folder}"
 
 
-def build_gitops(app: Construct, repository: Repository) -> None:
+def build_gitops(app: FleetApp, repository: Repository) -> None:
     del repository  # the bootstraps cover the hub target's folders, whatever the jobs are
     build_argocd(app)
     build_flux(app)
 
 
-def build_argocd(app: Construct) -> None:
+def build_argocd(app: FleetApp) -> None:
     bootstrap = FolderChart(app, "argocd")
     ArgoCDConfigMap(
         bootstrap,
@@ -171,7 +169,7 @@ def build_argocd(app: Construct) -> None:
         )
 
 
-def build_flux(app: Construct) -> None:
+def build_flux(app: FleetApp) -> None:
     chart = FolderChart(app, "flux")
     FluxGitRepository(
         chart,

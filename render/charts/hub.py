@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from constructs import Construct
-
 from fleet.claims import cluster_claims
 from fleet.hub import ADDON_INSTALL_NAMESPACE, ADDON_NAME, CLAIMS_WORK_NAME, JOB_LABEL
 from fleet.models import Job
 from fleet.placement import governing_policies, placement_spec
 from fleet.repository import Repository
-from render.charts.base import FolderChart
+from render.charts.base import FleetApp, FolderChart
 from render.constructs.federated_learning import FederatedLearning
 from render.constructs.managed_cluster_addon import ManagedClusterAddOn
 from render.constructs.managed_cluster_set import ManagedClusterSet
@@ -26,7 +24,7 @@ from render.constructs.namespace import Namespace
 from render.constructs.placement import Placement
 
 
-def build_hub(app: Construct, repository: Repository) -> None:
+def build_hub(app: FleetApp, repository: Repository) -> None:
     from render.charts.addon import build_addon
     from render.charts.controller import build_controller
     from render.charts.policies import build_policies
@@ -41,7 +39,7 @@ def build_hub(app: Construct, repository: Repository) -> None:
     build_policies(app, repository)
 
 
-def build_cluster_sets(app: Construct, repository: Repository) -> None:
+def build_cluster_sets(app: FleetApp, repository: Repository) -> None:
     chart = FolderChart(app, "clustersets")
     sources: dict[str, list[str]] = defaultdict(list)
     for cluster in repository.clusters.values():
@@ -53,7 +51,7 @@ def build_cluster_sets(app: Construct, repository: Repository) -> None:
         ManagedClusterSet(chart, name=name, source=",".join(sorted(set(sources[name]))))
 
 
-def build_clusters(app: Construct, repository: Repository) -> None:
+def build_clusters(app: FleetApp, repository: Repository) -> None:
     for cluster in repository.clusters.values():
         chart = FolderChart(app, f"clusters/{cluster.name}")
         source = repository.source(cluster).file
@@ -76,7 +74,7 @@ def build_clusters(app: Construct, repository: Repository) -> None:
             )
 
 
-def build_namespaces(app: Construct, repository: Repository) -> None:
+def build_namespaces(app: FleetApp, repository: Repository) -> None:
     """One Namespace per hub namespace the jobs use, bound to exactly the cluster sets its jobs use."""
     jobs_by_namespace: dict[str, list[Job]] = defaultdict(list)
     for job in repository.jobs.values():
@@ -91,7 +89,7 @@ def build_namespaces(app: Construct, repository: Repository) -> None:
             )
 
 
-def build_job(app: Construct, repository: Repository, job: Job) -> None:
+def build_job(app: FleetApp, repository: Repository, job: Job) -> None:
     chart = FolderChart(app, f"jobs/{job.name}")
     source = repository.source(job).file
     spec = placement_spec(job, repository.policies.values())

@@ -26,7 +26,7 @@ from fleet.claims import dataset_claim
 from fleet.hub import ADDON_INSTALL_NAMESPACE, DATASET_LABEL, POLICY_NAMESPACE, POLICY_SUFFIXES
 from fleet.models import DataLocalityPolicy, Job, LabelSelector, ListenerType, SelectorOperator
 from fleet.repository import Repository
-from render.charts.base import FolderChart
+from render.charts.base import FleetApp, FolderChart
 from render.constructs.managed_cluster_set_binding import ManagedClusterSetBinding
 from render.constructs.namespace import Namespace
 from render.constructs.placement import Placement
@@ -49,7 +49,7 @@ _NEGATION = {
 }
 
 
-def build_policies(app: Construct, repository: Repository) -> None:
+def build_policies(app: FleetApp, repository: Repository) -> None:
     if not repository.policies:
         return
     chart = FolderChart(app, "policies")
@@ -70,7 +70,7 @@ def build_policies(app: Construct, repository: Repository) -> None:
         build_policy(app, repository, policy)
 
 
-def build_policy(app: Construct, repository: Repository, policy: DataLocalityPolicy) -> None:
+def build_policy(app: FleetApp, repository: Repository, policy: DataLocalityPolicy) -> None:
     source = repository.source(policy).file
     chart = FolderChart(app, f"policies/{policy.name}")
     jobs = [job for job in repository.jobs.values() if job.dataset in policy.datasets]

@@ -8,16 +8,14 @@ ManagedClusterSetBindings are rendered here; the cluster claims and policies com
 
 from __future__ import annotations
 
-from constructs import Construct
-
 from fleet.placement import placement_spec
 from fleet.repository import Repository
-from render.charts.base import FolderChart
+from render.charts.base import FleetApp, FolderChart
 from render.charts.hub import build_namespaces
 from render.constructs.upstream_federated_learning import UpstreamFederatedLearning
 
 
-def build_upstream(app: Construct, repository: Repository) -> None:
+def build_upstream(app: FleetApp, repository: Repository) -> None:
     build_namespaces(app, repository)
     for job in repository.jobs.values():
         chart = FolderChart(app, f"jobs/{job.name}")

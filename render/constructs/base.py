@@ -8,6 +8,7 @@ import cdk8s
 from constructs import Construct
 
 from fleet.hub import INSTANCE_LABEL, SOURCE_ANNOTATION
+from render.charts.base import folder_of
 
 PART_OF = "fleet"
 MANAGED_BY = "fleet-render"
@@ -37,7 +38,9 @@ class HubObject(cdk8s.ApiObject):
         annotations: dict[str, str] | None = None,
     ) -> None:
         construct_id = f"{kind}-{namespace}-{name}" if namespace else f"{kind}-{name}"
+        folder = folder_of(scope)
         super().__init__(scope, construct_id, api_version=api_version, kind=kind, metadata={"name": name})
+        folder.objects.append(self)
         metadata: dict[str, Any] = {"name": name}
         if namespace:
             metadata["namespace"] = namespace
