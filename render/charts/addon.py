@@ -43,7 +43,8 @@ TEMPLATE_NAME = f"{ADDON_NAME}-{fleet.__version__}"
 APP_IMAGE = f"ghcr.io/fleet-fl/fleet-app:{fleet.__version__}"
 CA_BUNDLE_CONFIGMAP = HUB_CA_SECRET
 """ConfigMap (key ``ca.crt``) in the install namespace holding the hub CA certificate, which the SuperNode
-verifies the SuperLink against. The CA's public half only; the controller delivers it to each collaborator."""
+verifies the SuperLink against (the CA's public half only). Nothing delivers this one yet (README, Known
+limitations): the controller's per-job collaborators carry their own copy in their ManifestWork."""
 
 SUPERLINK_ADDRESS = f"fleet-superlink.{CONTROLLER_NAMESPACE}.svc:9092"
 """Default SuperLink Fleet API address (host:port). It names the in-hub Service; a fleet whose spokes reach
