@@ -47,14 +47,12 @@ def collaborator_public_key(certificate_pem: str, ca_pem: str, cluster: str) -> 
     """The OpenSSH public key of ``cluster``'s add-on registration certificate, once it checks out: signed by the
     hub CA, valid now, naming the cluster (OCM's subject organisation for the add-on), an EC key (Flower's
     SuperNode authentication needs one). Raises `CollaboratorRejectedError`."""
-    import datetime
-
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    from fleet.federation.certificates import issue_problem
     from fleet.hub import ADDON_NAME
 
     try:
@@ -62,13 +60,9 @@ def collaborator_public_key(certificate_pem: str, ca_pem: str, cluster: str) -> 
         authority = x509.load_pem_x509_certificate(ca_pem.encode())
     except ValueError as error:
         raise CollaboratorRejectedError(f"cluster {cluster}: expected a PEM certificate ({error})") from error
-    try:
-        certificate.verify_directly_issued_by(authority)
-    except (ValueError, TypeError, InvalidSignature) as error:
-        raise CollaboratorRejectedError(f"cluster {cluster}: the certificate is not signed by the hub CA") from error
-    now = datetime.datetime.now(datetime.UTC)
-    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
-        raise CollaboratorRejectedError(f"cluster {cluster}: the certificate is not valid now")
+    problem = issue_problem(certificate, authority)
+    if problem is not None:
+        raise CollaboratorRejectedError(f"cluster {cluster}: the certificate {problem}")
     group = f"system:open-cluster-management:cluster:{cluster}:addon:{ADDON_NAME}"
     organizations = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     if group not in organizations:

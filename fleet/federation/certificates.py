@@ -200,16 +200,12 @@ def verified_auth_public_key(identity: ClusterIdentity, ca_certificate: Path) ->
         certificate = x509.load_pem_x509_certificate(identity.certificate.read_bytes())
     except ValueError as error:
         raise CertificateRejectedError(f"{identity.certificate}: expected a PEM certificate ({error})") from error
-    try:
-        certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as error:
+    problem = issue_problem(certificate, ca)
+    if problem is not None:
         raise CertificateRejectedError(
-            f"the certificate of cluster {identity.cluster!r} ({identity.certificate}) is not signed by the "
-            f"hub CA ({ca_certificate})"
-        ) from error
-    now = _now()
-    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
-        raise CertificateRejectedError(f"the certificate of cluster {identity.cluster!r} is not valid now")
+            f"the certificate of cluster {identity.cluster!r} ({identity.certificate}) {problem} "
+            f"(hub CA: {ca_certificate})"
+        )
     names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if names != [identity.cluster]:
         raise CertificateRejectedError(f"the certificate names {names!r}, expected the cluster {identity.cluster!r}")
@@ -219,6 +215,18 @@ def verified_auth_public_key(identity: ClusterIdentity, ca_certificate: Path) ->
             f"the authentication key of cluster {identity.cluster!r} is not the key its certificate certifies"
         )
     return identity.auth_public_key.read_bytes()
+
+
+def issue_problem(certificate: x509.Certificate, authority: x509.Certificate) -> str | None:
+    """Why ``certificate`` is not one that ``authority`` signed and that is valid now; None when it is. The check
+    every collaborator identity passes, locally (`verified_auth_public_key`) and on the hub (the controller)."""
+    try:
+        certificate.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature):
+        return "is not signed by the hub CA"
+    if not certificate.not_valid_before_utc <= _now() <= certificate.not_valid_after_utc:
+        return "is not valid now"
+    return None
 
 
 def _subject(name: str) -> x509.Name:

@@ -11,10 +11,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fleet.federation import certificates
 from fleet.federation.certificates import (
     CertificateAuthority,
     CertificateRejectedError,
     create_cluster_identity,
+    issue_problem,
     verified_auth_public_key,
 )
 
@@ -58,6 +60,17 @@ def test_certificate_of_another_ca_is_rejected(tmp_path: Path) -> None:
     identity = create_cluster_identity(tmp_path / "clusters", "eu-central-lab", other)
     with pytest.raises(CertificateRejectedError, match="not signed by the hub CA"):
         verified_auth_public_key(identity, hub.path)
+
+
+def test_a_certificate_past_its_validity_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = CertificateAuthority.create(tmp_path)
+    identity = create_cluster_identity(tmp_path / "clusters", "eu-central-lab", ca)
+    assert issue_problem(_load(identity.certificate), _load(ca.path)) is None
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=20 * 365)
+    monkeypatch.setattr(certificates, "_now", lambda: later)
+    assert issue_problem(_load(identity.certificate), _load(ca.path)) == "is not valid now"
+    with pytest.raises(CertificateRejectedError, match=r"'eu-central-lab' .* is not valid now \(hub CA: "):
+        verified_auth_public_key(identity, ca.path)
 
 
 def test_auth_key_that_the_certificate_does_not_certify_is_rejected(tmp_path: Path) -> None:
