@@ -101,12 +101,29 @@ class SelectorRequirement(_Model):
             raise ValueError(f"expected no values for operator {operator.value}")
         return values
 
+    def manifest(self) -> dict[str, Any]:
+        """As a Kubernetes object carries it: key, operator, and values where the operator takes them."""
+        return {
+            "key": self.key,
+            "operator": self.operator.value,
+            **({"values": list(self.values)} if self.values else {}),
+        }
+
 
 class LabelSelector(_Model):
     """A Kubernetes label selector; the terms are ANDed."""
 
     match_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def manifest(self) -> dict[str, Any]:
+        """As a Kubernetes object carries it (labels sorted by key; empty parts left out)."""
+        out: dict[str, Any] = {}
+        if self.match_labels:
+            out["matchLabels"] = dict(sorted(self.match_labels.items()))
+        if self.match_expressions:
+            out["matchExpressions"] = [requirement.manifest() for requirement in self.match_expressions]
+        return out
 
     def matches(self, labels: dict[str, str]) -> bool:
         if any(labels.get(key) != value for key, value in self.match_labels.items()):

@@ -45,11 +45,7 @@ def placement_spec(job: Job, policies: Iterable[DataLocalityPolicy]) -> dict[str
         # in one list without key clashes.
         for key, value in sorted(allowed.match_labels.items()):
             label_expressions.append({"key": key, "operator": "In", "values": [value]})
-        for req in allowed.match_expressions:
-            expression: dict[str, Any] = {"key": req.key, "operator": req.operator.value}
-            if req.values:
-                expression["values"] = list(req.values)
-            label_expressions.append(expression)
+        label_expressions += [req.manifest() for req in allowed.match_expressions]
 
     selector: dict[str, Any] = {
         "claimSelector": {"matchExpressions": [{"key": dataset_claim(job.dataset), "operator": "Exists"}]}

@@ -151,7 +151,7 @@ def _govern(
 
 def egress_placement_spec(policy: DataLocalityPolicy) -> dict[str, Any]:
     """Clusters holding a governed dataset that the policy allows: one predicate per dataset (ORed)."""
-    labels = _label_selector(policy.allowed_clusters)
+    labels = policy.allowed_clusters.manifest()
     predicates = []
     for dataset in sorted(policy.datasets):
         selector: dict[str, Any] = {"claimSelector": _holds(dataset)}
@@ -194,28 +194,12 @@ def negated_terms(selector: LabelSelector) -> list[dict[str, Any]]:
         {"key": key, "operator": SelectorOperator.NOT_IN.value, "values": [value]}
         for key, value in sorted(selector.match_labels.items())
     ]
-    for requirement in selector.match_expressions:
-        term: dict[str, Any] = {"key": requirement.key, "operator": _NEGATION[requirement.operator].value}
-        if requirement.values:
-            term["values"] = list(requirement.values)
-        terms.append(term)
+    terms += [{**r.manifest(), "operator": _NEGATION[r.operator].value} for r in selector.match_expressions]
     return terms
 
 
 def _holds(dataset: str) -> dict[str, Any]:
     return {"matchExpressions": [{"key": dataset_claim(dataset), "operator": "Exists"}]}
-
-
-def _label_selector(selector: LabelSelector) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if selector.match_labels:
-        out["matchLabels"] = dict(sorted(selector.match_labels.items()))
-    if selector.match_expressions:
-        out["matchExpressions"] = [
-            {"key": r.key, "operator": r.operator.value, **({"values": list(r.values)} if r.values else {})}
-            for r in selector.match_expressions
-        ]
-    return out
 
 
 # --- what the spokes must (not) have ------------------------------------------------------------------------
