@@ -10,7 +10,7 @@ capacity.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, dataset_claim
@@ -123,30 +123,47 @@ def plan(
 
         rendered = [(m.path, m.body) for m in render.synth(repository, "hub")]
     names = list(dict.fromkeys(jobs)) or list(repository.jobs)
-    return [_job_plan(repository, repository.jobs[name], rendered) for name in names]
+    index = _RenderedIndex.of(rendered)
+    return [_job_plan(repository, repository.jobs[name], index) for name in names]
 
 
-def _job_plan(repository: Repository, job: Job, rendered: Sequence[tuple[str, Mapping[str, Any]]]) -> JobPlan:
-    found = [
-        (path, body)
-        for path, body in rendered
-        if body.get("apiVersion") == PLACEMENT_API
-        and body.get("kind") == "Placement"
-        and (body.get("metadata", {}).get("labels") or {}).get(JOB_LABEL) == job.name
-    ]
+@dataclass
+class _RenderedIndex:
+    """What a plan reads from the rendered hub objects, found in one pass over them."""
+
+    placements: dict[str, list[tuple[str, Mapping[str, Any]]]] = field(default_factory=dict)
+    """Job name -> its Placements (path, body); exactly one is expected."""
+    bound_sets: dict[str, list[str]] = field(default_factory=dict)
+    """Namespace -> the cluster sets bound to it."""
+    min_available: dict[str, int] = field(default_factory=dict)
+    """Job name -> minAvailableClients of its rendered FederatedLearning (what the controller waits for)."""
+
+    @classmethod
+    def of(cls, rendered: Sequence[tuple[str, Mapping[str, Any]]]) -> _RenderedIndex:
+        index = cls()
+        for path, body in rendered:
+            kind, metadata = body.get("kind"), body.get("metadata") or {}
+            job = (metadata.get("labels") or {}).get(JOB_LABEL)
+            if kind == "Placement" and body.get("apiVersion") == PLACEMENT_API and job is not None:
+                index.placements.setdefault(job, []).append((path, body))
+            elif kind == BINDING_KIND:
+                index.bound_sets.setdefault(metadata.get("namespace", ""), []).append(body["spec"]["clusterSet"])
+            elif kind == "FederatedLearning" and job is not None and job not in index.min_available:
+                value = (body.get("spec") or {}).get("server", {}).get("minAvailableClients")
+                if isinstance(value, int):
+                    index.min_available[job] = value
+        return index
+
+
+def _job_plan(repository: Repository, job: Job, index: _RenderedIndex) -> JobPlan:
+    found = index.placements.get(job.name, [])
     if len(found) != 1:
         raise PlanError(f"expected one rendered Placement labelled {JOB_LABEL}={job.name}, found {len(found)}")
     path, placement = found[0]
     metadata = placement["metadata"]
     namespace: str = metadata["namespace"]
     spec: Mapping[str, Any] = placement.get("spec") or {}
-    bound = tuple(
-        sorted(
-            body["spec"]["clusterSet"]
-            for _, body in rendered
-            if body.get("kind") == BINDING_KIND and body.get("metadata", {}).get("namespace") == namespace
-        )
-    )
+    bound = tuple(sorted(index.bound_sets.get(namespace, [])))
     annotation: str = (metadata.get("annotations") or {}).get(POLICIES_ANNOTATION, "")
     policies = tuple(name for name in annotation.split(",") if name)
 
@@ -172,20 +189,9 @@ def _job_plan(repository: Repository, job: Job, rendered: Sequence[tuple[str, Ma
         bound_cluster_sets=bound,
         policies=policies,
         number_of_clusters=spec.get("numberOfClusters"),
-        min_available_clients=_min_available_clients(job, rendered),
+        min_available_clients=index.min_available.get(job.name, job.min_available_clients),
         clusters=plans,
     )
-
-
-def _min_available_clients(job: Job, rendered: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
-    """From the job's rendered FederatedLearning, which is what the controller waits for."""
-    for _, body in rendered:
-        labels = body.get("metadata", {}).get("labels") or {}
-        if body.get("kind") == "FederatedLearning" and labels.get(JOB_LABEL) == job.name:
-            value = (body.get("spec") or {}).get("server", {}).get("minAvailableClients")
-            if isinstance(value, int):
-                return value
-    return job.min_available_clients
 
 
 def _reasons(
