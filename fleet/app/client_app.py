@@ -18,6 +18,7 @@ Imports torch, numpy and Flower's client side only: the SuperNode starts a new p
 from __future__ import annotations
 
 import time
+import zlib
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -50,10 +51,9 @@ def _train(message: Message, context: Context) -> Message:
         learning_rate=_number(config, "learning-rate"),
         batch_size=int(_number(config, "batch-size")),
         proximal_mu=_number(config, "proximal-mu"),
-        # Different shuffles per round and per node, reproducible for the same run.
-        seed=int(_number(config, "seed")) * 1_000_003
-        + int(_number(config, "server-round")) * 7919
-        + context.node_id % 7907,
+        # Different shuffles per round and per cluster, the same in every run of the job: the same job on the
+        # same data trains the same model (node ids are random per run, cluster names are not).
+        seed=int(_number(config, "seed")) * 1_000_003 + int(_number(config, "server-round")) * 7919 + _salt(context),
     )
     content = RecordDict(
         {
@@ -86,6 +86,11 @@ def _evaluate(message: Message, context: Context) -> Message:
         }
     )
     return Message(content, reply_to=message)
+
+
+def _salt(context: Context) -> int:
+    cluster = str(context.node_config.get("cluster-name", ""))
+    return zlib.crc32(cluster.encode()) % 7907 if cluster else context.node_id % 7907
 
 
 def _data(context: Context) -> Dataset:

@@ -331,11 +331,13 @@ def _content(settings: Settings, server_round: int, weights: Mapping[str, NDArra
 def _aggregate(
     federation: _Federation, server_round: int, replies: Mapping[int, Message]
 ) -> tuple[OrderedDict[str, NDArray[Any]], float]:
+    # By cluster name, not by node id (random per run): the sums, and so the model, are the same in every run.
+    in_order = sorted(replies.items(), key=lambda item: (federation.name(item[0]), item[0]))
     updates: list[tuple[list[NDArray[Any]], int]] = []
     losses: list[tuple[float, int]] = []
     keys: list[str] | None = None
     shapes: dict[str, tuple[int, ...]] = {}
-    for node, reply in sorted(replies.items()):
+    for node, reply in in_order:
         info = reply.content.config_records.get("info", ConfigRecord())
         shape = tuple(int(v) for v in info.get("input-shape", []))  # type: ignore[union-attr]
         if shape:
@@ -343,7 +345,7 @@ def _aggregate(
     if len(set(shapes.values())) > 1:
         found = ", ".join(f"{name} {'x'.join(map(str, s[1:]))}" for name, s in sorted(shapes.items()))
         raise FederationError(f"round {server_round}: the clusters hold images of different sizes ({found})")
-    for node, reply in sorted(replies.items()):
+    for node, reply in in_order:
         content = reply.content
         arrays = content.array_records.get("arrays")
         metrics = content.metric_records.get("metrics")

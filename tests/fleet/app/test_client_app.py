@@ -35,10 +35,10 @@ def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
-def _context(data_path: str, cluster: str = "eu-lab") -> Context:
+def _context(data_path: str, cluster: str = "eu-lab", node_id: int = 7) -> Context:
     return Context(
         run_id=1,
-        node_id=7,
+        node_id=node_id,
         node_config={"data-path": data_path, "cluster-name": cluster},
         state=RecordDict(),
         run_config={},
@@ -87,6 +87,20 @@ def test_train_replies_with_weights_examples_loss_and_cluster(partition: Path) -
     trained = reply.content.array_records["arrays"].to_torch_state_dict()
     assert list(trained) == list(start.state_dict())
     assert any(not np.array_equal(trained[k].numpy(), v.numpy()) for k, v in start.state_dict().items())
+
+
+def test_the_same_cluster_trains_the_same_weights_in_every_run(partition: Path) -> None:
+    """Node ids are random per run; the shuffle follows the cluster, so a job's model is reproducible."""
+
+    def trained(cluster: str, node_id: int) -> dict[str, np.ndarray]:
+        arrays = ArrayRecord(build_model((1, 8, 8), seed=0).state_dict())
+        reply = client_app.app(_instruction(MessageType.TRAIN, arrays), _context(str(partition), cluster, node_id))
+        return {k: v.numpy() for k, v in reply.content.array_records["arrays"].to_torch_state_dict().items()}
+
+    first, again = trained("eu-lab", 7), trained("eu-lab", 123_456_789)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    other = trained("us-lab", 7)
+    assert any(not np.array_equal(first[k], other[k]) for k in first)
 
 
 def test_first_round_without_weights_starts_from_the_shared_seed(partition: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -113,7 +114,9 @@ def test_run_prints_the_final_metrics_and_where_the_model_is(tmp_path: Path, no_
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("federation")
-def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
+def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, list[psutil.Process]]:
+    """A 50-round run of the tiny app in its own session, once round 1 is in: the process, its status file and
+    the processes of its federation."""
     write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=50)
     write_data(tmp_path / "data", ["alpha", "beta"])
     status_file = tmp_path / "runs" / "tiny" / STATUS_FILE
@@ -130,8 +133,17 @@ def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
             120,
             "round 1",
         )
-        started = flower_processes(str(tmp_path))
-        assert len(started) >= 5  # SuperLink, 2 SuperNodes, the executor and its ServerApp
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    started = flower_processes(str(tmp_path))
+    assert len(started) >= 5  # SuperLink, 2 SuperNodes, the executor and its ServerApp
+    return process, status_file, started
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
+    process, status_file, started = _start_long_run(tmp_path)
+    try:
         os.kill(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -149,25 +161,10 @@ def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
 @pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux only")
 def test_sigkill_leaves_no_process_behind(tmp_path: Path, no_leftovers: None) -> None:
     """fleet run gets no chance to clean up; what it started stops with it all the same."""
-    write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=50)
-    write_data(tmp_path / "data", ["alpha", "beta"])
-    status_file = tmp_path / "runs" / "tiny" / STATUS_FILE
-    process = subprocess.Popen(
-        _fleet_run(tmp_path, "--app", str(TINY_APP)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process, _, _ = _start_long_run(tmp_path)
     try:
-        wait_until(
-            lambda: status_file.is_file() and json.loads(status_file.read_text())["currentRound"] >= 1,
-            120,
-            "round 1",
-        )
-        started = flower_processes(str(tmp_path))
-        assert len(started) >= 5  # SuperLink, 2 SuperNodes, the executor and its ServerApp
         process.kill()
-        process.wait(timeout=10)
+        process.communicate(timeout=10)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -21,34 +21,13 @@ from fleet.lifecycle import SubmitRun
 from fleet.models import (
     FederatedLearningSpec,
     FederatedLearningStatus,
-    Images,
-    Job,
-    Listener,
-    ListenerType,
-    ModelStorage,
     Phase,
-    PVCStorage,
 )
-from fleet.quantity import Quantity
-
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+from tests.fleet.specs import T0, job_spec
 
 
 def _spec(rounds: int = 2, minimum: int = 2, wait: int = 600) -> FederatedLearningSpec:
-    definition = Job(
-        name="digits",
-        namespace="fl-digits",
-        images=Images(server="fleet-app:0.1.0", client="fleet-app:0.1.0"),
-        rounds=rounds,
-        min_available_clients=minimum,
-        max_clients=3,
-        dataset="digits",
-        storage=ModelStorage(pvc=PVCStorage(name="model", size=Quantity("1Gi"), path="/models/digits")),
-        listeners=(Listener(name="server", type=ListenerType.NODE_PORT, port=30093),),
-        cluster_sets=("eu",),
-        wait_timeout_seconds=wait,
-    )
-    return FederatedLearningSpec.from_job(definition, {"clusterSets": ["eu"]})
+    return job_spec(minimum, rounds, wait)
 
 
 class _Clock:
