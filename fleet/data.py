@@ -36,7 +36,11 @@ SEED = 20240601
 FAVOURED_DIGITS = 3
 FAVOURED_WEIGHT = 4.0
 PARTITION_FILE = "digits.npz"
-TEST_FILE = Path("test") / "digits.npz"
+
+
+def test_split_path(root: Path, dataset: str = DATASET) -> Path:
+    """Where `prepare` writes the held-out split of ``dataset`` under ``root``, and where runs look for it."""
+    return root / "test" / f"{dataset}.npz"
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ def prepare(repository: Repository, root: Path, job: str | None = None) -> Prepa
         claimed = cluster.datasets[DATASET].path
         path = mapped_path(root, claimed) / PARTITION_FILE
         partitions.append(Partition(cluster.name, claimed, path, tuple(int(v) for v in row), favoured_digits(position)))
-    test_path = root / TEST_FILE
+    test_path = test_split_path(root)
     write_partition(test_path, data.images[test], data.labels[test])
     for partition, indices in zip(partitions, chosen, strict=True):
         if partition.cluster in wanted:

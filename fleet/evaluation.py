@@ -18,8 +18,6 @@ from numpy.typing import NDArray
 from fleet.app.data import NUM_CLASSES, DataError, load_dataset
 from fleet.app.task import ModelError, evaluate, load_model
 
-DEFAULT_TEST_DATA = Path(".fleet") / "data" / "test" / "digits.npz"
-"""Where ``fleet data prepare`` writes the held-out split with its default ``--root``."""
 CONFUSION_FILE = "confusion-matrix.png"
 REPORT_FILE = "report.md"
 
@@ -83,7 +81,7 @@ class Evaluation:
         return f"{wrong} ({int(row[wrong])}x)"
 
 
-def evaluate_model(model_path: Path, test_data_path: Path = DEFAULT_TEST_DATA) -> Evaluation:
+def evaluate_model(model_path: Path, test_data_path: Path) -> Evaluation:
     """Evaluate the saved model on the test data (a partition file, or a folder with a t10k/train IDX pair)."""
     try:
         model, input_shape = load_model(model_path)

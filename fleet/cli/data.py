@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from fleet.cli._options import data_root_option, repo_option
 from fleet.errors import InvalidRepository
-
-DEFAULT_ROOT = Path(".fleet") / "data"
 
 
 @click.group("data")
@@ -17,27 +16,15 @@ def command() -> None:
 
 
 @command.command("prepare")
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(),
-    show_default=True,
-    help="The repository holding jobs/, clusters/ and policies/.",
-)
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_ROOT,
-    show_default=True,
-    help="The local folder the clusters' claimed paths are mapped under.",
-)
+@repo_option
+@data_root_option
 @click.option("--job", default=None, help="Write only the partitions of the clusters this job is placed on.")
-def prepare_command(repo: Path, root: Path, job: str | None) -> None:
+def prepare_command(repo: Path, data_root: Path, job: str | None) -> None:
     """Split scikit-learn's digits among the clusters that claim dataset 'digits'.
 
-    Each cluster gets exactly the samples its claim states, at <root>/<claimed path>/digits.npz, with a
+    Each cluster gets exactly the samples its claim states, at <data-root>/<claimed path>/digits.npz, with a
     label skew: the cluster at position i (by name) over-represents digits 3i..3i+2 (mod 10). A stratified
-    test split of 360 images that no collaborator sees goes to <root>/test/digits.npz. The output is the same
+    test split of 360 images that no collaborator sees goes to <data-root>/test/digits.npz. The output is the same
     on every run. Exit 2 for an invalid repository, an unknown job, or claims larger than the data.
     """
     from fleet.cli._repository import exit_with_problems
@@ -45,7 +32,7 @@ def prepare_command(repo: Path, root: Path, job: str | None) -> None:
     from fleet.repository import load_repository
 
     try:
-        prepared = prepare(load_repository(repo), root, job)
+        prepared = prepare(load_repository(repo), data_root, job)
     except InvalidRepository as error:  # the repository, or claims larger than the data
         exit_with_problems(error, repo, "written")
 

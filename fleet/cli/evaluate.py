@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fleet.cli._options import DATA_ROOT
 from fleet.errors import EXIT_INVALID
 
 
@@ -33,10 +34,11 @@ def command(model: Path, test_data: Path | None, output: str, report: Path | Non
     Prints the accuracy overall and per digit; --output json prints {"accuracy": .., "per_class_accuracy":
     {"0": .., ...}}. Exit 2 when the model or the test data is missing, unreadable, or they do not fit.
     """
-    from fleet.evaluation import DEFAULT_TEST_DATA, EvaluationError, evaluate_model, write_report
+    from fleet.data import test_split_path
+    from fleet.evaluation import EvaluationError, evaluate_model, write_report
 
     try:
-        evaluation = evaluate_model(model, test_data or DEFAULT_TEST_DATA)
+        evaluation = evaluate_model(model, test_data or test_split_path(DATA_ROOT))
     except EvaluationError as error:
         hint = "" if test_data else " (run `fleet data prepare` to write it, or pass --test-data)"
         message = str(error) + (hint if str(error).startswith("test data:") else "")

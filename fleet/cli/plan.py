@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from fleet.cli._options import base_option, repo_option
 from fleet.errors import EXIT_INVALID
 from fleet.plan import JobChange, JobPlan, PlanError, compare, plan
 from fleet.repository import Repository
@@ -18,17 +19,10 @@ _MARKER = {True: "[green]selected[/]", False: "[red]out[/]"}
 
 @click.command("plan")
 @click.argument("jobs", nargs=-1)
-@click.option(
-    "--repo",
-    "repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(),
-    show_default=True,
-    help="The repository holding jobs/, clusters/ and policies/.",
-)
+@repo_option
 @click.option("--output", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--diff", is_flag=True, help="Show the clusters each job gains or loses against --base.")
-@click.option("--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]")
+@base_option
 def command(jobs: tuple[str, ...], repo: Path, output: str, diff: bool, base: str | None) -> None:
     """Evaluate each job's rendered Placement over clusters/: the clusters selected, with their scores, and
     for every other cluster the reason it is out; whether minAvailableClients is met.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fleet.cli._options import base_option, repo_option
 from fleet.cli._repository import load_or_exit
 from fleet.errors import EXIT_INVALID
 from fleet.repository import Repository
@@ -15,14 +16,7 @@ EXIT_STALE = 1
 
 
 @click.command("render")
-@click.option(
-    "--repo",
-    "repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(),
-    show_default=True,
-    help="The repository holding jobs/, clusters/ and policies/.",
-)
+@repo_option
 @click.option(
     "--out",
     "out",
@@ -43,7 +37,7 @@ EXIT_STALE = 1
     help="Upstream CRDs to validate against.  [default: $FLEET_CRDS_DIR, else <repo>/../shared/crds]",
 )
 @click.option("--diff", is_flag=True, help="Write nothing; show how the manifests differ from --base's.")
-@click.option("--base", default=None, help="With --diff: the git ref.  [default: merge base with main, else HEAD]")
+@base_option
 @click.option("--output", type=click.Choice(["text", "markdown"]), default="text", help="With --diff.")
 def command(
     repo: Path, out: Path | None, check: bool, crds: Path | None, diff: bool, base: str | None, output: str

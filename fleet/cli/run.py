@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fleet.cli._options import data_root_option, repo_option, work_dir_option
 from fleet.cli._repository import load_or_exit
 from fleet.errors import EXIT_INVALID
 from fleet.federation.bundle import AppError, components
@@ -67,21 +68,9 @@ class _ProgressView:
 
 @click.command("run")
 @click.argument("job")
-@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=Path(), show_default=True)
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".fleet/data"),
-    show_default=True,
-    help="Local folder the clusters' claimed data paths are mapped under.",
-)
-@click.option(
-    "--work-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".fleet/runs"),
-    show_default=True,
-    help="Status, credentials, logs and the model storage of each job.",
-)
+@repo_option
+@data_root_option
+@work_dir_option("Status, credentials, logs and the model storage of each job.")
 @click.option(
     "--test-data",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -127,7 +116,9 @@ def command(
         click.echo(f"fleet run: {error}", err=True)
         sys.exit(EXIT_INVALID)
     if test_data is None:
-        default = data_root / "test" / f"{plan.job.dataset}.npz"
+        from fleet.data import test_split_path
+
+        default = test_split_path(data_root, plan.job.dataset)
         test_data = default.resolve() if default.is_file() else None
     settings = RunSettings(executor="warm" if executor == "warm" else "flower", app=app.resolve() if app else None)
     console.print(

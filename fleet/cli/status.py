@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from fleet.cli._options import work_dir_option
 from fleet.errors import EXIT_INVALID
 from fleet.federation.status import InvalidStatusError, JobStatus, LocalStatusSource, StatusSource
 
@@ -41,13 +42,7 @@ def _last_metric(status: JobStatus) -> str:
 
 @click.command("status")
 @click.argument("job", required=False)
-@click.option(
-    "--work-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".fleet/runs"),
-    show_default=True,
-    help="Where `fleet run` keeps each job's status.json.",
-)
+@work_dir_option("Where `fleet run` keeps each job's status.json.")
 @click.option("--hub", is_flag=True, help="Read the jobs' FederatedLearning resources on the hub instead.")
 @click.option(
     "--kubeconfig",

@@ -11,7 +11,7 @@ from fleet.cli import main
 
 def test_prepare_writes_and_prints_every_partition(example_repo: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
-    result = CliRunner().invoke(main, ["data", "prepare", "--repo", str(example_repo), "--root", str(root)])
+    result = CliRunner().invoke(main, ["data", "prepare", "--repo", str(example_repo), "--data-root", str(root)])
 
     assert result.exit_code == 0, result.output
     assert f"wrote {root / 'test' / 'digits.npz'}: 360 held-out test images" in result.output
@@ -22,7 +22,7 @@ def test_prepare_writes_and_prints_every_partition(example_repo: Path, tmp_path:
 
 def test_prepare_for_a_job_writes_its_clusters_only(example_repo: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
-    args = ["data", "prepare", "--repo", str(example_repo), "--root", str(root), "--job", "mnist-digits"]
+    args = ["data", "prepare", "--repo", str(example_repo), "--data-root", str(root), "--job", "mnist-digits"]
     result = CliRunner().invoke(main, args)
 
     assert result.exit_code == 0, result.output
@@ -31,7 +31,7 @@ def test_prepare_for_a_job_writes_its_clusters_only(example_repo: Path, tmp_path
 
 
 def test_an_unknown_job_exits_2(example_repo: Path, tmp_path: Path) -> None:
-    args = ["data", "prepare", "--repo", str(example_repo), "--root", str(tmp_path / "d"), "--job", "nope"]
+    args = ["data", "prepare", "--repo", str(example_repo), "--data-root", str(tmp_path / "d"), "--job", "nope"]
     result = CliRunner().invoke(main, args)
 
     assert result.exit_code == 2
@@ -42,7 +42,9 @@ def test_an_unknown_job_exits_2(example_repo: Path, tmp_path: Path) -> None:
 def test_too_many_claimed_samples_exit_2_naming_file_and_field(example_repo: Path, tmp_path: Path) -> None:
     cluster_file = example_repo / "clusters" / "eu-central-lab.yaml"
     cluster_file.write_text(cluster_file.read_text().replace("samples: 450", "samples: 451"))
-    result = CliRunner().invoke(main, ["data", "prepare", "--repo", str(example_repo), "--root", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        main, ["data", "prepare", "--repo", str(example_repo), "--data-root", str(tmp_path / "d")]
+    )
 
     assert result.exit_code == 2
     assert "clusters/eu-west-hospital.yaml" in result.output  # the largest claim is where to cut
