@@ -15,7 +15,7 @@ from fleet.cli._options import data_root_option, repo_option, work_dir_option
 from fleet.cli._repository import load_or_exit
 from fleet.errors import EXIT_INVALID
 from fleet.federation.bundle import AppError, components
-from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
+from fleet.federation.local import MODEL_CARD, RunError, RunSettings, plan_run, run_federation
 from fleet.federation.progress import RoundFinished
 from fleet.models import Phase
 
@@ -135,7 +135,7 @@ def command(
             table.add_row(name, f"{value:.4f}")
         console.print(table)
         click.echo(f"model: {status.model_path}", err=True)
-        click.echo(f"model card: {Path(status.model_path).parent / 'model-card.md'}", err=True)
+        click.echo(f"model card: {plan.storage_dir / MODEL_CARD}", err=True)
         click.echo(f"status: {plan.job_dir / 'status.json'}", err=True)
         return
     click.echo(f"fleet run: job {plan.job.name} failed: {status.message}", err=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -38,6 +37,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal, Protocol
 
+from fleet.app.files import write_text_atomically
+from fleet.data import mapped_path
 from fleet.federation.bundle import components, stage_app
 from fleet.federation.certificates import (
     CertificateAuthority,
@@ -51,10 +52,10 @@ from fleet.federation.processes import ManagedProcess, ProcessSupervisor, free_p
 from fleet.federation.progress import (
     PROGRESS_FILE,
     Completed,
+    Event,
     Failed,
     ProgressFollower,
     RoundFinished,
-    Started,
 )
 from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
@@ -66,6 +67,7 @@ from fleet.repository import Repository
 Executor = Literal["warm", "flower"]
 _START_TIMEOUT = 90.0
 _TICK = 0.2
+MODEL_CARD = "model-card.md"
 _TLS_ON = "on (hub CA, CA-signed cluster identities, SuperNode authentication)"
 
 
@@ -120,7 +122,9 @@ class Observer(Protocol):
     def round(self, event: RoundFinished) -> None: ...
 
 
-class _InterruptedError(Exception):
+class _InterruptedError(BaseException):
+    """Like KeyboardInterrupt, not an Exception: no ``except Exception`` on the way may swallow it."""
+
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
@@ -152,7 +156,7 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
     collaborators, excluded = [], {}
     for name in selected:
         claim = repository.clusters[name].datasets[job.dataset]
-        path = data_root / claim.path.lstrip("/")
+        path = mapped_path(data_root, claim.path)
         problem = _data_problem(path)
         if problem:
             excluded[name] = (
@@ -290,7 +294,7 @@ class _Run:
             shutil.rmtree(self.plan.job_dir / sub, ignore_errors=True)
         self.plan.storage_dir.mkdir(parents=True, exist_ok=True)
         (self.plan.storage_dir / PROGRESS_FILE).unlink(missing_ok=True)
-        (self.plan.storage_dir / "model-card.md").unlink(missing_ok=True)
+        (self.plan.storage_dir / MODEL_CARD).unlink(missing_ok=True)
 
     def _credentials(self) -> _Tls | None:
         if not self.job.tls:
@@ -403,11 +407,17 @@ class _Run:
             if (expected and expected <= online) or (not node_ids and len(online) >= len(self.supernodes)):
                 return
             if time.monotonic() > deadline:
-                late = [c for c in self.supernodes if node_ids.get(c) not in online]
-                if len(self.supernodes) - len(late) >= self.job.min_available_clients:
-                    for cluster in late:
-                        self._lose(cluster, "did not connect in time", stop=True)
-                    return
+                if not node_ids:  # tls: false, no keys registered: the SuperLink's nodes carry no cluster names
+                    if len(online) >= self.job.min_available_clients:
+                        self.observer.warning(f"{len(online)} of {len(self.supernodes)} SuperNodes connected in time")
+                        return
+                    late = list(self.supernodes)
+                else:
+                    late = [c for c in self.supernodes if node_ids.get(c) not in online]
+                    if len(self.supernodes) - len(late) >= self.job.min_available_clients:
+                        for cluster in late:
+                            self._lose(cluster, "did not connect in time", stop=True)
+                        return
                 raise RunError(
                     f"SuperNodes of {', '.join(late)} did not connect within "
                     f"{self.settings.start_timeout:.0f} s"
@@ -439,9 +449,6 @@ class _Run:
             str(self.test_data) if self.test_data else "",
             self.settings.seed,
         )
-        (self.plan.job_dir / "run-config.toml").write_text(
-            "".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()), encoding="utf-8"
-        )
         try:
             return self.control.start_run(self._app_dir(), config)
         except Exception as error:
@@ -458,19 +465,8 @@ class _Run:
         follower = ProgressFollower(self.plan.storage_dir / PROGRESS_FILE)
         next_state_check = 0.0
         while True:
-            for event in follower.read():
-                if isinstance(event, Started):
-                    continue
-                if isinstance(event, RoundFinished):
-                    self.recorder.progress([event])
-                    self.observer.round(event)
-                elif isinstance(event, Completed):
-                    self.finished = True
-                    self._complete(event)
-                    return
-                elif isinstance(event, Failed):
-                    self.finished = True
-                    raise RunError(f"the ServerApp failed: {event.reason}{self._lost_note()}")
+            if self._apply(follower.read()):
+                return
             now = time.monotonic()
             if now >= next_state_check:
                 next_state_check = now + 1.0
@@ -479,8 +475,8 @@ class _Run:
                 if state is not None and state.status == "finished":
                     # The ServerApp writes its last event before it ends: read once more before judging.
                     time.sleep(_TICK)
-                    if any(isinstance(e, Completed | Failed) for e in follower.read()):
-                        continue
+                    if self._apply(follower.read()):
+                        return
                     self.finished = True
                     raise RunError(
                         f"the run ended ({state.sub_status}) without completing: "
@@ -494,6 +490,21 @@ class _Run:
                     f"{self.job.training.round_timeout_seconds})"
                 )
             time.sleep(_TICK)
+
+    def _apply(self, events: list[Event]) -> bool:
+        """Record the ServerApp's events; True once the run completed (`RunError` when it failed)."""
+        for event in events:
+            if isinstance(event, RoundFinished):
+                self.recorder.progress([event])
+                self.observer.round(event)
+            elif isinstance(event, Completed):
+                self.finished = True
+                self._complete(event)
+                return True
+            elif isinstance(event, Failed):
+                self.finished = True
+                raise RunError(f"the ServerApp failed: {event.reason}{self._lost_note()}")
+        return False
 
     def _check_processes(self) -> None:
         self.supervisor.watch()
@@ -586,7 +597,8 @@ def _tool(name: str) -> str:
 
 
 def _write_flower_config(home: Path, address: str, ca: Path | None) -> None:
-    """The `flwr` CLI's config ($FLWR_HOME/config.toml): the SuperLink connection named `local`."""
+    """The `flwr` CLI's config ($FLWR_HOME/config.toml): the SuperLink connection named `local`, so that an
+    operator can follow the run with Flower's own CLI (``FLWR_HOME=<job dir>/flwr-home flwr ls``)."""
     home.mkdir(parents=True, exist_ok=True)
     lines = [
         "[superlink]",
@@ -621,14 +633,6 @@ def _data_problem(path: Path) -> str:
 
 def _toml_string(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid TOML basic string
-
-
-def _toml_value(value: str | int | float) -> str:
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "0.0"
-    return str(value)
 
 
 def _git_commit(root: Path) -> str:
@@ -683,10 +687,7 @@ def _write_model_card(
         "The data never left the clusters: each collaborator trained on its own partition and sent only "
         "model updates to the aggregator.",
     ]
-    target = plan.storage_dir / "model-card.md"
-    temporary = target.with_name(".model-card.md.tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    temporary.replace(target)
+    write_text_atomically(plan.storage_dir / MODEL_CARD, "\n".join(lines) + "\n")
 
 
 __all__ = [
