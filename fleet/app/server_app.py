@@ -377,10 +377,7 @@ def _evaluate(
     """Server-side evaluation on the held-out split when there is one, else federated evaluation on the
     round's participants (weighted by their examples)."""
     if federation.test is not None:
-        result = evaluate(_model(federation, weights), federation.test)
-        return {"accuracy": result.accuracy, "eval_loss": result.loss} | {
-            f"accuracy_{digit}": value for digit, value in result.per_class_accuracy.items()
-        }
+        return evaluate(_model(federation, weights), federation.test).metrics()
     content = _content(federation.settings, server_round, weights)
     replies = _exchange(federation, server_round, sorted(trained.ok), MessageType.EVALUATE, content)
     totals = {"accuracy": 0.0, "eval_loss": 0.0}

@@ -79,22 +79,6 @@ def build_model(input_shape: Sequence[int], *, seed: int = 0) -> nn.Module:
         torch.random.set_rng_state(generator_state)
 
 
-def get_weights(model: nn.Module) -> list[NDArray[Any]]:
-    return [tensor.detach().cpu().numpy().copy() for tensor in model.state_dict().values()]
-
-
-def set_weights(model: nn.Module, weights: Sequence[NDArray[Any]]) -> None:
-    keys = list(model.state_dict().keys())
-    if len(keys) != len(weights):
-        raise ValueError(f"expected {len(keys)} arrays for the model, got {len(weights)}")
-    state = {}
-    for key, (name, current), array in zip(keys, model.state_dict().items(), weights, strict=True):
-        if tuple(current.shape) != tuple(array.shape):
-            raise ValueError(f"expected {name} of shape {tuple(current.shape)}, got {tuple(array.shape)}")
-        state[key] = torch.as_tensor(np.asarray(array), dtype=current.dtype)
-    model.load_state_dict(state)
-
-
 def save_model(path: Path, model: nn.Module, input_shape: Sequence[int]) -> None:
     """Save the weights with the architecture name and input shape, so `load_model` needs nothing else."""
     payload = {
@@ -189,8 +173,8 @@ class Evaluation:
     num_examples: int
 
     def metrics(self) -> dict[str, float]:
-        """Flat metrics: ``loss``, ``accuracy`` and ``accuracy_<digit>``."""
-        flat = {"loss": self.loss, "accuracy": self.accuracy}
+        """Flat metrics, as a round reports them: ``accuracy``, ``eval_loss`` and ``accuracy_<digit>``."""
+        flat = {"accuracy": self.accuracy, "eval_loss": self.loss}
         flat.update({f"accuracy_{digit}": value for digit, value in self.per_class_accuracy.items()})
         return flat
 

@@ -69,12 +69,7 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP384R1())
-        subject = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANIZATION),
-                x509.NameAttribute(NameOID.COMMON_NAME, name),
-            ]
-        )
+        subject = _subject(name)
         start = _now()
         certificate = (
             x509.CertificateBuilder()

@@ -81,7 +81,7 @@ class ProcessSupervisor:
     _descendants: dict[int, float] = field(default_factory=dict)
     """pid -> create time of every process seen under ours (create time guards against pid reuse)."""
 
-    def start(self, name: str, argv: Sequence[str], cwd: Path | None = None) -> ManagedProcess:
+    def start(self, name: str, argv: Sequence[str]) -> ManagedProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
@@ -91,7 +91,6 @@ class ProcessSupervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=dict(self.env),
-                cwd=cwd,
                 start_new_session=True,
             )
         process = ManagedProcess(name, popen, log)
@@ -109,25 +108,10 @@ class ProcessSupervisor:
                     with contextlib.suppress(psutil.Error):
                         self._descendants.setdefault(child.pid, child.create_time())
 
-    def descendants(self, name: str) -> list[psutil.Process]:
-        """The live recorded descendants whose process name or command line contains ``name``."""
-        found = []
-        for pid, created in self._descendants.items():
-            with contextlib.suppress(psutil.Error):
-                child = psutil.Process(pid)
-                if child.create_time() == created and any(name in part for part in [child.name(), *child.cmdline()]):
-                    found.append(child)
-        return found
-
     def pids(self) -> list[int]:
         """Every live process started or recorded, ours first."""
         self.watch()
-        live = [p.pid for p in self.processes if p.alive()]
-        for pid, created in self._descendants.items():
-            with contextlib.suppress(psutil.Error):
-                if psutil.Process(pid).create_time() == created:
-                    live.append(pid)
-        return live
+        return [p.pid for p in self.processes if p.alive()] + [child.pid for child in self._recorded()]
 
     def stop(self, process: ManagedProcess, grace: float = 3.0) -> None:
         """Stop one process and its group."""
