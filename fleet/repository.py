@@ -195,12 +195,28 @@ def _load_nodes(
         return None
 
 
+MAX_VALUES = 100_000
+"""Values one definition may hold once its YAML aliases are expanded (a job holds about a hundred)."""
+
+
 def _positions(node: yaml.Node, source: Source, problems: list[Problem]) -> None:
     """Record the line of every field; report duplicate keys and recursive aliases. Iterative, so that
     however deep a document nests, it yields problems and never a RecursionError."""
     stack: list[tuple[yaml.Node, tuple[str | int, ...], frozenset[int]]] = [(node, (), frozenset())]
+    visited = 0
     while stack:
         current, loc, enclosing = stack.pop()
+        visited += 1
+        if visited > MAX_VALUES:  # aliases of aliases: a few hundred bytes can expand to millions of values
+            problems.append(
+                Problem(
+                    source.file,
+                    node.start_mark.line + 1,
+                    "",
+                    f"expected at most {MAX_VALUES:,} values with every alias expanded",
+                )
+            )
+            return
         source.lines.setdefault(loc, current.start_mark.line + 1)
         if id(current) in enclosing:  # an alias to a node that contains it: `a: &x [*x]`
             problems.append(

@@ -239,6 +239,17 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         append(JOB, "---\nname: other\n"),
         (Expected(JOB, "---", "", ("expected exactly one YAML document, found 2",)),),
     ),
+    "yaml-alias-expansion": (  # 300 bytes that expand to a million values
+        write(
+            CLUSTER,
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n"
+                for previous, name in zip("abcde", "bcdef", strict=True)
+            ),
+        ),
+        (Expected(CLUSTER, "a: &a", "", ("expected at most 100,000 values with every alias expanded",)),),
+    ),
     "yaml-empty-file": (
         write(CLUSTER, ""),
         (Expected(CLUSTER, None, "", ("expected exactly one YAML document, found 0",)),),
