@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from fleet.claims import CAPACITY_CLAIMS, MAX_CUSTOM_CLUSTER_CLAIMS
 from fleet.errors import InvalidRepository, Problem, field_path, relative
-from fleet.models import Cluster, DataLocalityPolicy, Job
+from fleet.hub import CONTROLLER_NAMESPACE, POLICY_NAMESPACE
+from fleet.models import Cluster, DataLocalityPolicy, Job, ListenerType
 from fleet.placement import PlacementResult, evaluate, governing_policies, placement_spec
 
 M = TypeVar("M", bound=BaseModel)
@@ -358,6 +359,7 @@ def check_repository(repository: Repository) -> list[Problem]:
                 )
             )
 
+    problems += _namespace_and_port_clashes(repository)
     for job in repository.jobs.values():
         source = repository.source(job)
         policies = governing_policies(job, repository.policies.values())
@@ -404,4 +406,43 @@ def check_repository(repository: Repository) -> list[Problem]:
                     f"({', '.join(result.feasible) or 'none'}); of the clusters holding {job.dataset!r}: {out}",
                 )
             )
+    return problems
+
+
+_SYSTEM_NAMESPACE_PREFIXES = ("kube-", "openshift", "open-cluster-management")
+
+
+def _namespace_and_port_clashes(repository: Repository) -> list[Problem]:
+    """A job's namespace must be its own on the hub (not one the renderer writes for something else, which GitOps
+    would then prune with the job; not a managed cluster's); a NodePort is unique across the whole hub."""
+    problems: list[Problem] = []
+    ports: dict[int, tuple[str, str]] = {}
+    """NodePort -> (job, listener) that uses it first."""
+    for job in repository.jobs.values():
+        source = repository.source(job)
+        namespace = job.namespace
+        why = ""
+        if namespace in (CONTROLLER_NAMESPACE, POLICY_NAMESPACE, "default"):
+            why = "a namespace the renderer or Kubernetes owns"
+        elif namespace.startswith(_SYSTEM_NAMESPACE_PREFIXES):
+            why = "a system namespace"
+        elif namespace in repository.clusters:
+            why = f"the hub namespace of managed cluster {namespace!r}"
+        if why:
+            problems.append(
+                source.problem(("namespace",), f"expected a namespace of the job's own: {namespace!r} is {why}")
+            )
+        for index, listener in enumerate(job.listeners):
+            if listener.type is not ListenerType.NODE_PORT:
+                continue
+            first = ports.setdefault(listener.port, (job.name, listener.name))
+            if first != (job.name, listener.name):
+                other, name = first
+                problems.append(
+                    source.problem(
+                        ("listeners", index, "port"),
+                        f"expected a NodePort no other listener uses: listener {name!r} of job {other!r} "
+                        f"({repository.source(repository.jobs[other]).file}) uses {listener.port}",
+                    )
+                )
     return problems

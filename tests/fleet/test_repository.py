@@ -396,6 +396,29 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
             ),
         ),
     ),
+    "cross-nodeport-used-by-another-job": (
+        _all(
+            copy(JOB, "jobs/zz-second.yaml"),
+            replace("jobs/zz-second.yaml", "name: mnist-digits\n", "name: second\n"),
+            replace("jobs/zz-second.yaml", "namespace: fl-mnist-digits", "namespace: fl-second"),
+        ),
+        (
+            Expected(
+                "jobs/zz-second.yaml",
+                "port: 30093",
+                "listeners[0].port",
+                ("expected a NodePort no other listener uses", f"listener 'server' of job 'mnist-digits' ({JOB})"),
+            ),
+        ),
+    ),
+    "cross-job-in-the-controller-namespace": (
+        replace(JOB, "namespace: fl-mnist-digits", "namespace: fleet-system"),
+        (Expected(JOB, "namespace:", "namespace", ("expected a namespace of the job's own", "renderer")),),
+    ),
+    "cross-job-in-a-cluster-namespace": (
+        replace(JOB, "namespace: fl-mnist-digits", "namespace: eu-west-hospital"),
+        (Expected(JOB, "namespace:", "namespace", ("managed cluster 'eu-west-hospital'",)),),
+    ),
     "cross-dataset-no-cluster-holds": (
         replace(JOB, "dataset: digits", "dataset: faces"),
         (Expected(JOB, "dataset: faces", "dataset", ("expected a dataset that some cluster", "'faces'")),),
