@@ -20,6 +20,7 @@ Files are partition files as `fleet.app.task` documents them (``images`` uint8 0
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,9 +118,9 @@ def prepare(repository: Repository, root: Path, job: str | None = None) -> Prepa
                 )
             ]
         )
-    first_claim: dict[str, str] = {}
+    first_claim: dict[str, str] = {"/test": "the held-out split"}  # test_split_path's folder
     for cluster in holders:
-        claimed = cluster.datasets[DATASET].path.rstrip("/")
+        claimed = posixpath.normpath(cluster.datasets[DATASET].path)  # `/a//b/` and `/a/./b` are `/a/b`
         if claimed in first_claim:
             raise InvalidRepository(
                 [

@@ -101,6 +101,29 @@ def test_claims_beyond_the_data_fail_naming_the_cluster_file_and_field(example_r
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("claimed", "reported", "taken_by"),
+    [
+        ("/test", "eu-central-lab", "the held-out split"),
+        ("/data/digits//eu-west-hospital/./", "eu-west-hospital", "eu-central-lab"),  # the same folder
+    ],
+)
+def test_a_path_already_taken_fails_naming_the_cluster_file_and_field(
+    example_repo: Path, tmp_path: Path, claimed: str, reported: str, taken_by: str
+) -> None:
+    cluster_file = example_repo / "clusters" / "eu-central-lab.yaml"
+    cluster_file.write_text(cluster_file.read_text().replace("path: /data/digits/eu-central-lab", f"path: {claimed}"))
+
+    with pytest.raises(InvalidRepository) as raised:
+        prepare(load_repository(example_repo), tmp_path / "out")
+
+    (problem,) = raised.value.problems
+    assert problem.file == f"clusters/{reported}.yaml"
+    assert problem.field == "datasets.digits.path"
+    assert f"expected a path no other cluster claims for 'digits': {taken_by} claims" in problem.message
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_job_on_another_dataset_is_refused(example_repo: Path, tmp_path: Path) -> None:
     job_file = example_repo / "jobs" / "mnist-digits.yaml"
     text = job_file.read_text().replace("dataset: digits", "dataset: mnist")

@@ -344,6 +344,7 @@ def test_storage_is_exactly_one_of_pvc_or_s3(storage: dict[str, Any]) -> None:
     [
         ({"pvc": {"name": "m", "size": "0", "path": "/m"}}, ("storage", "pvc", "size")),
         ({"pvc": {"name": "m", "size": "1Gi", "path": "m"}}, ("storage", "pvc", "path")),
+        ({"pvc": {"name": "m", "size": "1Gi", "path": "/models/.."}}, ("storage", "pvc", "path")),
         ({"pvc": {"name": "M", "size": "1Gi", "path": "/m"}}, ("storage", "pvc", "name")),
         ({"s3": {"bucket": "ab", "region": "eu-west-1"}}, ("storage", "s3", "bucket")),
         ({"s3": {"bucket": "Fleet", "region": "eu-west-1"}}, ("storage", "s3", "bucket")),
@@ -419,6 +420,7 @@ def test_cluster_claims() -> None:
         ({"datasets": {"digits": {"path": "/d"}}}, ("datasets", "digits", "samples")),
         ({"datasets": {"digits": {"path": "/d", "samples": 0}}}, ("datasets", "digits", "samples")),
         ({"datasets": {"digits": {"path": "", "samples": 1}}}, ("datasets", "digits", "path")),
+        ({"datasets": {"digits": {"path": "/data/../../etc", "samples": 1}}}, ("datasets", "digits", "path")),
         ({"datasets": {"Digits": {"path": "/d", "samples": 1}}}, ("datasets", "Digits", "[key]")),
         ({"datasets": ["digits"]}, ("datasets",)),
         ({"capacity": {"cpu": "4 Gi"}}, ("capacity", "cpu")),
