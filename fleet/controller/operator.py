@@ -310,8 +310,12 @@ class Controller:
             except Exception as error:  # the SuperLink is unreachable now: its Deployment status tells the rest
                 logger.info("run state of %s/%s unknown: %s", job.namespace, job.name, error)
             if failure is not None:
+                memory.run_failure = failure
                 # The ServerApp writes its last event before it ends: read once more before judging.
-                memory.pending += self.progress.read(job, model_dir(spec, job))
+                try:
+                    memory.pending += self.progress.read(job, model_dir(spec, job))
+                except ProgressUnavailableError as error:
+                    logger.info("progress of %s/%s not readable yet: %s", job.namespace, job.name, error)
         return list(memory.pending), failure
 
     # --- deletion -------------------------------------------------------------------------------------------
@@ -494,6 +498,8 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
         job = job_ref(body)
         memory = controller.memory(job)
         async with memory.lock:
+            if controller.jobs.get(job) is not memory:
+                return  # deleted while this reconcile waited for the lock: re-applying would orphan objects
             owned = _owned_snapshot(indices, job)
             decisions = _decisions_snapshot(indices, job)
             clusters = selected_clusters(decisions) or ()
