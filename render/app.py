@@ -58,10 +58,18 @@ def synth(repository: Repository, target: str = "hub") -> list[Manifest]:
     # (render.charts.base): chart.to_json() would ship every body to Node and back (6x slower at 1,000 jobs).
     manifests = [Manifest(chart.path_for(o.manifest), o.manifest) for chart in app.folders for o in chart.objects]
     manifests.sort(key=lambda m: m.path)
-    paths = [m.path for m in manifests]
-    duplicates = sorted({p for p in paths if paths.count(p) > 1}) if len(set(paths)) != len(paths) else []
-    if duplicates:  # two objects would overwrite each other's file
-        raise ValueError(f"two rendered objects share the output file(s): {', '.join(duplicates)}")
+    # One file per object, one object per file: one object in two files would have two owners in GitOps.
+    paths: set[str] = set()
+    owners: dict[tuple[str, str, str, str], str] = {}
+    for manifest in manifests:
+        if manifest.path in paths:
+            raise ValueError(f"two rendered objects share the output file {manifest.path}")
+        paths.add(manifest.path)
+        body, metadata = manifest.body, manifest.body["metadata"]
+        identity = (body["apiVersion"], body["kind"], metadata.get("namespace", ""), metadata["name"])
+        if identity in owners:
+            raise ValueError(f"one object is rendered twice: {owners[identity]} and {manifest.path}")
+        owners[identity] = manifest.path
     return manifests
 
 
