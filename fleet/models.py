@@ -59,6 +59,8 @@ DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=_DNS_LABEL)
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 LabelValue = Annotated[str, Field(max_length=63, pattern=_LABEL_VALUE)]
 Image = Annotated[str, Field(min_length=1, pattern=r"^[^\s]+$")]
+
+
 def _without_parent_segments(path: str) -> str:
     # Locally, paths are mapped under one folder (--data-root, the job's storage): `..` would leave it.
     if ".." in path.split("/"):
@@ -66,9 +68,7 @@ def _without_parent_segments(path: str) -> str:
     return path
 
 
-DataPath = Annotated[
-    str, Field(min_length=1, max_length=1024, pattern=r"^/"), AfterValidator(_without_parent_segments)
-]
+DataPath = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^/"), AfterValidator(_without_parent_segments)]
 
 
 class _Model(BaseModel):
