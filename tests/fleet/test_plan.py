@@ -158,7 +158,8 @@ def test_compare_gains_and_losses(tmp_path: Path) -> None:
     before = plan(load_repository(tmp_path))
     (tmp_path / "clusters" / "b.yaml").unlink()
     _write(tmp_path, "clusters", "c", _cluster("c"))
-    _write(tmp_path, "jobs", "other", _job(name="other", namespace="fl-other"))
+    listeners = [{"name": "server", "type": "NodePort", "port": 30091}]  # a NodePort of its own
+    _write(tmp_path, "jobs", "other", _job(name="other", namespace="fl-other", listeners=listeners))
     after = plan(load_repository(tmp_path))
     changes = {c.job: c for c in compare(before, after)}
     assert changes["train"].status == "changed"

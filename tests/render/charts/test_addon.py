@@ -166,6 +166,7 @@ def test_agent_image_follows_the_jobs_client_images(
 
     job = yaml.safe_load((example_repo / "jobs" / "mnist-digits.yaml").read_text())
     other = {**job, "name": "mnist-digits-b", "images": {**job["images"], "client": "example.org/other:1"}}
+    other["listeners"] = [{**job["listeners"][0], "port": 30094}]  # a NodePort of its own
     (example_repo / "jobs" / "mnist-digits-b.yaml").write_text(yaml.safe_dump(other))
     _, rendered = render_repo(example_repo)
     assert {c["image"] for c in _containers(rendered)} == {APP_IMAGE}  # no one image to pick: the app's
