@@ -19,6 +19,7 @@ from fleet.errors import InvalidRepository, Problem, field_path, relative
 from fleet.hub import CONTROLLER_NAMESPACE, POLICY_NAMESPACE
 from fleet.models import Cluster, DataLocalityPolicy, Job, ListenerType
 from fleet.placement import PlacementResult, evaluate, governing_policies, placement_spec
+from fleet.yaml_nesting import first_too_deep
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -131,6 +132,10 @@ def _load_document(path: Path, source: Source, model: type[M], problems: list[Pr
     except (OSError, UnicodeDecodeError) as error:
         problems.append(Problem(source.file, None, "", f"expected a readable UTF-8 YAML file: {error}"))
         return None
+    too_deep = first_too_deep(text, MAX_NESTING)
+    if too_deep is not None:  # before composing: PyYAML's composers recurse once per level
+        problems.append(Problem(source.file, too_deep, "", f"expected YAML nested at most {MAX_NESTING} levels"))
+        return None
     loader = _Loader(text)
     try:
         return _load_nodes(loader, text, source, model, problems)
@@ -181,9 +186,6 @@ def _load_nodes(
         reason = getattr(error, "problem", None) or str(error)
         problems.append(Problem(source.file, mark.line + 1, "", f"expected valid YAML: {reason}"))
         return None
-    except RecursionError:
-        problems.append(Problem(source.file, node.start_mark.line + 1, "", "expected YAML nested less deeply"))
-        return None
     if not isinstance(data, dict):
         problems.append(
             Problem(source.file, node.start_mark.line + 1, "", f"expected a mapping of {model.__name__} fields")
@@ -198,6 +200,11 @@ def _load_nodes(
 
 MAX_VALUES = 100_000
 """Values one definition may hold once its YAML aliases are expanded (a job holds about a hundred)."""
+
+MAX_NESTING = 64
+"""Levels of nesting one definition may have, aliases expanded (the deepest definition nests 6). Far below what
+either parser or Python's stack tolerates: libyaml (PyYAML 6.0.4) refuses 1,001 levels, the pure-Python
+composer exhausts Python's default recursion limit near 500."""
 
 
 def _positions(node: yaml.Node, source: Source, problems: list[Problem]) -> None:
@@ -219,6 +226,12 @@ def _positions(node: yaml.Node, source: Source, problems: list[Problem]) -> None
             )
             return
         source.lines.setdefault(loc, current.start_mark.line + 1)
+        if len(loc) >= MAX_NESTING and isinstance(current, yaml.CollectionNode):  # deep through aliases
+            line = source.lines[loc[:1]]  # the field that nests too deep; the node itself may be an anchor's
+            problems.append(
+                Problem(source.file, line, field_path(loc[:1]), f"expected YAML nested at most {MAX_NESTING} levels")
+            )
+            return
         if id(current) in enclosing:  # an alias to a node that contains it: `a: &x [*x]`
             problems.append(
                 Problem(source.file, current.start_mark.line + 1, field_path(loc), "expected no recursive alias")

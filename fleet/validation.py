@@ -37,6 +37,7 @@ from referencing import Registry, Resource
 
 from fleet.errors import field_path
 from fleet.models import label_key_problem
+from fleet.yaml_nesting import first_too_deep
 
 __all__ = [
     "CRDS_DIR_VARIABLE",
@@ -229,11 +230,19 @@ class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
         return mapping
 
 
+MAX_MANIFEST_NESTING = 100
+"""Levels of nesting a manifest may have: upstream CRDs nest at most 35 (Argo CD's ApplicationSet); Python's
+stack and libyaml's own limit (1,000 in PyYAML 6.0.4) are far beyond."""
+
+
 def _load_file(file: Path) -> list[dict[str, Any]]:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"{file}: expected a readable UTF-8 YAML file: {error}") from error
+    too_deep = first_too_deep(text, MAX_MANIFEST_NESTING)
+    if too_deep is not None:
+        raise ManifestError(f"{file}:{too_deep}: expected YAML nested at most {MAX_MANIFEST_NESTING} levels")
     try:
         loaded = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as error:

@@ -250,6 +250,23 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         ),
         (Expected(CLUSTER, "a: &a", "", ("expected at most 100,000 values with every alias expanded",)),),
     ),
+    "yaml-nested-too-deep": (  # 2 KB that libyaml (PyYAML 6.0.4) refuses and the pure-Python composer crashes on
+        replace(CLUSTER, "  tier: clinical\n", "  tier: clinical\nx-deep: " + "[" * 1001 + "]" * 1001 + "\n"),
+        (Expected(CLUSTER, "x-deep:", "", ("expected YAML nested at most 64 levels",)),),
+    ),
+    "yaml-nested-too-deep-for-fleet-only": (  # 65 levels: both parsers take it, the loader does not
+        replace(CLUSTER, "  tier: clinical\n", "  tier: clinical\nx-deep: " + "[" * 64 + "]" * 64 + "\n"),
+        (Expected(CLUSTER, "x-deep:", "", ("expected YAML nested at most 64 levels",)),),
+    ),
+    "yaml-nested-too-deep-through-aliases": (  # each line nests 40 levels, 120 with the aliases expanded
+        write(
+            CLUSTER,
+            "a: &a " + "[" * 39 + "x" + "]" * 39 + "\n"
+            "b: &b " + "[" * 39 + "*a" + "]" * 39 + "\n"
+            "c: &c " + "[" * 39 + "*b" + "]" * 39 + "\n",
+        ),
+        (Expected(CLUSTER, "c: &c", "c", ("expected YAML nested at most 64 levels",)),),
+    ),
     "yaml-empty-file": (
         write(CLUSTER, ""),
         (Expected(CLUSTER, None, "", ("expected exactly one YAML document, found 0",)),),

@@ -22,6 +22,7 @@ CLI_CASES = [
     "job-storage-pvc-and-s3",
     "yaml-duplicate-key",
     "yaml-invalid",
+    "yaml-nested-too-deep",
     "yaml-empty-file",
     "cluster-label-value",
     "cluster-too-many-dataset-claims",

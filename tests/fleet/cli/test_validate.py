@@ -110,13 +110,18 @@ def test_json_output(tmp_path: Path, crds_dir: Path) -> None:
     [
         ({}, ["missing"], "missing: no such file or folder"),
         ({"bad.yaml": "kind: [\n"}, ["bad.yaml"], "bad.yaml:2: expected valid YAML"),
+        (  # what libyaml (PyYAML 6.0.4) refuses and the pure-Python composer crashes on
+            {"deep.yaml": "kind: ConfigMap\ndata: " + "[" * 1001 + "]" * 1001 + "\n"},
+            ["deep.yaml"],
+            "deep.yaml:2: expected YAML nested at most 100 levels",
+        ),
         (
             {"p.yaml": PLACEMENT},
             ["p.yaml", "--crds", "nowhere"],
             "nowhere does not exist; point --crds or the FLEET_CRDS_DIR",
         ),
     ],
-    ids=["missing-path", "unparsable", "no-crds"],
+    ids=["missing-path", "unparsable", "nested-too-deep", "no-crds"],
 )
 def test_bad_input_exits_2_with_a_clear_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], args: list[str], message: str
