@@ -6,6 +6,7 @@ swapped in, so stale files disappear and a failed render leaves the previous tre
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -55,13 +56,34 @@ def render_files(trees: Mapping[str, Iterable[Manifest]]) -> dict[str, str]:
     return {f"{target}/{m.path}": to_yaml(m.body) for target, manifests in trees.items() for m in manifests}
 
 
+MARKER = ".fleet-render"
+"""The file by which `write_tree` knows a folder as its own: it replaces only such a folder, or an empty one."""
+
+_MARKER_TEXT = "Written by `fleet render`, which replaces this folder as a whole: edit jobs/, clusters/, policies/.\n"
+
+
+class FolderNotOwned(Exception):
+    """The output folder holds something the renderer did not write: replacing it would lose that."""
+
+
 def write_tree(files: Mapping[str, str], out: Path) -> None:
-    """Replace the folder ``out`` with exactly ``files`` (relative path -> text)."""
+    """Replace the folder ``out`` with exactly ``files`` (relative path -> text), and the marker.
+
+    Raises `FolderNotOwned`, writing nothing, when ``out`` holds anything but YAML files the renderer wrote: its
+    marker and YAML files, or (a render from before the marker) only YAML files under the targets' folders.
+    """
     out = out.resolve()
+    foreign = foreign_entries(out, {relative.split("/", 1)[0] for relative in files})
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FolderNotOwned(
+            f"{out}: expected an empty folder or one that fleet render wrote (with its {MARKER}), "
+            f"but it holds what fleet render did not write: {shown}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
-        for relative, text in files.items():
+        for relative, text in {MARKER: _MARKER_TEXT, **files}.items():
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8", newline="\n")
@@ -78,14 +100,40 @@ def write_tree(files: Mapping[str, str], out: Path) -> None:
         raise
 
 
+def foreign_entries(out: Path, targets: set[str]) -> list[str]:
+    """What under ``out`` the renderer did not write (relative paths, sorted); symbolic links are never its own."""
+    if not out.exists():
+        return []
+    marked = (out / MARKER).is_file() and not (out / MARKER).is_symlink()
+    foreign: list[str] = []
+    for folder, names, filenames in os.walk(out):  # does not descend into linked folders
+        for name in names + filenames:
+            path = Path(folder) / name
+            if not path.is_dir() or path.is_symlink():
+                relative = path.relative_to(out)
+                if not _written_by_renderer(path, relative, marked, targets):
+                    foreign.append(relative.as_posix())
+    return sorted(foreign)
+
+
+def _written_by_renderer(path: Path, relative: Path, marked: bool, targets: set[str]) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    if relative.as_posix() == MARKER:
+        return marked
+    if not marked:  # a render from before the marker: YAML files in the targets' folders only
+        return path.suffix == ".yaml" and len(relative.parts) > 1 and relative.parts[0] in targets
+    return path.suffix == ".yaml"
+
+
 def read_tree(out: Path) -> dict[str, str]:
-    """Every file under ``out`` (relative path -> text); empty when the folder does not exist."""
+    """Every file under ``out`` but the marker (relative path -> text); empty when the folder does not exist."""
     if not out.is_dir():
         return {}
     return {
         path.relative_to(out).as_posix(): path.read_text(encoding="utf-8")
         for path in sorted(out.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.relative_to(out).as_posix() != MARKER
     }
 
 

@@ -16,11 +16,26 @@ DATA_ROOT = Path(".fleet") / "data"
 WORK_DIR = Path(".fleet") / "runs"
 """Where `fleet run` keeps each job's status, credentials, logs and storage."""
 
+SOURCE_FOLDERS = ("jobs", "clusters", "policies")
+
+
+def _fleet_repository(context: click.Context, parameter: click.Parameter, value: Path) -> Path:
+    """Refuse what is not a fleet repository before any command reads it or writes beside it."""
+    if not value.is_dir():
+        raise click.BadParameter(f"{value}: expected a fleet repository folder; there is no such folder")
+    if not any((value / folder).is_dir() for folder in SOURCE_FOLDERS):
+        raise click.BadParameter(
+            f"{value}: expected a fleet repository, a folder holding jobs/, clusters/ or policies/; it has none"
+        )
+    return value
+
+
 repo_option = click.option(
     "--repo",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(),
     show_default=True,
+    callback=_fleet_repository,
     help="The repository holding jobs/, clusters/ and policies/.",
 )
 data_root_option = click.option(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fleet.cli._options import base_option, repo_option
+from fleet.cli._options import SOURCE_FOLDERS, base_option, repo_option
 from fleet.cli._repository import load_or_exit
 from fleet.errors import EXIT_INVALID
 from fleet.repository import Repository
@@ -57,6 +57,8 @@ def command(
         given = "--base" if base is not None else "--output"
         raise click.UsageError(f"{given} goes with --diff")
     out = out if out is not None else repo / "manifests"
+    if not check and not diff:
+        refuse_output_in_sources(repo, out)
     repository = load_or_exit(repo, "written")
     if diff:
         from fleet.diff import run_render_diff  # exits 0 no change, 1 changes, 2 errors (as kubectl diff)
@@ -64,7 +66,7 @@ def command(
         sys.exit(run_render_diff(repo, lambda: render_and_validate(repository, crds), base, output))
     files = render_and_validate(repository, crds)
 
-    from render.output import stale_files, write_tree
+    from render.output import FolderNotOwned, stale_files, write_tree
 
     if check:
         stale = stale_files(files, out)
@@ -75,8 +77,27 @@ def command(
             sys.exit(EXIT_STALE)
         click.echo(f"{out}: up to date ({len(files)} files)")
         return
-    write_tree(files, out)
+    try:
+        write_tree(files, out)
+    except FolderNotOwned as error:
+        click.echo(f"fleet render: {error}; nothing was written (choose another --out)", err=True)
+        sys.exit(EXIT_INVALID)
     click.echo(f"wrote {len(files)} manifests to {out}")
+
+
+def refuse_output_in_sources(repo: Path, out: Path) -> None:
+    """Exit 2 when ``out`` is the repository, holds it, or lies in its .git or source folders: replacing it
+    as a whole would delete what people wrote."""
+    root, target = repo.resolve(), out.resolve()
+    protected = [root / name for name in (".git", *SOURCE_FOLDERS)]
+    if target == root or root.is_relative_to(target) or any(target.is_relative_to(p) for p in protected):
+        click.echo(
+            f"fleet render: --out {out}: expected a folder of its own for the manifests (such as "
+            f"{repo / 'manifests'}), not the repository, its .git or its {', '.join(SOURCE_FOLDERS)} folders; "
+            "nothing was written",
+            err=True,
+        )
+        sys.exit(EXIT_INVALID)
 
 
 def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, str]:
