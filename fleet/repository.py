@@ -6,6 +6,7 @@ problem found, in every file, at once.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,6 +374,7 @@ def check_repository(repository: Repository) -> list[Problem]:
             )
 
     problems += _namespace_and_port_clashes(repository)
+    problems += _policies_governing_nothing(repository)
     for job in repository.jobs.values():
         source = repository.source(job)
         policies = governing_policies(job, repository.policies.values())
@@ -417,6 +419,31 @@ def check_repository(repository: Repository) -> list[Problem]:
                     ("minAvailableClients",),
                     f"expected at most {len(result.feasible)}, the number of eligible clusters "
                     f"({', '.join(result.feasible) or 'none'}); of the clusters holding {job.dataset!r}: {out}",
+                )
+            )
+    return problems
+
+
+def _policies_governing_nothing(repository: Repository) -> list[Problem]:
+    """A policy whose datasets no cluster holds protects nothing: a typo (`digit` for `digits`) would switch it
+    off silently. So a policy must govern some held dataset, and a name one edit away from a held one is a typo."""
+    problems: list[Problem] = []
+    held = sorted({dataset for cluster in repository.clusters.values() for dataset in cluster.datasets})
+    for policy in repository.policies.values():
+        source = repository.source(policy)
+        governs_held = any(dataset in held for dataset in policy.datasets)
+        for index, dataset in enumerate(policy.datasets):
+            if dataset in held:
+                continue
+            close = difflib.get_close_matches(dataset, held, n=3, cutoff=0.8)
+            if governs_held and not close:
+                continue  # a dataset not held yet, governed before it arrives
+            hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
+            problems.append(
+                source.problem(
+                    ("datasets", index),
+                    f"expected a dataset some cluster under clusters/ holds ({', '.join(held) or 'none is held'}), "
+                    f"got {dataset!r}{hint}",
                 )
             )
     return problems

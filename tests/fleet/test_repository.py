@@ -382,6 +382,18 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         replace(POLICY, "datasets:\n  - digits\n", "datasets: []\n"),
         (Expected(POLICY, "datasets:", "datasets", ("expected at least 1 item",)),),
     ),
+    "policy-dataset-typo": (  # `digit`: the policy would govern nothing and the EU-only job place a US cluster
+        replace(POLICY, "  - digits\n", "  - digit\n"),
+        (Expected(POLICY, "  - digit", "datasets[0]", ("expected a dataset some cluster", "did you mean 'digits'?")),),
+    ),
+    "policy-governs-no-held-dataset": (
+        replace(POLICY, "  - digits\n", "  - radiology\n"),
+        (Expected(POLICY, "  - radiology", "datasets[0]", ("expected a dataset some cluster", "got 'radiology'")),),
+    ),
+    "policy-second-dataset-typo": (  # a held dataset and a near miss of it
+        replace(POLICY, "  - digits\n", "  - digits\n  - digitz\n"),
+        (Expected(POLICY, "  - digitz", "datasets[1]", ("did you mean 'digits'?",)),),
+    ),
     "policy-min-clients-zero": (
         replace(POLICY, "minClientsPerRound: 2", "minClientsPerRound: 0"),
         (Expected(POLICY, "minClientsPerRound:", "rules.minClientsPerRound", ("expected a number >= 1",)),),
@@ -588,6 +600,11 @@ def test_files_other_than_yaml_are_ignored(example_repo: Path) -> None:
 def test_yml_files_are_read(example_repo: Path) -> None:
     (example_repo / JOB).rename(example_repo / "jobs" / "mnist-digits.yml")
     assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+
+
+def test_a_policy_may_govern_a_dataset_not_held_yet_beside_a_held_one(example_repo: Path) -> None:
+    replace(POLICY, "  - digits\n", "  - digits\n  - radiology\n")(example_repo)
+    assert load_repository(example_repo).policies["digits-residency"].datasets == ("digits", "radiology")
 
 
 def test_a_valid_edit_still_loads(example_repo: Path) -> None:

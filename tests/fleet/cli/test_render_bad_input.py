@@ -27,6 +27,7 @@ CLI_CASES = [
     "cluster-label-value",
     "cluster-too-many-dataset-claims",
     "policy-in-without-values",
+    "policy-dataset-typo",
     "cross-duplicate-cluster-name",
     "cross-dataset-no-cluster-holds",
     "cross-too-few-eligible-by-region-policy",
