@@ -21,7 +21,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-deps /wheels/*.whl \
  && pip install \
       "flwr==1.41.0" \
-      "pydantic>=2.7,<3" \
+      "pydantic>=2.11,<3" \
       "pyyaml>=6" \
       "kubernetes>=31" \
       "click>=8.1" \

@@ -8,12 +8,12 @@ these names.
 
 from __future__ import annotations
 
+from fleet.hub import DATASET_CLAIM_SUFFIX
 from fleet.models import Cluster
 
 API_GROUP = "federation.fleet.dev"
 """The project's own API group (the FederatedLearning custom resource)."""
 
-DATASET_CLAIM_SUFFIX = "dataset.fleet.dev"
 CPU_CLAIM = "cpu.capacity.fleet.dev"
 """Capacity in millicores, as a decimal integer so that a CEL expression can compare it."""
 MEMORY_CLAIM = "memory.capacity.fleet.dev"

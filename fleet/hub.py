@@ -19,6 +19,11 @@ POLICY_SUFFIXES = ("-egress", "-locality")
 MAX_POLICY_NAME = 63 - len(POLICY_NAMESPACE) - 1 - max(len(suffix) for suffix in POLICY_SUFFIXES)
 """OCM copies a Policy into each cluster namespace as ``<namespace>.<name>``, which must fit in 63 characters
 (the policy propagator's admission webhook refuses longer ones): 39 for a DataLocalityPolicy's own name."""
+DATASET_CLAIM_SUFFIX = "dataset.fleet.dev"
+"""A cluster claims dataset D as the ClusterClaim ``D.dataset.fleet.dev``."""
+MAX_DATASET_NAME = 63 - len(DATASET_CLAIM_SUFFIX) - 1
+"""A Placement's claimSelector takes claim names as label keys (at most 63 characters without a prefix), so a
+dataset name may have 45: a longer one leaves its Placements Misconfigured on the hub."""
 CLAIMS_WORK_NAME = "fleet-cluster-claims"
 """The ManifestWork that delivers a cluster's dataset and capacity ClusterClaims."""
 

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from fleet.hub import MAX_POLICY_NAME
+from fleet.hub import MAX_DATASET_NAME, MAX_POLICY_NAME
 from fleet.quantity import Quantity
 
 # Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation).
@@ -56,9 +56,47 @@ def _label_key(key: str) -> str:
 DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=_DNS_LABEL)]
 """A DNS-1123 label: lower-case alphanumerics and '-', at most 63 characters (namespace and cluster names)."""
 
+MAX_INT64 = 2**63 - 1
+"""The largest integer CEL's int() holds: capacity claims are compared as such on the hub."""
+
+DatasetName = Annotated[str, Field(min_length=1, max_length=MAX_DATASET_NAME, pattern=_DNS_LABEL)]
+"""A DNS-1123 label short enough that its ClusterClaim name is a valid label key (see MAX_DATASET_NAME)."""
+
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 LabelValue = Annotated[str, Field(max_length=63, pattern=_LABEL_VALUE)]
-Image = Annotated[str, Field(min_length=1, pattern=r"^[^\s]+$")]
+
+# The OCI distribution reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest].
+_IMAGE_HOST = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
+)
+_IMAGE_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_NAME = rf"(?:{_IMAGE_HOST}(?::[0-9]+)?/)?{_IMAGE_PATH_COMPONENT}(?:/{_IMAGE_PATH_COMPONENT})*"
+_IMAGE_TAG = r"(?::[\w][\w.-]{0,127})?"
+_IMAGE_ALGORITHM = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>{_IMAGE_NAME}){_IMAGE_TAG}(?:@(?P<algorithm>{_IMAGE_ALGORITHM}):(?P<hex>[0-9a-fA-F]{{32,}}))?"
+)
+_IMAGE_SCHEMA_PATTERN = f"^{_IMAGE_NAME}{_IMAGE_TAG}(?:@{_IMAGE_ALGORITHM}:[0-9a-fA-F]{{32,}})?$"
+"""The same grammar for the JSON Schema and the CRD (no named groups: ECMA-262 and RE2 both read it)."""
+_DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
+
+
+def _image_reference(reference: str) -> str:
+    match = _IMAGE_REFERENCE.fullmatch(reference)
+    if match is None or len(match.group("name")) > 255:
+        raise ValueError(
+            "expected an OCI image reference, [registry[:port]/]path[:tag][@sha256:<64 hex digits>], with a "
+            f"lower-case path of at most 255 characters, got {reference!r}"
+        )
+    algorithm, digest = match.group("algorithm"), match.group("hex")
+    if algorithm in _DIGEST_LENGTHS and len(digest) != _DIGEST_LENGTHS[algorithm]:
+        raise ValueError(f"expected a {algorithm} digest of {_DIGEST_LENGTHS[algorithm]} hex digits, got {reference!r}")
+    return reference
+
+
+Image = Annotated[
+    str, AfterValidator(_image_reference), Field(min_length=1, json_schema_extra={"pattern": _IMAGE_SCHEMA_PATTERN})
+]
 
 
 def _without_parent_segments(path: str) -> str:
@@ -155,7 +193,27 @@ class Resources(_Model):
 
     cpu: Quantity = Quantity("0")
     memory: Quantity = Quantity("0")
-    gpu: Annotated[int, Strict(), Field(ge=0)] = 0
+    gpu: Annotated[int, Strict(), Field(ge=0, le=MAX_INT64)] = 0
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_fits_int64(cls, cpu: Quantity) -> Quantity:
+        if cpu.milli > MAX_INT64:
+            raise ValueError(
+                f"expected at most {MAX_INT64} millicores (about 9.2e15 cores: capacity claims and the Placement's "
+                f"CEL compare 64-bit integers), got {cpu.text!r}"
+            )
+        return cpu
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_fits_int64(cls, memory: Quantity) -> Quantity:
+        if memory.whole > MAX_INT64:
+            raise ValueError(
+                f"expected at most {MAX_INT64} bytes (just under 8Ei: capacity claims and the Placement's CEL "
+                f"compare 64-bit integers), got {memory.text!r}"
+            )
+        return memory
 
     def fits_within(self, capacity: Resources) -> bool:
         return self.cpu <= capacity.cpu and self.memory <= capacity.memory and self.gpu <= capacity.gpu
@@ -285,7 +343,7 @@ class Job(_Model):
     """Collaborators that must be available before training starts and in every round."""
     max_clients: Annotated[int, Strict(), Field(ge=1, le=10000)]
     """At most this many clusters are placed (the Placement's numberOfClusters)."""
-    dataset: DNSLabel
+    dataset: DatasetName
     """The dataset every collaborator must hold, as named in clusters/ under datasets."""
     resources: Resources = Resources()
     """What one collaborator requests; only clusters whose capacity covers it are placed."""
@@ -346,7 +404,7 @@ class Cluster(_Model):
     """The ManagedClusterSet the cluster belongs to."""
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     """The ManagedCluster's labels (region, tier, ...) that policies select on."""
-    datasets: dict[DNSLabel, DatasetClaim] = Field(default_factory=dict)
+    datasets: dict[DatasetName, DatasetClaim] = Field(default_factory=dict)
     """Datasets held on the cluster: name -> where the data lies and how many samples it has."""
     capacity: Resources
     """What the cluster can give to collaborators."""
@@ -371,7 +429,7 @@ class DataLocalityPolicy(_Model):
     name: Annotated[str, Field(min_length=1, max_length=MAX_POLICY_NAME, pattern=_DNS_LABEL)]
     """The policy's name; at most 39 characters, so that the governance Policies rendered from it fit OCM's
     63-character limit once copied into cluster namespaces."""
-    datasets: Annotated[tuple[DNSLabel, ...], Field(min_length=1)]
+    datasets: Annotated[tuple[DatasetName, ...], Field(min_length=1)]
     """The datasets this policy governs."""
     allowed_clusters: LabelSelector
     """The only clusters that may ever train on the governed datasets."""

@@ -193,7 +193,8 @@ def _load_nodes(
         )
         return None
     try:
-        return model.model_validate(data), source
+        # by_name=False: YAML spells fields as the JSON Schema does (maxClients); max_clients is an unknown field.
+        return model.model_validate(data, by_name=False), source
     except ValidationError as error:
         problems.extend(_problems_from(error, source, model))
         return None
@@ -282,10 +283,13 @@ def _problems_from(error: ValidationError, source: Source, model: type[BaseModel
     items = error.errors(include_url=False)
     # Pydantic adds markers ("[key]", validator names) to some locations; keep document fields only.
     # A validator that checks a defaulted field reports it by its Python name: show the YAML name.
+    # An unknown field keeps the spelling it has in the file (max_clients is not maxClients).
     locs = [
         tuple(
-            p if isinstance(p, int) else _ALIASES.get(p, p)
-            for p in item["loc"]
+            p
+            if isinstance(p, int) or (item["type"] == "extra_forbidden" and index == len(item["loc"]) - 1)
+            else _ALIASES.get(p, p)
+            for index, p in enumerate(item["loc"])
             if isinstance(p, int) or not (p == "[key]" or p.startswith("function-"))
         )
         for item in items
@@ -301,7 +305,6 @@ _PATTERNS = {
     "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "a DNS-1123 label (lower-case letters, digits and '-', "
     "starting and ending with a letter or digit)",
     "^/": "an absolute path",
-    "^[^\\s]+$": "a container image reference without spaces",
     "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$": "a label value (letters, digits, '-', '_' and '.', "
     "starting and ending alphanumeric)",
 }

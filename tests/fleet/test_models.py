@@ -504,3 +504,41 @@ def test_condition_reasons_are_identifiers(reason: str) -> None:
     condition = {"type": "Ready", "status": "True", "reason": reason, "lastTransitionTime": "t"}
     ((loc, _),) = _errors(FederatedLearningStatus, {"conditions": [condition]})
     assert loc == ("conditions", 0, "reason")
+
+
+IMAGE_REFERENCES = {
+    "ghcr.io/fleet-fl/fleet-app:0.1.0": True,
+    "python:3.11-slim": True,
+    "localhost:5000/team/app@sha256:" + "a" * 64: True,
+    "registry.example.com/x/y:tag@sha256:" + "0" * 64: True,
+    "[::1]:5000/app": True,
+    "HTTP://Bad::Image::": False,
+    "repo@sha256:xyz": False,
+    "a//b": False,
+    "app:": False,
+    "-app": False,
+    "ghcr.io/fleet app": False,
+}
+
+
+@pytest.mark.parametrize(("reference", "valid"), sorted(IMAGE_REFERENCES.items()))
+def test_image_references_follow_the_oci_grammar_in_the_model_and_its_schema(reference: str, valid: bool) -> None:
+    import jsonschema
+
+    from fleet.models import Images
+
+    schema = Images.model_json_schema(by_alias=True)["properties"]["server"]
+    assert jsonschema.Draft202012Validator(schema).is_valid(reference) is valid
+    try:
+        Images.model_validate({"server": reference, "client": reference})
+    except ValueError:
+        assert not valid
+    else:
+        assert valid
+
+
+def test_a_digest_must_have_its_algorithms_length() -> None:
+    from fleet.models import Images
+
+    with pytest.raises(ValueError, match="sha256 digest of 64 hex digits"):
+        Images.model_validate({"server": "app@sha256:" + "a" * 40, "client": "app"})

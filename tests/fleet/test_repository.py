@@ -164,7 +164,38 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
     ),
     "job-image-with-space": (
         replace(JOB, "  client: ghcr.io/fleet-fl/fleet-app:0.1.0", "  client: ghcr.io/fleet-fl/fleet app"),
-        (Expected(JOB, "client:", "images.client", ("expected a container image reference without spaces",)),),
+        (
+            Expected(
+                JOB, "client:", "images.client", ("expected an OCI image reference", "'ghcr.io/fleet-fl/fleet app'")
+            ),
+        ),
+    ),
+    "job-image-not-a-reference": (
+        replace(JOB, "  server: ghcr.io/fleet-fl/fleet-app:0.1.0", "  server: 'HTTP://Bad::Image::'"),
+        (Expected(JOB, "  server: ", "images.server", ("expected an OCI image reference", "HTTP://Bad::Image::")),),
+    ),
+    "job-image-digest-not-hex": (
+        replace(JOB, "  server: ghcr.io/fleet-fl/fleet-app:0.1.0", "  server: repo@sha256:xyz"),
+        (Expected(JOB, "  server: ", "images.server", ("expected an OCI image reference", "repo@sha256:xyz")),),
+    ),
+    "job-image-digest-too-short": (
+        replace(JOB, "  server: ghcr.io/fleet-fl/fleet-app:0.1.0", "  server: ghcr.io/a/b@sha256:" + "ab" * 16),
+        (Expected(JOB, "  server: ", "images.server", ("expected a sha256 digest of 64 hex digits",)),),
+    ),
+    "job-snake-case-field": (  # the JSON Schema refuses it, so the loader must too
+        replace(JOB, "maxClients: 3", "max_clients: 3"),
+        (
+            Expected(JOB, "max_clients:", "max_clients", ("unknown field",)),
+            Expected(JOB, "name: mnist-digits", "maxClients", ("required field is missing",)),
+        ),
+    ),
+    "job-both-spellings": (  # the valid spelling is not the one reported
+        replace(JOB, "maxClients: 3", "maxClients: 3\nmax_clients: 3"),
+        (Expected(JOB, "max_clients:", "max_clients", ("unknown field",)),),
+    ),
+    "job-dataset-name-too-long-for-its-claim": (  # 46 characters: its claim key would pass 63
+        replace(JOB, "dataset: digits", "dataset: " + "d" * 46),
+        (Expected(JOB, "dataset:", "dataset", ("expected at most 45 characters",)),),
     ),
     "job-node-port-out-of-range": (
         replace(JOB, "port: 30093", "port: 8080"),
@@ -335,6 +366,18 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
     "cluster-gpu-negative": (
         replace(CLUSTER, "memory: 32Gi", "memory: 32Gi\n  gpu: -1"),
         (Expected(CLUSTER, "gpu: -1", "capacity.gpu", ("expected a number >= 0", "got -1")),),
+    ),
+    "cluster-cpu-past-int64": (
+        replace(CLUSTER, 'cpu: "8"', 'cpu: "1e30"'),
+        (Expected(CLUSTER, "cpu:", "capacity.cpu", ("expected at most 9223372036854775807 millicores", "'1e30'")),),
+    ),
+    "cluster-memory-past-int64": (
+        replace(CLUSTER, "memory: 32Gi", "memory: 8Ei"),
+        (Expected(CLUSTER, "memory:", "capacity.memory", ("expected at most 9223372036854775807 bytes", "'8Ei'")),),
+    ),
+    "cluster-dataset-name-too-long-for-its-claim": (
+        replace(CLUSTER, "  digits:\n", "  digits:\n    path: /x\n    samples: 1\n  " + "d" * 46 + ":\n"),
+        (Expected(CLUSTER, "d" * 46, "datasets." + "d" * 46, ("expected at most 45 characters",)),),
     ),
     "cluster-capacity-missing": (
         replace(CLUSTER, 'capacity:\n  cpu: "8"\n  memory: 32Gi\n', ""),
