@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from fleet.cli import main
+from tests.conftest import ROOT
 
 PLACEMENT = """\
 apiVersion: cluster.open-cluster-management.io/v1beta1
@@ -76,12 +77,33 @@ def test_unserved_api_version_exits_1(tmp_path: Path, crds_dir: Path) -> None:
     assert "Errors: 1" in out
 
 
-def test_unknown_kind_is_reported_as_skipped_and_exits_0(tmp_path: Path, crds_dir: Path) -> None:
+def test_unknown_kind_is_reported_as_skipped_and_exits_1(tmp_path: Path, crds_dir: Path) -> None:
     write(tmp_path, "t.yaml", "apiVersion: example.com/v1\nkind: Thing\nmetadata: {name: t}\n")
     code, out, _ = run(str(tmp_path / "t.yaml"), "--crds", str(crds_dir))
-    assert code == 0
+    assert code == 1
     assert f"{(tmp_path / 't.yaml').as_posix()}: Thing t: skipped: no schema for Thing example.com/v1" in out
     assert "Skipped: 1" in out
+
+
+def _federated_learning() -> str:
+    folder = ROOT / "manifests" / "hub" / "jobs" / "mnist-digits"
+    return next(p for p in sorted(folder.iterdir()) if p.name.startswith("federatedlearning-")).read_text()
+
+
+def test_the_projects_own_kind_is_validated_outside_manifests_too(tmp_path: Path, crds_dir: Path) -> None:
+    """Without its CRD beside it: the project's kinds get the project's CRD wherever they are."""
+    write(tmp_path, "fl.yaml", _federated_learning())
+    code, out, _ = run(str(tmp_path / "fl.yaml"), "--crds", str(crds_dir))
+    assert code == 0, out
+    assert "Valid: 1" in out
+
+
+def test_an_unknown_field_in_the_projects_own_kind_fails_outside_manifests(tmp_path: Path, crds_dir: Path) -> None:
+    text = _federated_learning().replace("spec:\n", "spec:\n  maxClientz: 3\n", 1)
+    write(tmp_path, "fl.yaml", text)
+    code, out, _ = run(str(tmp_path / "fl.yaml"), "--crds", str(crds_dir))
+    assert code == 1, out
+    assert "maxClientz" in out
 
 
 def test_default_path_is_manifests_under_the_current_directory(
