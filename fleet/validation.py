@@ -898,16 +898,9 @@ class _Schemas:
 def _project_crd_kinds() -> dict[tuple[str, str], _CRDKind]:
     """The project's own kinds, from the CRD the renderer writes: validated wherever they are, with or without
     that CRD among the documents."""
-    from render.charts.controller import federated_learning_crd_spec  # starts cdk8s: only when needed
+    from fleet.crd import federated_learning_crd
 
-    spec = federated_learning_crd_spec()
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{spec['names']['plural']}.{spec['group']}"},
-        "spec": spec,
-    }
-    return _crd_kinds("fleet's own CustomResourceDefinition", crd)
+    return _crd_kinds("fleet's own CustomResourceDefinition (fleet/crd.py)", federated_learning_crd())
 
 
 def _crd_kinds(file: str, crd: Mapping[str, Any]) -> dict[tuple[str, str], _CRDKind]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.claims import API_GROUP
+from fleet.crd import KIND, PLURAL, VERSION
 from fleet.hub import (
     ADDON_INSTALL_NAMESPACE,
     CLIENT_CERT_SECRET,
@@ -41,9 +42,6 @@ from fleet.hub import (
     SUPERNODE_KEY_TO_OPENSSH,
 )
 from fleet.models import FederatedLearningSpec, Listener, ListenerType, StorageType
-
-VERSION = "v1alpha1"
-PLURAL = "federatedlearnings"
 
 JOB_NAMESPACE_LABEL = "fleet.dev/job-namespace"
 """The job's hub namespace, on objects that live elsewhere (ManifestWorks in cluster namespaces)."""
@@ -94,7 +92,7 @@ class Kind:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
-FEDERATED_LEARNING = Kind(API_GROUP, VERSION, PLURAL, "FederatedLearning")
+FEDERATED_LEARNING = Kind(API_GROUP, VERSION, PLURAL, KIND)
 DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
 SERVICE = Kind("", "v1", "services", "Service")
 SECRET = Kind("", "v1", "secrets", "Secret")

@@ -1,28 +1,25 @@
 """The ``controller/`` folder: what the hub needs to run this project's controller.
 
-The FederatedLearning CustomResourceDefinition is generated from the models (`fleet.models`), so the API
-server checks exactly what the renderer writes and the controller reads. The controller's ClusterRole lists
+The FederatedLearning CustomResourceDefinition is generated from the models (`fleet.crd`), so the API server
+checks exactly what the renderer writes and the controller reads. The controller's ClusterRole lists
 every verb it needs and nothing more: no wildcards.
 """
 
 from __future__ import annotations
 
 import copy
-from functools import cache
 from typing import Any
 
 import fleet
 from fleet.claims import API_GROUP
+from fleet.crd import PLURAL, federated_learning_crd_spec
 from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
-from fleet.models import FederatedLearningSpec, FederatedLearningStatus
 from fleet.repository import Repository
-from fleet.schemas import structural_schema
 from render.charts.base import FleetApp, FolderChart
 from render.constructs.cluster_role import ClusterRole, rule
 from render.constructs.cluster_role_binding import ClusterRoleBinding
 from render.constructs.custom_resource_definition import CustomResourceDefinition
 from render.constructs.deployment import Deployment
-from render.constructs.federated_learning import VERSION
 from render.constructs.namespace import Namespace
 from render.constructs.service_account import ServiceAccount
 
@@ -34,9 +31,6 @@ HEALTH_PORT = 8080
 HEALTH_PATH = "/healthz"
 METRICS_PORT = 9090
 
-KIND = "FederatedLearning"
-PLURAL = "federatedlearnings"
-SHORT_NAME = "fedl"
 
 _READ = ["get", "list", "watch"]
 _MANAGE = ["get", "list", "watch", "create", "update", "patch", "delete"]
@@ -90,61 +84,6 @@ def build_controller(app: FleetApp, repository: Repository) -> None:
         component=COMPONENT,
         source=SOURCE,
     )
-
-
-def federated_learning_crd_spec() -> dict[str, Any]:
-    """The ``spec`` of the FederatedLearning CustomResourceDefinition (a fresh copy each call)."""
-    return copy.deepcopy(_crd_spec())
-
-
-@cache
-def _crd_spec() -> dict[str, Any]:
-    spec_schema = structural_schema(FederatedLearningSpec)
-    # client.placement is an OCM Placement spec: kept as written, the Placement CRD validates it on its own.
-    spec_schema["properties"]["client"]["properties"]["placement"] = {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
-    return {
-        "group": API_GROUP,
-        "names": {
-            "kind": KIND,
-            "listKind": f"{KIND}List",
-            "plural": PLURAL,
-            "singular": KIND.lower(),
-            "shortNames": [SHORT_NAME],
-        },
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "description": "A federated-learning job run across OCM clusters.",
-                        "properties": {
-                            "apiVersion": {"type": "string"},
-                            "kind": {"type": "string"},
-                            "metadata": {"type": "object"},
-                            "spec": spec_schema,
-                            "status": structural_schema(FederatedLearningStatus),
-                        },
-                        "required": ["spec"],
-                    }
-                },
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                    {"name": "Round", "type": "integer", "jsonPath": ".status.currentRound"},
-                    {"name": "Rounds", "type": "integer", "jsonPath": ".spec.server.rounds"},
-                    {"name": "Dataset", "type": "string", "jsonPath": ".spec.dataset"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-            }
-        ],
-    }
 
 
 def _controller_spec() -> dict[str, Any]:

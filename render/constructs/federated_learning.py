@@ -7,11 +7,10 @@ from typing import Any
 from constructs import Construct
 
 from fleet.claims import API_GROUP
+from fleet.crd import KIND, VERSION
 from fleet.hub import JOB_LABEL
 from fleet.models import FederatedLearningSpec, Job
 from render.constructs.base import HubObject
-
-VERSION = "v1alpha1"
 
 
 class FederatedLearning(HubObject):
@@ -20,7 +19,7 @@ class FederatedLearning(HubObject):
         super().__init__(
             scope,
             api_version=f"{API_GROUP}/{VERSION}",
-            kind="FederatedLearning",
+            kind=KIND,
             name=job.name,
             namespace=job.namespace,
             component="job",

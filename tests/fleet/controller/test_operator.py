@@ -82,7 +82,7 @@ async def test_a_job_goes_waiting_running_completed_round_by_round(hub: Hub, crd
         assert len(runs.submitted) == 1
 
     # Everything the controller wrote validates against the upstream CRDs and Kubernetes' schemas.
-    from render.charts.controller import federated_learning_crd_spec
+    from fleet.crd import federated_learning_crd_spec
 
     crd = {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -251,7 +251,7 @@ def test_load_balancer_address_comes_from_the_service_status() -> None:
 
 
 def test_every_object_validates_against_the_upstream_crds_and_kubernetes(crds_dir: Path) -> None:
-    from render.charts.controller import federated_learning_crd_spec
+    from fleet.crd import federated_learning_crd_spec
 
     hub = Hub()
     hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]

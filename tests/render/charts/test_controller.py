@@ -11,10 +11,10 @@ from chart_helpers import Rendered, assert_valid, in_folder, one
 
 import fleet
 from fleet.claims import API_GROUP
+from fleet.crd import federated_learning_crd_spec
 from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from fleet.repository import Repository
 from fleet.validation import Status, validate_documents
-from render.charts.controller import federated_learning_crd_spec
 
 Example = tuple[Repository, Rendered]
 
