@@ -195,25 +195,17 @@ class Resources(_Model):
     memory: Quantity = Quantity("0")
     gpu: Annotated[int, Strict(), Field(ge=0, le=MAX_INT64)] = 0
 
-    @field_validator("cpu")
+    @field_validator("cpu", "memory")
     @classmethod
-    def _cpu_fits_int64(cls, cpu: Quantity) -> Quantity:
-        if cpu.milli > MAX_INT64:
+    def _fits_int64(cls, quantity: Quantity, info: ValidationInfo) -> Quantity:
+        # Claims carry CPU in millicores and memory in bytes; the Placement's CEL compares them as int64.
+        amount, unit = (quantity.milli, "millicores") if info.field_name == "cpu" else (quantity.whole, "bytes")
+        if amount > MAX_INT64:
             raise ValueError(
-                f"expected at most {MAX_INT64} millicores (about 9.2e15 cores: capacity claims and the Placement's "
-                f"CEL compare 64-bit integers), got {cpu.text!r}"
+                f"expected at most {MAX_INT64} {unit} (capacity claims and the Placement's CEL compare 64-bit "
+                f"integers), got {quantity.text!r}"
             )
-        return cpu
-
-    @field_validator("memory")
-    @classmethod
-    def _memory_fits_int64(cls, memory: Quantity) -> Quantity:
-        if memory.whole > MAX_INT64:
-            raise ValueError(
-                f"expected at most {MAX_INT64} bytes (just under 8Ei: capacity claims and the Placement's CEL "
-                f"compare 64-bit integers), got {memory.text!r}"
-            )
-        return memory
+        return quantity
 
     def fits_within(self, capacity: Resources) -> bool:
         return self.cpu <= capacity.cpu and self.memory <= capacity.memory and self.gpu <= capacity.gpu
