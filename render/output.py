@@ -73,7 +73,7 @@ def write_tree(files: Mapping[str, str], out: Path) -> None:
     marker and YAML files, or (a render from before the marker) only YAML files under the targets' folders.
     """
     out = out.resolve()
-    foreign = foreign_entries(out, {relative.split("/", 1)[0] for relative in files})
+    foreign = _foreign_entries(out, {relative.split("/", 1)[0] for relative in files})
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise FolderNotOwned(
@@ -100,19 +100,20 @@ def write_tree(files: Mapping[str, str], out: Path) -> None:
         raise
 
 
-def foreign_entries(out: Path, targets: set[str]) -> list[str]:
+def _foreign_entries(out: Path, targets: set[str]) -> list[str]:
     """What under ``out`` the renderer did not write (relative paths, sorted); symbolic links are never its own."""
     if not out.exists():
         return []
     marked = (out / MARKER).is_file() and not (out / MARKER).is_symlink()
     foreign: list[str] = []
-    for folder, names, filenames in os.walk(out):  # does not descend into linked folders
+    for folder, names, filenames in os.walk(out):  # never descends into a linked folder
         for name in names + filenames:
             path = Path(folder) / name
-            if not path.is_dir() or path.is_symlink():
-                relative = path.relative_to(out)
-                if not _written_by_renderer(path, relative, marked, targets):
-                    foreign.append(relative.as_posix())
+            if path.is_dir() and not path.is_symlink():
+                continue  # walked in turn
+            relative = path.relative_to(out)
+            if not _written_by_renderer(path, relative, marked, targets):
+                foreign.append(relative.as_posix())
     return sorted(foreign)
 
 
