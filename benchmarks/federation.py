@@ -175,7 +175,7 @@ def _federated(name: str, repo: Path, job: str, engine: str) -> Result:
     print(f"  {name} ({engine}, {len(plan.collaborators)} collaborators)", flush=True)
     started = time.monotonic()
     with _MemorySampler(str(plan.job_dir)) as memory:
-        status = run_federation(plan, _Quiet(), settings, test_data)
+        status = run_federation(plan, _Quiet(), settings, test_data).status
     wall = time.monotonic() - started
     result = Result(name, engine, len(plan.collaborators), plan.job.rounds, wall, peak_gib=memory.peak / 2**30)
     if status.phase is not Phase.COMPLETED:

@@ -16,7 +16,7 @@ from typing import Any
 from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, dataset_claim
 from fleet.hub import JOB_LABEL, POLICIES_ANNOTATION
 from fleet.models import Cluster, Job
-from fleet.placement import ClusterDecision, Exclusion, evaluate
+from fleet.placement import ClusterDecision, Exclusion, evaluate, governing_policies
 from fleet.repository import Repository
 
 PLACEMENT_API = "cluster.open-cluster-management.io/v1beta1"
@@ -192,6 +192,14 @@ def _job_plan(repository: Repository, job: Job, index: _RenderedIndex) -> JobPla
         min_available_clients=index.min_available.get(job.name, job.min_available_clients),
         clusters=plans,
     )
+
+
+def exclusion_reasons(repository: Repository, job: Job, decision: ClusterDecision) -> tuple[str, ...]:
+    """Why ``job``'s Placement leaves a cluster out, worded as ``fleet plan`` words it (quantities, the policy
+    by name), from a decision of `Repository.placement` rather than of the rendered Placement."""
+    policies = [p.name for p in governing_policies(job, repository.policies.values())]
+    cluster = repository.clusters[decision.cluster]
+    return tuple(r.message for r in _reasons(decision, job, cluster, repository, policies, job.namespace))
 
 
 def _reasons(

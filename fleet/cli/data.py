@@ -18,7 +18,11 @@ def command() -> None:
 @command.command("prepare")
 @repo_option
 @data_root_option
-@click.option("--job", default=None, help="Write only the partitions of the clusters this job is placed on.")
+@click.option(
+    "--job",
+    default=None,
+    help="Write only the partitions of the clusters this job is placed on (its name, or its file under jobs/).",
+)
 def prepare_command(repo: Path, data_root: Path, job: str | None) -> None:
     """Split scikit-learn's digits among the clusters that claim dataset 'digits'.
 
@@ -27,13 +31,13 @@ def prepare_command(repo: Path, data_root: Path, job: str | None) -> None:
     test split of 360 images that no collaborator sees goes to <data-root>/test/digits.npz. The output is the same
     on every run. Exit 2 for an invalid repository, an unknown job, or claims larger than the data.
     """
-    from fleet.cli._repository import exit_with_problems
+    from fleet.cli._repository import exit_with_problems, job_name, load_or_exit
     from fleet.data import prepare
-    from fleet.repository import load_repository
 
+    repository = load_or_exit(repo, "written")
     try:
-        prepared = prepare(load_repository(repo), data_root, job)
-    except InvalidRepository as error:  # the repository, or claims larger than the data
+        prepared = prepare(repository, data_root, None if job is None else job_name(repository, job, "data prepare"))
+    except InvalidRepository as error:  # claims larger than the data
         exit_with_problems(error, repo, "written")
 
     header = f"{'cluster':<22} {'samples':>7}  {'favours':<7}  per digit 0-9"

@@ -30,12 +30,13 @@ def command(jobs: tuple[str, ...], repo: Path, output: str, diff: bool, base: st
     Exit 2 for an invalid repository or an unknown job. With --diff: exit 0 when no job gains or loses a
     cluster, 1 when one does, 2 on errors.
     """
-    from fleet.cli._repository import load_or_exit
+    from fleet.cli._repository import job_name, load_or_exit
 
     if base and not diff:
         click.echo("--base goes with --diff", err=True)
         sys.exit(EXIT_INVALID)
     repository = load_or_exit(repo, "planned")
+    jobs = tuple(job_name(repository, job, "plan") for job in jobs)
     try:
         if diff:
             changes = _plan_diff(repository, repo, jobs, base)

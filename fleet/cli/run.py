@@ -12,10 +12,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fleet.cli._options import data_root_option, repo_option, work_dir_option
-from fleet.cli._repository import load_or_exit
+from fleet.cli._repository import job_name, load_or_exit
 from fleet.errors import EXIT_INVALID
 from fleet.federation.bundle import AppError, components
-from fleet.federation.local import MODEL_CARD, RunError, RunSettings, plan_run, run_federation
+from fleet.federation.local import (
+    MODEL_CARD,
+    AlreadyRunningError,
+    RunError,
+    RunSettings,
+    plan_run,
+    run_federation,
+)
 from fleet.federation.progress import RoundFinished
 from fleet.models import Phase
 
@@ -67,7 +74,7 @@ class _ProgressView:
 
 
 @click.command("run")
-@click.argument("job")
+@click.argument("job", metavar="JOB")
 @repo_option
 @data_root_option
 @work_dir_option("Status, credentials, logs and the model storage of each job.")
@@ -101,7 +108,12 @@ def command(
     executor: str,
     app: Path | None,
 ) -> None:
-    """Run JOB on this machine: one SuperLink and one SuperNode per placed cluster, over mutual TLS."""
+    """Run JOB on this machine: one SuperLink and one SuperNode per placed cluster, over mutual TLS.
+
+    JOB is a job's name or its file (jobs/<file>.yaml). One run of a job at a time: a second is refused (exit 2)
+    with the first one's pid. Each run writes into its own folder under <work-dir>/<job>/attempts/; only a
+    run that completes replaces the job's model storage, whole.
+    """
     console = Console(stderr=True)
     repository = load_or_exit(repo, "run")
     if app is not None:
@@ -111,7 +123,7 @@ def command(
             click.echo(f"fleet run: --app: {error}", err=True)
             sys.exit(EXIT_INVALID)
     try:
-        plan = plan_run(repository, job, data_root, work_dir)
+        plan = plan_run(repository, job_name(repository, job, "run"), data_root, work_dir)
     except RunError as error:
         click.echo(f"fleet run: {error}", err=True)
         sys.exit(EXIT_INVALID)
@@ -125,8 +137,13 @@ def command(
         f"running job [bold]{plan.job.name}[/]: {plan.job.rounds} rounds, "
         f"{len(plan.collaborators)} collaborators, TLS {'on' if plan.job.tls else '[bold red]OFF[/]'}"
     )
-    with _ProgressView(console) as view:
-        status = run_federation(plan, view, settings, test_data)
+    try:
+        with _ProgressView(console) as view:
+            result = run_federation(plan, view, settings, test_data)
+    except AlreadyRunningError as error:
+        click.echo(f"fleet run: {error}", err=True)
+        sys.exit(EXIT_INVALID)
+    status = result.status
     if status.phase is Phase.COMPLETED:
         table = Table(title=f"{plan.job.name}: completed", show_header=True)
         table.add_column("metric")
@@ -136,8 +153,10 @@ def command(
         console.print(table)
         click.echo(f"model: {status.model_path}", err=True)
         click.echo(f"model card: {plan.storage_dir / MODEL_CARD}", err=True)
-        click.echo(f"status: {plan.job_dir / 'status.json'}", err=True)
+        click.echo(f"status: {plan.job_dir / 'status.json'}; logs: {result.attempt.logs}", err=True)
         return
-    click.echo(f"fleet run: job {plan.job.name} failed: {status.message}", err=True)
-    click.echo(f"logs: {plan.job_dir / 'logs'}; status: {plan.job_dir / 'status.json'}", err=True)
+    # The status message is the resource's ("failed: <reason>"); the line already says the job failed.
+    click.echo(f"fleet run: job {plan.job.name} failed: {status.message.removeprefix('failed: ')}", err=True)
+    click.echo(f"logs: {result.attempt.logs}; status: {plan.job_dir / 'status.json'}", err=True)
+    click.echo(f"the model storage {plan.storage_dir} is as the last completed run left it", err=True)
     sys.exit(EXIT_FAILED)

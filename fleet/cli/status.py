@@ -64,7 +64,9 @@ def command(
 ) -> None:
     """Show the status of JOB (or of every job): phase, round, collaborators, last metric.
 
-    Jobs run here with `fleet run` by default; with --hub (or --kubeconfig), the jobs on an OCM hub.
+    Jobs run here with `fleet run` by default; with --hub (or --kubeconfig), the jobs on an OCM hub. A local
+    run that died without recording its end shows as Failed ("crashed"). Exit 1 when JOB has no status, 2 when
+    a status file cannot be read (every other job is still shown).
     """
     found: list[JobStatus] = []
     sources, unreachable = _sources(work_dir, hub, kubeconfig, context, namespace)
@@ -78,7 +80,11 @@ def command(
     except unreachable as error:  # the hub could not be asked: say why, never a traceback
         click.echo(f"fleet status: cannot read the jobs on the hub: {error}", err=True)
         sys.exit(EXIT_INVALID)
-    if job is not None and not found:
+    unreadable = [s for s in found if s.problem]
+    found = [s for s in found if not s.problem]
+    for item in unreadable:
+        click.echo(f"fleet status: {item.problem}", err=True)
+    if job is not None and not found and not unreadable:
         hint = "" if where == "the hub" else f" (has `fleet run {job}` run?)"
         click.echo(f"fleet status: no status for job {job!r} on {where}{hint}", err=True)
         sys.exit(EXIT_NOT_FOUND)
@@ -87,9 +93,12 @@ def command(
             {"job": s.job, "source": s.source, "status": s.status.model_dump(mode="json", by_alias=True)} for s in found
         ]
         click.echo(json.dumps(payload, indent=2))
+        _exit_if(unreadable)
         return
     if not found:
-        click.echo(f"no job status on {where}")
+        if not unreadable:
+            click.echo(f"no job status on {where}")
+        _exit_if(unreadable)
         return
     table = Table(show_header=True, header_style="bold")
     for column in ("job", "phase", "round", "clusters", "last metric", "message"):
@@ -106,3 +115,10 @@ def command(
         )
     # Piped output has no terminal width: keep rows on one line rather than folding at 80 columns.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+    _exit_if(unreadable)
+
+
+def _exit_if(unreadable: list[JobStatus]) -> None:
+    """Exit 2 after showing every readable job, when a status file could not be read."""
+    if unreadable:
+        sys.exit(EXIT_INVALID)

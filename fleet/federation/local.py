@@ -10,6 +10,9 @@ data path under the local data root. `run_federation` then
 - follows the ServerApp's ``progress.jsonl`` and the run's state, writes the status file and the model card,
 - and stops every process it started, whatever happens (`processes.ProcessSupervisor`).
 
+One run of a job at a time: the run holds the job's lock, writes everything into an attempt folder of its own
+and publishes the model storage only when it completed (`workspace`).
+
 Speed (Flower 1.41 on 2 cores): by default the SuperLink and each SuperNode run with ``--isolation process``
 and one warm executor (`executor`) forks the ServerApp and every ClientApp from a process that has imported
 Flower, torch and the app once, so no message pays for a new Python, Flower and torch. What is left is the
@@ -59,15 +62,18 @@ from fleet.federation.progress import (
 )
 from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
+from fleet.federation.workspace import AlreadyRunningError, Attempt, exclusive_run, publish
 from fleet.lifecycle import SubmitRun
 from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Job, Phase
 from fleet.placement import placement_spec
+from fleet.plan import exclusion_reasons
 from fleet.repository import Repository
 
 Executor = Literal["warm", "flower"]
 _START_TIMEOUT = 90.0
 _TICK = 0.2
 MODEL_CARD = "model-card.md"
+MODEL_FILE = "model.pt"
 _TLS_ON = "on (hub CA, CA-signed cluster identities, SuperNode authentication)"
 
 
@@ -91,9 +97,9 @@ class LocalPlan:
     excluded: dict[str, str]
     """Placed clusters left out, with the reason (their data is missing or unreadable)."""
     job_dir: Path
-    """``<work-dir>/<job>``: status, credentials, logs, the FAB sources."""
+    """``<work-dir>/<job>``: the run lock, the status, one folder per attempt (`workspace`)."""
     storage_dir: Path
-    """The job's model storage mapped locally: checkpoints, the model, metrics and the model card."""
+    """The job's model storage mapped locally: the last completed run's checkpoints, model, metrics, card."""
     spec: FederatedLearningSpec
     """The job as its FederatedLearning resource would carry it: what the phase machine reads."""
 
@@ -148,7 +154,11 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
     result = repository.placement(job)
     selected = result.selected
     if len(selected) < job.min_available_clients:
-        out = "; ".join(f"{d.cluster}: {', '.join(d.reasons)}" for d in result.decisions if not d.selected)
+        out = "; ".join(
+            f"{d.cluster}: {', '.join(exclusion_reasons(repository, job, d))}"
+            for d in result.decisions
+            if not d.selected
+        )
         raise RunError(
             f"job {job.name!r} needs minAvailableClients={job.min_available_clients} collaborators, but "
             f"placement selects {len(selected)} ({', '.join(selected) or 'none'}); left out: {out or 'none'}"
@@ -177,29 +187,41 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
     )
 
 
+@dataclass(frozen=True)
+class RunResult:
+    status: FederatedLearningStatus
+    """Completed, or Failed with the reason."""
+    attempt: Attempt
+    """The run's own folder: its logs, credentials, and its storage when it did not complete."""
+
+
 def run_federation(
     plan: LocalPlan,
     observer: Observer,
     settings: RunSettings = RunSettings(),
     test_data: Path | None = None,
-) -> FederatedLearningStatus:
-    """Run the planned federation to its end; the final status (Completed, or Failed with the reason)."""
-    recorder = StatusRecorder(plan.job_dir / STATUS_FILE, plan.spec, (c.cluster for c in plan.collaborators))
-    supervisor = ProcessSupervisor(plan.job_dir / "logs", _environment(plan, settings))
-    run = _Run(plan, settings, observer, recorder, supervisor, test_data)
-    with _signals_raise():
-        try:
-            run.execute()
-        except _InterruptedError as interrupt:
-            recorder.failed(f"interrupted by {interrupt} before the run finished")
-        except RunError as error:
-            recorder.failed(str(error))
-        except BaseException as error:
-            recorder.failed(f"fleet run failed: {type(error).__name__}: {error}")
-            raise
-        finally:
-            run.stop()
-    return recorder.status
+) -> RunResult:
+    """Run the planned federation to its end.
+
+    Raises `AlreadyRunningError`, having written nothing, while another run of the job holds its lock.
+    """
+    with exclusive_run(plan.job_dir) as attempt:
+        recorder = StatusRecorder(plan.job_dir / STATUS_FILE, plan.spec, (c.cluster for c in plan.collaborators))
+        supervisor = ProcessSupervisor(attempt.logs, _environment(attempt, settings))
+        run = _Run(plan, attempt, settings, observer, recorder, supervisor, test_data)
+        with _signals_raise():
+            try:
+                run.execute()
+            except _InterruptedError as interrupt:
+                recorder.failed(f"interrupted by {interrupt} before the run finished")
+            except RunError as error:
+                recorder.failed(str(error))
+            except BaseException as error:
+                recorder.failed(f"fleet run failed: {type(error).__name__}: {error}")
+                raise
+            finally:
+                run.stop()
+        return RunResult(recorder.status, attempt)
 
 
 @contextlib.contextmanager
@@ -235,6 +257,7 @@ def _in_main_thread() -> bool:
 @dataclass
 class _Run:
     plan: LocalPlan
+    attempt: Attempt
     settings: RunSettings
     observer: Observer
     recorder: StatusRecorder
@@ -244,6 +267,8 @@ class _Run:
     run_id: int | None = None
     finished: bool = False
     supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
+    node_ids: dict[str, int] = field(default_factory=dict)
+    """cluster -> its SuperNode's node id at the SuperLink (registered keys; none with ``tls: false``)."""
     lost: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -259,7 +284,7 @@ class _Run:
                 f"only {len(plan.collaborators)} collaborators have their data, job {job.name!r} needs "
                 f"minAvailableClients={job.min_available_clients}: " + "; ".join(plan.excluded.values())
             )
-        self._prepare_folders()
+        self.attempt.storage.mkdir(parents=True)
         tls = self._credentials()
         if tls is None:
             self.observer.warning(
@@ -273,11 +298,11 @@ class _Run:
         self._wait_for_superlink(address, tls)
         self.recorder.federation_ready()
         self.control = ControlClient(address, tls.ca if tls else None)
-        node_ids = self._register(tls)
+        self.node_ids = self._register(tls)
         self._start_supernodes(address, ports, tls)
         # Submit once every SuperNode is in: the ServerApp starts as soon as minAvailableClients are, and the
         # first round would go without the late ones.
-        self._wait_for_nodes(node_ids)
+        self._wait_for_nodes(self.node_ids)
         # The phase machine decides, as on the hub: Running, and a run to submit, once the minimum is in.
         decision = self.recorder.available(self.supernodes)
         if not any(isinstance(action, SubmitRun) for action in decision.actions):
@@ -289,18 +314,11 @@ class _Run:
 
     # --- set-up -------------------------------------------------------------------------------------------
 
-    def _prepare_folders(self) -> None:
-        for sub in ("certs", "logs", "flwr-home", "app"):
-            shutil.rmtree(self.plan.job_dir / sub, ignore_errors=True)
-        self.plan.storage_dir.mkdir(parents=True, exist_ok=True)
-        (self.plan.storage_dir / PROGRESS_FILE).unlink(missing_ok=True)
-        (self.plan.storage_dir / MODEL_CARD).unlink(missing_ok=True)
-
     def _credentials(self) -> _Tls | None:
         if not self.job.tls:
             return None
         self.observer.phase("creating the hub CA, the SuperLink certificate and one identity per cluster")
-        directory = self.plan.job_dir / "certs"
+        directory = self.attempt.path / "certs"
         authority = CertificateAuthority.create(directory, f"fleet hub CA ({self.job.name})")
         server = authority.issue_server(directory)
         identities = {
@@ -323,7 +341,7 @@ class _Run:
             argv += ["--insecure"]
         self.supervisor.start("superlink", argv)
         address = f"127.0.0.1:{port}"
-        _write_flower_config(self.plan.job_dir / "flwr-home", address, tls.ca if tls else None)
+        _write_flower_config(self.attempt.path / "flwr-home", address, tls.ca if tls else None)
         return address
 
     def _wait_for_superlink(self, address: str, tls: _Tls | None) -> None:
@@ -427,9 +445,9 @@ class _Run:
 
     def _app_dir(self) -> Path:
         """The FAB's sources (`fleet.federation.bundle.stage_app`), staged once per job."""
-        app = self.plan.job_dir / "app"
+        app = self.attempt.path / "app"
         if not (app / "pyproject.toml").is_file():
-            staging = self.plan.job_dir / ".app.tmp"
+            staging = self.attempt.path / ".app.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             stage_app(staging, self.settings.app)
             shutil.rmtree(app, ignore_errors=True)
@@ -445,7 +463,7 @@ class _Run:
             job.rounds,
             job.min_available_clients,
             job.training,
-            str(self.plan.storage_dir),
+            str(self.attempt.storage),
             str(self.test_data) if self.test_data else "",
             self.settings.seed,
         )
@@ -462,7 +480,7 @@ class _Run:
 
     def _follow(self, deadline: float) -> None:
         assert self.control is not None and self.run_id is not None
-        follower = ProgressFollower(self.plan.storage_dir / PROGRESS_FILE)
+        follower = ProgressFollower(self.attempt.storage / PROGRESS_FILE)
         next_state_check = 0.0
         while True:
             if self._apply(follower.read()):
@@ -481,7 +499,7 @@ class _Run:
                     raise RunError(
                         f"the run ended ({state.sub_status}) without completing: "
                         f"{state.details or 'no details'}"
-                        f"{self._lost_note()}; see {self.plan.job_dir / 'logs'}"
+                        f"{self._lost_note()}; see {self.attempt.logs}"
                     )
             if now > deadline:
                 raise RunError(
@@ -527,6 +545,21 @@ class _Run:
         process = self.supernodes.pop(cluster, None)
         if stop and process is not None:
             self.supervisor.stop(process)
+        self._unregister(cluster)
+
+    def _unregister(self, cluster: str) -> None:
+        """Tell the SuperLink that a lost collaborator is gone, so no round waits for it.
+
+        Otherwise the SuperLink holds the node online until its heartbeat lapses (about 50 s with Flower 1.41's
+        defaults) and the ServerApp waits that long for the node's reply. Unregistered, the node is unavailable
+        at once: the SuperLink answers the ServerApp's pending messages to it with a NODE_UNAVAILABLE error and
+        leaves it out of the next rounds. Best effort: a SuperLink that does not answer changes nothing else.
+        """
+        node_id = self.node_ids.pop(cluster, None)
+        if node_id is None or self.control is None:
+            return
+        with contextlib.suppress(Exception):
+            self.control.unregister_node(node_id)
 
     def _check_minimum(self) -> None:
         """Fail at once below the minimum (a lost local SuperNode does not come back); else record who is left."""
@@ -546,14 +579,19 @@ class _Run:
         return " (lost: " + "; ".join(f"{c}: {r.splitlines()[0]}" for c, r in self.lost.items()) + ")"
 
     def _complete(self, event: Completed) -> None:
-        storage = self.plan.storage_dir
-        model = storage / "model.pt"
-        if not model.is_file():
-            raise RunError(f"the ServerApp reported completion but wrote no model at {model}")
+        staged = self.attempt.storage
+        if not (staged / MODEL_FILE).is_file():
+            raise RunError(f"the ServerApp reported completion but wrote no model at {staged / MODEL_FILE}")
         rounds = self.recorder.status.rounds
         participants = sorted({p for r in rounds for p in r.participants}) or sorted(self.supernodes)
-        _write_model_card(self.plan, participants, event.metrics, self.recorder.status)
-        self.recorder.progress([event], str(model))
+        _write_model_card(staged, self.plan, participants, event.metrics, self.recorder.status)
+        try:
+            publish(staged, self.plan.storage_dir, self.attempt)
+        except OSError as error:
+            raise RunError(
+                f"the run completed, but its storage {staged} could not replace {self.plan.storage_dir}: {error}"
+            ) from error
+        self.recorder.progress([event], str(self.plan.storage_dir / MODEL_FILE))
 
     def stop(self) -> None:
         if self.control is not None:
@@ -573,13 +611,13 @@ class _Tls:
     identities: dict[str, ClusterIdentity]
 
 
-def _environment(plan: LocalPlan, settings: RunSettings) -> dict[str, str]:
+def _environment(attempt: Attempt, settings: RunSettings) -> dict[str, str]:
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env.update(
         {
             "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
-            "FLWR_HOME": str(plan.job_dir / "flwr-home"),
+            "FLWR_HOME": str(attempt.path / "flwr-home"),
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(settings.task_poll_interval),
@@ -650,7 +688,7 @@ def _git_commit(root: Path) -> str:
 
 
 def _write_model_card(
-    plan: LocalPlan, clusters: list[str], metrics: Mapping[str, float], status: FederatedLearningStatus
+    folder: Path, plan: LocalPlan, clusters: list[str], metrics: Mapping[str, float], status: FederatedLearningStatus
 ) -> None:
     job, training = plan.job, plan.job.training
     lines = [
@@ -687,14 +725,16 @@ def _write_model_card(
         "The data never left the clusters: each collaborator trained on its own partition and sent only "
         "model updates to the aggregator.",
     ]
-    write_text_atomically(plan.storage_dir / MODEL_CARD, "\n".join(lines) + "\n")
+    write_text_atomically(folder / MODEL_CARD, "\n".join(lines) + "\n")
 
 
 __all__ = [
+    "AlreadyRunningError",
     "Collaborator",
     "LocalPlan",
     "Observer",
     "RunError",
+    "RunResult",
     "RunSettings",
     "local_storage_dir",
     "plan_run",

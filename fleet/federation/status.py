@@ -3,6 +3,9 @@
 The status has one shape, `fleet.models.FederatedLearningStatus`, the custom resource's. A local run keeps it
 in ``<work-dir>/<job>/status.json`` (camelCase, as the resource carries it). Readers go through a
 `StatusSource`, so that a second source (the hub, through a kubeconfig) plugs in next to `LocalStatusSource`.
+
+A local status that says Waiting or Running while no `fleet run` holds the job's lock (`workspace`) belongs to
+a run that died without recording its end (SIGKILL, a power cut): it is read as Failed, saying so.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pydantic import ValidationError
 
 from fleet.app.files import write_text_atomically
 from fleet.federation.progress import Event
+from fleet.federation.workspace import lock_holder
 from fleet.lifecycle import Observation, Step, rfc3339, step
-from fleet.models import FederatedLearningSpec, FederatedLearningStatus
+from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Phase
 
 STATUS_FILE = "status.json"
 
@@ -34,6 +38,8 @@ class JobStatus:
     status: FederatedLearningStatus
     source: str
     """Where the status was read (a file path, or a hub object)."""
+    problem: str = ""
+    """Why the status could not be read (then ``status`` is empty): one bad file hides no other job."""
 
 
 class StatusSource(Protocol):
@@ -58,9 +64,36 @@ class LocalStatusSource:
         found = []
         for folder in folders:
             path = folder / STATUS_FILE
-            if path.is_file():
-                found.append(JobStatus(folder.name, read_status(path), str(path)))
+            if not path.is_file():
+                continue
+            try:
+                found.append(JobStatus(folder.name, _as_observed(path), str(path)))
+            except InvalidStatusError as error:
+                found.append(JobStatus(folder.name, FederatedLearningStatus(), str(path), problem=str(error)))
         return found
+
+
+def _as_observed(path: Path) -> FederatedLearningStatus:
+    """The status in ``path``; Failed if it says the run goes on but no run of the job is alive."""
+    status = read_status(path)
+    if status.phase not in (Phase.WAITING, Phase.RUNNING):
+        return status
+    running, pid = lock_holder(path.parent)
+    if running:
+        return status
+    # The run may have ended between the two reads: its last write comes before it lets go of the lock.
+    status = read_status(path)
+    if status.phase not in (Phase.WAITING, Phase.RUNNING):
+        return status
+    who = f"pid {pid}" if pid is not None else "its process"
+    return status.model_copy(
+        update={
+            "phase": Phase.FAILED,
+            "message": f"failed: crashed: the `fleet run` of this job ({who}) ended without recording an end "
+            f"(killed, or the machine stopped) at round {status.current_round}/{status.total_rounds}, "
+            f"{status.phase.value}; `fleet run {path.parent.name}` runs it again",
+        }
+    )
 
 
 def read_status(path: Path) -> FederatedLearningStatus:

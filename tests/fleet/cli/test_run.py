@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -112,13 +113,12 @@ def test_run_prints_the_final_metrics_and_where_the_model_is(tmp_path: Path, no_
     assert status.phase is Phase.COMPLETED and status.current_round == 2
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("federation")
-def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, list[psutil.Process]]:
+def _start_long_run(tmp_path: Path, write: bool = True) -> tuple[subprocess.Popen[str], Path, list[psutil.Process]]:
     """A 50-round run of the tiny app in its own session, once round 1 is in: the process, its status file and
-    the processes of its federation."""
-    write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=50)
-    write_data(tmp_path / "data", ["alpha", "beta"])
+    the processes of its federation. ``write=False``: the repository and data are there already."""
+    if write:
+        write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=50)
+        write_data(tmp_path / "data", ["alpha", "beta"])
     status_file = tmp_path / "runs" / "tiny" / STATUS_FILE
     process = subprocess.Popen(
         _fleet_run(tmp_path, "--app", str(TINY_APP)),
@@ -129,7 +129,7 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, list[p
     )
     try:
         wait_until(
-            lambda: status_file.is_file() and json.loads(status_file.read_text())["currentRound"] >= 1,
+            lambda: _running_round(status_file) >= 1,
             120,
             "round 1",
         )
@@ -141,6 +141,24 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, list[p
     return process, status_file, started
 
 
+def _running_round(status_file: Path) -> int:
+    """The round a running job is at; 0 before (or after) it runs."""
+    if not status_file.is_file():
+        return 0
+    status = json.loads(status_file.read_text())
+    return int(status["currentRound"]) if status["phase"] == "Running" else 0
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("federation")
 def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
     process, status_file, started = _start_long_run(tmp_path)
     try:
@@ -158,6 +176,8 @@ def test_ctrl_c_stops_every_process(tmp_path: Path, no_leftovers: None) -> None:
     assert not [p.pid for p in started if p.is_running() and p.status() != "zombie"]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("federation")
 @pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux only")
 def test_sigkill_leaves_no_process_behind(tmp_path: Path, no_leftovers: None) -> None:
     """fleet run gets no chance to clean up; what it started stops with it all the same."""
@@ -169,6 +189,69 @@ def test_sigkill_leaves_no_process_behind(tmp_path: Path, no_leftovers: None) ->
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     wait_until(lambda: not flower_processes(str(tmp_path)), 20, "every process of the run to stop")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("federation")
+def test_a_second_run_of_the_same_job_is_refused_with_the_first_ones_pid(tmp_path: Path, no_leftovers: None) -> None:
+    process, status_file, _ = _start_long_run(tmp_path)
+    job_dir = tmp_path / "runs" / "tiny"
+    try:
+        attempts = sorted((job_dir / "attempts").iterdir())
+        first = _checksums(attempts[0] / "certs")
+        second = subprocess.run(
+            _fleet_run(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=60, check=False
+        )
+        assert second.returncode == EXIT_INVALID, second.stderr
+        assert f"job 'tiny' is already running on this machine (pid {process.pid}" in second.stderr
+        # The first run's folder, credentials and status are its own still.
+        assert sorted((job_dir / "attempts").iterdir()) == attempts
+        assert _checksums(attempts[0] / "certs") == first
+        assert _running_round(status_file) >= 1
+        assert process.poll() is None
+    finally:
+        os.kill(process.pid, signal.SIGINT)
+        process.communicate(timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("federation")
+def test_a_killed_run_shows_as_crashed_and_the_last_completed_model_stays_whole(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=2)
+    write_data(tmp_path / "data", ["alpha", "beta"])
+    completed = subprocess.run(
+        _fleet_run(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=180, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    storage = tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny"
+    before = _checksums(storage)
+    assert {"model.pt", "checkpoints/round-1.pt", "checkpoints/round-2.pt"} <= before.keys()
+
+    job = tmp_path / "repo" / "jobs" / "tiny.yaml"
+    job.write_text(job.read_text().replace("rounds: 2", "rounds: 50"))
+    process, status_file, _ = _start_long_run(tmp_path, write=False)
+    process.kill()  # no code of fleet run's runs: the status file still says Running
+    process.communicate(timeout=10)
+    wait_until(lambda: not flower_processes(str(tmp_path)), 20, "every process of the run to stop")
+    assert read_status(status_file).phase is Phase.RUNNING
+
+    shown = subprocess.run(
+        [FLEET, "status", "tiny", "--work-dir", str(tmp_path / "runs"), "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    (entry,) = json.loads(shown.stdout)
+    assert entry["status"]["phase"] == "Failed"
+    assert f"crashed: the `fleet run` of this job (pid {process.pid})" in entry["status"]["message"]
+    # The killed run's round-1 checkpoint is in its own folder, not beside the completed run's model.
+    assert _checksums(storage) == before
+    newest = sorted((tmp_path / "runs" / "tiny" / "attempts").iterdir())[-1]
+    assert (newest / "storage" / "checkpoints" / "round-1.pt").is_file()
 
 
 @pytest.mark.slow
@@ -195,3 +278,20 @@ def test_example_job_trains_with_fleets_own_app(example_repo: Path, tmp_path: Pa
         assert (storage / name).is_file(), name
     card = (storage / "model-card.md").read_text()
     assert "eu-central-lab, eu-west-hospital, eu-west-university" in card
+
+
+def test_a_job_file_where_a_name_is_expected_names_the_job_or_says_what_to_pass(
+    example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(example_repo)
+    by_path = CliRunner().invoke(main, ["plan", "jobs/mnist-digits.yaml", "--output", "json"])
+    by_name = CliRunner().invoke(main, ["plan", "mnist-digits", "--output", "json"])
+    assert by_path.exit_code == 0, by_path.output
+    assert by_path.stdout == by_name.stdout
+    runs = tmp_path / "runs"
+    for argument in ("jobs/nothing.yaml", "clusters/eu-west-hospital.yaml", "mnist-digits.yaml"):
+        result = CliRunner().invoke(main, ["run", argument, "--work-dir", str(runs)])
+        assert result.exit_code == EXIT_INVALID, result.output
+        assert f"fleet run: {argument}: expected a job name (the `name:` in a file under" in result.stderr
+        assert "or the path of such a file; it is neither (jobs: mnist-digits)" in result.stderr
+    assert not runs.exists()

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from fleet.cli import main
 from fleet.errors import EXIT_INVALID
 from fleet.federation.status import STATUS_FILE, write_status
+from fleet.federation.workspace import exclusive_run
 from fleet.models import FederatedLearningStatus, Phase, RoundStatus
 
 
@@ -31,7 +32,8 @@ def test_table_shows_phase_round_clusters_and_last_metric(tmp_path: Path) -> Non
         ),
     )
     _status(tmp_path, "other", FederatedLearningStatus(phase=Phase.FAILED, message="only 1 of 3 remain\ndetails"))
-    result = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)], terminal_width=200)
+    with exclusive_run(tmp_path / "digits"):  # as a live `fleet run` of the job holds it
+        result = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)], terminal_width=200)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     digits = next(line for line in lines if "digits" in line)
@@ -63,3 +65,19 @@ def test_unknown_job_and_bad_file(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)])
     assert bad.exit_code == EXIT_INVALID
     assert "broken/status.json" in bad.output and "expected a FederatedLearningStatus" in bad.output
+
+
+def test_a_corrupt_status_file_hides_no_other_job(tmp_path: Path) -> None:
+    _status(tmp_path, "alpha", FederatedLearningStatus(phase=Phase.COMPLETED, final_metrics={"accuracy": 0.97}))
+    _status(tmp_path, "gamma", FederatedLearningStatus(phase=Phase.FAILED, message="only 1 of 3 remain"))
+    (tmp_path / "beta").mkdir()
+    (tmp_path / "beta" / STATUS_FILE).write_bytes(b'{"phase": "Running", "currentRou')  # a truncated write
+    table = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path)], terminal_width=200)
+    assert table.exit_code == EXIT_INVALID
+    assert "beta/status.json: expected a FederatedLearningStatus in JSON" in table.stderr
+    assert "Completed" in table.stdout and "accuracy 0.9700" in table.stdout and "only 1 of 3 remain" in table.stdout
+    listed = CliRunner().invoke(main, ["status", "--work-dir", str(tmp_path), "--output", "json"])
+    assert listed.exit_code == EXIT_INVALID
+    assert [entry["job"] for entry in json.loads(listed.stdout)] == ["alpha", "gamma"]
+    one = CliRunner().invoke(main, ["status", "beta", "--work-dir", str(tmp_path)])
+    assert one.exit_code == EXIT_INVALID and "beta/status.json" in one.stderr and "no status for" not in one.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from fleet.federation.local import RunError, RunSettings, plan_run, run_federati
 from fleet.federation.progress import RoundFinished
 from fleet.federation.status import STATUS_FILE, read_status
 from fleet.models import Phase
+from fleet.quantity import Quantity
 from fleet.repository import load_repository
 from tests.fleet.federation.federation_support import (
     TINY_APP,
@@ -43,7 +45,8 @@ def test_run_completes_over_tls_and_writes_status_model_and_card(tmp_path: Path,
     plan = _plan(tmp_path, ["alpha", "beta", "gamma"], with_data=["alpha", "beta"])
     assert plan.excluded.keys() == {"gamma"}
     observer = Recorder()
-    status = run_federation(plan, observer, SETTINGS)
+    result = run_federation(plan, observer, SETTINGS)
+    status = result.status
 
     assert status.phase is Phase.COMPLETED, status.message
     assert observer.clusters == ("alpha", "beta")
@@ -62,7 +65,7 @@ def test_run_completes_over_tls_and_writes_status_model_and_card(tmp_path: Path,
     assert written["currentRound"] == 2
     assert [r["round"] for r in written["rounds"]] == [1, 2]
     # Flower really ran with TLS and SuperNode authentication.
-    superlink_log = (plan.job_dir / "logs" / "superlink.log").read_text()
+    superlink_log = (result.attempt.logs / "superlink.log").read_text()
     assert "https://127.0.0.1" in superlink_log
     assert "SuperNode authentication is disabled" not in superlink_log
 
@@ -76,7 +79,8 @@ def test_killed_supernode_run_finishes_with_the_rest(tmp_path: Path, no_leftover
             supernode_of("gamma", marker).kill()
 
     observer = Recorder(on_round=kill_gamma)
-    status = run_federation(plan, observer, SETTINGS)
+    result = run_federation(plan, observer, SETTINGS)
+    status = result.status
 
     assert status.phase is Phase.COMPLETED, status.message
     assert [r.round for r in observer.rounds] == [1, 2, 3]
@@ -87,6 +91,28 @@ def test_killed_supernode_run_finishes_with_the_rest(tmp_path: Path, no_leftover
     assert "3 rounds with alpha, beta, gamma (gamma left during the run)" in status.message
 
 
+def test_a_round_does_not_wait_for_a_collaborator_seen_to_exit(tmp_path: Path, no_leftovers: None) -> None:
+    """Without unregistering the lost node, round 2 waits for its reply until the SuperLink's heartbeat patience
+    lapses (about 50 s with Flower 1.41) or the round times out (120 s here)."""
+    plan = _plan(tmp_path, ["alpha", "beta", "gamma"], rounds=3, round_timeout=120)
+    marker = str(tmp_path)
+    finished: dict[int, float] = {}
+
+    def kill_gamma(event: RoundFinished) -> None:
+        finished[event.round] = time.monotonic()
+        if event.round == 1:
+            supernode_of("gamma", marker).kill()
+
+    observer = Recorder(on_round=kill_gamma)
+    status = run_federation(plan, observer, SETTINGS).status
+
+    assert status.phase is Phase.COMPLETED, status.message
+    assert [r.participants for r in observer.rounds][1:] == [("alpha", "beta"), ("alpha", "beta")]
+    # A round of the tiny app takes about 3 s (the idle SuperNode's poll); half the heartbeat patience is the
+    # floor that tells "answered at once" from "waited the node out".
+    assert finished[2] - finished[1] < 25, f"round 2 took {finished[2] - finished[1]:.1f} s"
+
+
 def test_killed_supernode_below_minimum_fails_at_once(tmp_path: Path, no_leftovers: None) -> None:
     plan = _plan(tmp_path, ["alpha", "beta"], rounds=5, round_timeout=60)
     marker = str(tmp_path)
@@ -95,13 +121,17 @@ def test_killed_supernode_below_minimum_fails_at_once(tmp_path: Path, no_leftove
         if event.round == 1:
             supernode_of("beta", marker).kill()
 
-    status = run_federation(plan, Recorder(on_round=kill_beta), SETTINGS)
+    status = run_federation(plan, Recorder(on_round=kill_beta), SETTINGS).status
 
     assert status.phase is Phase.FAILED
     assert "only 1 of 2 collaborators remain" in status.message
     assert "minAvailableClients=2" in status.message
     assert "beta: its SuperNode exited" in status.message
     assert status.current_round < 5  # it did not wait out the rounds
+    # A run that did not complete publishes nothing: its round-1 checkpoint stays in its own attempt folder.
+    assert not plan.storage_dir.exists()
+    (attempt,) = (plan.job_dir / "attempts").iterdir()
+    assert (attempt / "storage" / "checkpoints" / "round-1.pt").is_file()
 
 
 def test_foreign_certificate_foreign_ca_and_unregistered_key_are_refused(
@@ -129,7 +159,8 @@ def test_foreign_certificate_foreign_ca_and_unregistered_key_are_refused(
     monkeypatch.setattr(local, "create_cluster_identity", identity)
     monkeypatch.setattr(local.ControlClient, "register_node", register)
     observer = Recorder()
-    status = run_federation(plan, observer, SETTINGS)
+    result = run_federation(plan, observer, SETTINGS)
+    status = result.status
 
     assert status.phase is Phase.COMPLETED, status.message
     assert observer.clusters == ("alpha", "beta")
@@ -143,18 +174,19 @@ def test_foreign_certificate_foreign_ca_and_unregistered_key_are_refused(
     assert "its SuperNode exited" in lost and "CERTIFICATE_VERIFY_FAILED" in lost
     unknown = next(w for w in observer.warnings if w.startswith("collaborator unknown:"))
     assert "its SuperNode exited" in unknown and "Failed to activate SuperNode" in unknown
-    logs = plan.job_dir / "logs"
+    logs = result.attempt.logs
     assert not (logs / "supernode-forged.log").exists()  # never started
     assert "SuperNode ID" not in (logs / "supernode-unknown.log").read_text()  # never let in
 
 
 def test_too_few_collaborators_with_data_fails_before_starting_anything(tmp_path: Path) -> None:
     plan = _plan(tmp_path, ["alpha", "beta", "gamma"], with_data=["alpha"])
-    status = run_federation(plan, Recorder(), SETTINGS)
+    result = run_federation(plan, Recorder(), SETTINGS)
+    status = result.status
     assert status.phase is Phase.FAILED
     assert "only 1 collaborators have their data" in status.message
     assert "collaborator beta: its data path /data/beta" in status.message
-    assert not (plan.job_dir / "logs").exists()
+    assert not result.attempt.logs.exists()
     assert read_status(plan.job_dir / STATUS_FILE).phase is Phase.FAILED
 
 
@@ -183,7 +215,8 @@ def test_stopping_in_the_middle_leaves_no_process(tmp_path: Path, no_leftovers: 
         threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
 
     observer = Recorder(on_round=lambda e: interrupt(e) if e.round == 1 else None)
-    status = run_federation(plan, observer, SETTINGS)
+    result = run_federation(plan, observer, SETTINGS)
+    status = result.status
     assert status.phase is Phase.FAILED
     assert "interrupted by SIGTERM" in status.message
     assert len(seen) >= 5  # SuperLink, SuperExec, ServerApp, 2 SuperNodes, the executor
@@ -209,10 +242,28 @@ def test_tls_false_runs_without_tls_and_says_so(tmp_path: Path, no_leftovers: No
     write_data(tmp_path / "data", ["alpha", "beta"])
     plan = plan_run(load_repository(repo), "tiny", tmp_path / "data", tmp_path / "runs")
     observer = Recorder()
-    status = run_federation(plan, observer, SETTINGS)
+    result = run_federation(plan, observer, SETTINGS)
+    status = result.status
     assert status.phase is Phase.COMPLETED, status.message
     assert any("WITHOUT TLS" in w for w in observer.warnings)
-    assert not (plan.job_dir / "certs").exists()
-    superlink_log = (plan.job_dir / "logs" / "superlink.log").read_text()
+    assert not (result.attempt.path / "certs").exists()
+    superlink_log = (result.attempt.logs / "superlink.log").read_text()
     assert "http://127.0.0.1" in superlink_log and "https://" not in superlink_log
     assert "TLS: OFF" in (plan.storage_dir / "model-card.md").read_text()
+
+
+def test_a_refused_placement_says_why_in_quantities_and_policy_names(tmp_path: Path) -> None:
+    repository = load_repository(write_repository(tmp_path / "repo", ["alpha", "beta", "gamma"], min_clients=3))
+    job = repository.jobs["tiny"]
+    wanted = job.resources.model_copy(update={"cpu": Quantity("500m")})
+    repository.jobs["tiny"] = job.model_copy(update={"resources": wanted})
+    small = repository.clusters["beta"].capacity.model_copy(update={"cpu": Quantity("100m")})
+    repository.clusters["beta"] = repository.clusters["beta"].model_copy(update={"capacity": small})
+    gamma = repository.clusters["gamma"]
+    repository.clusters["gamma"] = gamma.model_copy(update={"labels": {"region": "us-east"}})
+    with pytest.raises(RunError) as refused:
+        plan_run(repository, "tiny", tmp_path / "data", tmp_path / "runs")
+    message = str(refused.value)
+    assert "beta: capacity below the request: cpu 500m requested, cluster has 100m" in message
+    assert "gamma: policy digits: " in message
+    assert "managedCluster" not in message and "CEL" not in message

@@ -11,12 +11,12 @@ import pytest
 from fleet.federation.progress import Completed, RoundFinished
 from fleet.federation.status import (
     STATUS_FILE,
-    InvalidStatusError,
     LocalStatusSource,
     StatusRecorder,
     read_status,
     write_status,
 )
+from fleet.federation.workspace import LOCK_FILE, exclusive_run
 from fleet.lifecycle import SubmitRun
 from fleet.models import (
     FederatedLearningSpec,
@@ -106,9 +106,9 @@ def test_waiting_longer_than_the_job_allows_fails_with_the_hint(tmp_path: Path) 
     assert "waitTimeoutSeconds=60" in failed.message and "1 of 2 required collaborators available" in failed.message
 
 
-def test_local_source_lists_jobs_by_name_and_rejects_a_bad_file(tmp_path: Path) -> None:
-    write_status(tmp_path / "b-job" / STATUS_FILE, FederatedLearningStatus(phase=Phase.RUNNING, current_round=2))
-    write_status(tmp_path / "a-job" / STATUS_FILE, FederatedLearningStatus())
+def test_local_source_lists_jobs_by_name_and_reports_a_bad_file_beside_the_others(tmp_path: Path) -> None:
+    write_status(tmp_path / "b-job" / STATUS_FILE, FederatedLearningStatus(phase=Phase.COMPLETED, current_round=2))
+    write_status(tmp_path / "a-job" / STATUS_FILE, FederatedLearningStatus(phase=Phase.FAILED))
     (tmp_path / "no-status").mkdir()
     source = LocalStatusSource(tmp_path)
     assert [s.job for s in source.statuses()] == ["a-job", "b-job"]
@@ -116,8 +116,24 @@ def test_local_source_lists_jobs_by_name_and_rejects_a_bad_file(tmp_path: Path) 
     assert source.statuses("missing") == []
     assert LocalStatusSource(tmp_path / "nothing").statuses() == []
     (tmp_path / "a-job" / STATUS_FILE).write_text('{"phase": "Sleeping"}')
-    with pytest.raises(InvalidStatusError, match=r"a-job/status\.json"):
-        source.statuses()
+    bad, good = source.statuses()
+    assert bad.job == "a-job" and "a-job/status.json: expected a FederatedLearningStatus" in bad.problem
+    assert good.job == "b-job" and not good.problem and good.status.phase is Phase.COMPLETED
+
+
+def test_a_running_status_without_a_live_run_reads_as_crashed(tmp_path: Path) -> None:
+    running = FederatedLearningStatus(phase=Phase.RUNNING, current_round=2, total_rounds=5)
+    write_status(tmp_path / "tiny" / STATUS_FILE, running)
+    (tmp_path / "tiny" / LOCK_FILE).write_text("4242\n")  # the pid of a run that took the lock, gone now
+    (shown,) = LocalStatusSource(tmp_path).statuses()
+    assert shown.status.phase is Phase.FAILED
+    assert shown.status.message.startswith("failed: crashed: the `fleet run` of this job (pid 4242) ended")
+    assert "at round 2/5, Running; `fleet run tiny` runs it again" in shown.status.message
+    assert read_status(tmp_path / "tiny" / STATUS_FILE) == running  # a reader changes nothing
+    # While a run holds the lock, its status is what it says.
+    with exclusive_run(tmp_path / "tiny"):
+        (live,) = LocalStatusSource(tmp_path).statuses()
+        assert live.status == running
 
 
 def test_each_transition_is_one_write_with_its_conditions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
