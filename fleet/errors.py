@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 EXIT_INVALID = 2
 """Exit code for bad input: the repository (or a manifest) does not load or does not validate."""
@@ -42,10 +41,3 @@ def field_path(loc: Iterable[str | int]) -> str:
         else:
             text += f".{part}" if text else str(part)
     return text
-
-
-def relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()

@@ -2,21 +2,46 @@
 
 `load_repository` either returns a fully valid `Repository` or raises `InvalidRepository` carrying every
 problem found, in every file, at once.
+
+What counts as a definition. Every entry directly in ``jobs/``, ``clusters/`` and ``policies/`` is accounted
+for, so that no definition silently drops out of the render (GitOps would then prune what it rendered):
+
+- a regular file named ``*.yaml`` or ``*.yml`` is a definition, and is loaded;
+- a name starting with ``.`` is ignored whatever it is (``.gitkeep``, ``.DS_Store``, editors' swap files, a
+  ``.archive/`` folder kept on purpose), and so is a regular file with another extension (``README.md``,
+  ``notes.txt``, an editor's ``x.yaml~``): those are never definitions;
+- reported, so that the load fails: a regular file whose extension is ``.yaml``/``.yml`` in another case
+  (``x.YAML``, ``x.Yml``: other tools would read it, fleet would not), a regular file without an extension
+  (a definition whose extension was forgotten); a symbolic link, whatever its name and wherever it points,
+  even into the repository, and broken ones (Git stores a link as a link, which Argo CD and Flux treat each
+  their own way, and following one would read, and echo in problems, a file outside the repository); a
+  folder (named ``x.yaml``: expected a regular file; otherwise: expected no sub-folders, since definitions in
+  one would not be read); a FIFO, socket or device (never opened: opening a FIFO blocks until a writer comes);
+- ``jobs/`` (``clusters/``, ``policies/``) itself may be absent; when present it must be a folder, not a
+  symbolic link to one nor a file.
+
+Links are never followed, not even between the check and the read: each folder is opened with ``O_NOFOLLOW``
+and its files are opened relative to it with ``O_NOFOLLOW | O_NONBLOCK``, then checked again with ``fstat``, so a
+file swapped for a link or a FIFO after the check is reported, never read. A problem about an entry names it
+relative to the repository and has no line or field.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from fleet.claims import CAPACITY_CLAIMS, MAX_CUSTOM_CLUSTER_CLAIMS
-from fleet.errors import InvalidRepository, Problem, field_path, relative
+from fleet.errors import InvalidRepository, Problem, field_path
 from fleet.hub import CONTROLLER_NAMESPACE, POLICY_NAMESPACE
 from fleet.models import Cluster, DataLocalityPolicy, Job, ListenerType
 from fleet.placement import PlacementResult, evaluate, governing_policies, placement_spec
@@ -74,9 +99,8 @@ def load_repository(root: Path) -> Repository:
     loaded: dict[str, list[tuple[Any, Source]]] = {}
     for folder, model in FOLDERS.items():
         loaded[folder] = []
-        for path in _yaml_files(root / folder):
-            source = Source(relative(path, root))
-            result = _load_document(path, source, model, problems)
+        for source, text in _definition_files(root, folder, problems):
+            result = _load_document(text, source, model, problems)
             if result is not None:
                 loaded[folder].append(result)
 
@@ -97,12 +121,6 @@ def load_repository(root: Path) -> Repository:
     return repository
 
 
-def _yaml_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
-
-
 def _by_name(items: list[tuple[M, Source]], problems: list[Problem]) -> dict[str, tuple[M, Source]]:
     seen: dict[str, tuple[M, Source]] = {}
     for definition, source in items:
@@ -120,6 +138,133 @@ def _by_name(items: list[tuple[M, Source]], problems: list[Problem]) -> dict[str
     return seen
 
 
+# --- the files and folders themselves -------------------------------------------------------------------------
+
+SUFFIXES = (".yaml", ".yml")
+"""The extensions of a definition's file, in lower case."""
+
+_NOT_A_LINK = "expected a regular file, not a symbolic link (fleet never follows links: put the file itself here)"
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+"""O_NOFOLLOW: a link is refused, not followed; O_NONBLOCK: a FIFO swapped in after the check does not block."""
+
+
+def _definition_files(root: Path, folder: str, problems: list[Problem]) -> Iterator[tuple[Source, str]]:
+    """The text of each definition directly in ``root / folder``, by name; every other entry is ignored or
+    reported (see the module's docstring). Nothing is followed or opened before it is known not to be a link."""
+    try:
+        mode = os.lstat(root / folder).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        problems.append(Problem(folder, None, "", f"expected a readable folder: {error.strerror}"))
+        return
+    if not stat.S_ISDIR(mode):
+        problems.append(Problem(folder, None, "", _not_a_folder(mode)))
+        return
+    try:
+        folder_fd = os.open(root / folder, _FOLDER_FLAGS)
+    except OSError as error:  # swapped for a link or a file since the check; unreadable
+        swapped = {errno.ELOOP: stat.S_IFLNK, errno.ENOTDIR: stat.S_IFREG}.get(error.errno or 0)
+        message = _not_a_folder(swapped) if swapped else f"expected a readable folder: {error.strerror}"
+        problems.append(Problem(folder, None, "", message))
+        return
+    try:
+        for name in sorted(os.listdir(folder_fd)):  # noqa: PTH208 (by descriptor: the folder checked is the one listed)
+            if name.startswith("."):
+                continue
+            file = f"{folder}/{name}"
+            try:
+                mode = os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:  # removed since the listing
+                continue
+            except OSError as error:
+                problems.append(Problem(file, None, "", f"expected a readable file: {error.strerror}"))
+                continue
+            problem = _refusal(folder, name, mode)
+            if problem:
+                problems.append(Problem(file, None, "", problem))
+            elif PurePosixPath(name).suffix in SUFFIXES:
+                text = _read(folder_fd, name, file, problems)
+                if text is not None:
+                    yield Source(file), text
+    finally:
+        os.close(folder_fd)
+
+
+def _refusal(folder: str, name: str, mode: int) -> str:
+    """Why the entry ``name`` of ``folder`` (not a dotfile; ``mode`` from lstat) is reported, or "" if it is not."""
+    suffix = PurePosixPath(name).suffix
+    if stat.S_ISLNK(mode):
+        return _NOT_A_LINK
+    if stat.S_ISDIR(mode):
+        if suffix.lower() in SUFFIXES:
+            return "expected a regular file, not a folder"
+        return (
+            f"expected no sub-folders: only the files directly in {folder}/ are read "
+            "(and names starting with '.' are ignored)"
+        )
+    if not stat.S_ISREG(mode):
+        return f"expected a regular file, not {_kind(mode)}"
+    if suffix in SUFFIXES:
+        return ""
+    if suffix.lower() in SUFFIXES:
+        return f"expected the extension .yaml or .yml (lower case), got {suffix!r}: fleet would not read this file"
+    if not suffix:
+        return (
+            "expected the extension .yaml or .yml: fleet does not read a file without one "
+            "(give other files an extension, such as .md)"
+        )
+    return ""  # README.md, notes.txt: not definitions
+
+
+def _read(folder_fd: int, name: str, file: str, problems: list[Problem]) -> str | None:
+    """The UTF-8 text of the regular file ``name`` in the folder open as ``folder_fd``, opened without following
+    a link and checked again once open (the entry may have changed since it was checked)."""
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=folder_fd)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            problems.append(Problem(file, None, "", _NOT_A_LINK))
+        else:
+            problems.append(Problem(file, None, "", f"expected a readable UTF-8 YAML file: {error}"))
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            problems.append(Problem(file, None, "", f"expected a regular file, not {_kind(mode)}"))
+            return None
+        with os.fdopen(fd, encoding="utf-8", closefd=False) as handle:  # text mode, as Path.read_text
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        problems.append(Problem(file, None, "", f"expected a readable UTF-8 YAML file: {error}"))
+        return None
+    finally:
+        os.close(fd)
+
+
+def _not_a_folder(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return (
+            "expected a folder, not a symbolic link "
+            "(fleet never follows links: keep the definitions in the repository itself)"
+        )
+    return f"expected a folder, not {_kind(mode)}"
+
+
+def _kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
 # --- one document ---------------------------------------------------------------------------------------------
 
 
@@ -127,12 +272,7 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     """libyaml's safe loader where PyYAML has it: composes nodes (with their lines) once, then constructs."""
 
 
-def _load_document(path: Path, source: Source, model: type[M], problems: list[Problem]) -> tuple[M, Source] | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        problems.append(Problem(source.file, None, "", f"expected a readable UTF-8 YAML file: {error}"))
-        return None
+def _load_document(text: str, source: Source, model: type[M], problems: list[Problem]) -> tuple[M, Source] | None:
     too_deep = first_too_deep(text, MAX_NESTING)
     if too_deep is not None:  # before composing: PyYAML's composers recurse once per level
         problems.append(Problem(source.file, too_deep, "", f"expected YAML nested at most {MAX_NESTING} levels"))

@@ -6,10 +6,15 @@ so the cases survive edits to the example), the field path and key phrases of th
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +26,9 @@ CLUSTER = "clusters/eu-west-hospital.yaml"
 POLICY = "policies/digits-residency.yaml"
 
 DNS_LABEL = "expected a DNS-1123 label"
+
+SECRET = "SECRET_hunter2_token"
+"""A value outside the repository: a problem would echo it (a name must be a DNS label) if its file were read."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,58 @@ def append(file: str, text: str) -> Edit:
 def copy(source: str, target: str) -> Edit:
     def edit(repo: Path) -> None:
         shutil.copyfile(repo / source, repo / target)
+
+    return edit
+
+
+def rename(source: str, target: str) -> Edit:
+    def edit(repo: Path) -> None:
+        (repo / source).rename(repo / target)
+
+    return edit
+
+
+def outside(file: str, text: str) -> Edit:
+    """Write ``file`` beside the repository (``../outside/file``), not in it."""
+
+    def edit(repo: Path) -> None:
+        path = repo.parent / "outside" / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    return edit
+
+
+def symlink(file: str, target: str) -> Edit:
+    """Make ``file`` a symbolic link to ``target``, relative to the link's folder as links are."""
+
+    def edit(repo: Path) -> None:
+        (repo / file).symlink_to(target)
+
+    return edit
+
+
+def mkdir(folder: str) -> Edit:
+    def edit(repo: Path) -> None:
+        (repo / folder).mkdir()
+
+    return edit
+
+
+def mkfifo(file: str) -> Edit:
+    def edit(repo: Path) -> None:
+        os.mkfifo(repo / file)
+
+    return edit
+
+
+def move_out(folder: str) -> Edit:
+    """Move ``folder`` of the repository to ``../outside/folder``."""
+
+    def edit(repo: Path) -> None:
+        target = repo.parent / "outside" / folder
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(repo / folder, target)
 
     return edit
 
@@ -445,6 +505,58 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         replace(POLICY, "requireTls: true", 'requireTls: "true"'),
         (Expected(POLICY, "requireTls:", "rules.requireTls", ("expected true or false", "'true'")),),
     ),
+    # --- the files and folders themselves ---
+    "entry-symlink-out-of-the-repository": (
+        _all(outside("leak.yaml", f"name: {SECRET}\n"), symlink("jobs/leak.yaml", "../../outside/leak.yaml")),
+        (Expected("jobs/leak.yaml", None, "", ("expected a regular file, not a symbolic link", "never follows")),),
+    ),
+    "entry-symlink-within-the-repository": (  # Git stores it as a link, which Argo CD and Flux each treat their way
+        symlink("jobs/alias.yaml", "mnist-digits.yaml"),
+        (Expected("jobs/alias.yaml", None, "", ("expected a regular file, not a symbolic link",)),),
+    ),
+    "entry-symlink-broken": (
+        symlink("clusters/gone.yaml", "no-such-file.yaml"),
+        (Expected("clusters/gone.yaml", None, "", ("expected a regular file, not a symbolic link",)),),
+    ),
+    "entry-extension-upper-case": (  # the job would drop out of the render, and GitOps prune it
+        rename(JOB, "jobs/mnist-digits.YAML"),
+        (
+            Expected(
+                "jobs/mnist-digits.YAML",
+                None,
+                "",
+                ("expected the extension .yaml or .yml (lower case)", "got '.YAML'"),
+            ),
+        ),
+    ),
+    "entry-extension-mixed-case": (
+        copy(POLICY, "policies/strict.Yml"),
+        (Expected("policies/strict.Yml", None, "", ("expected the extension .yaml or .yml (lower case)", "'.Yml'")),),
+    ),
+    "entry-without-extension": (  # a valid job but for its name: not read, so reported
+        copy(JOB, "jobs/mnist-digits-v2"),
+        (Expected("jobs/mnist-digits-v2", None, "", ("expected the extension .yaml or .yml", "without one")),),
+    ),
+    "entry-folder-named-like-a-definition": (
+        mkdir("jobs/archive.yaml"),
+        (Expected("jobs/archive.yaml", None, "", ("expected a regular file, not a folder",)),),
+    ),
+    "entry-sub-folder": (  # its definitions would not be read
+        _all(mkdir("clusters/retired"), copy(CLUSTER, "clusters/retired/old.yaml")),
+        (Expected("clusters/retired", None, "", ("expected no sub-folders", "directly in clusters/")),),
+    ),
+    "entry-fifo": (  # opening it for reading would block until a writer comes: never opened
+        mkfifo("jobs/pipe.yaml"),
+        (Expected("jobs/pipe.yaml", None, "", ("expected a regular file, not a FIFO",)),),
+    ),
+    "folder-symlink-out-of-the-repository": (
+        _all(move_out("jobs"), outside("jobs/leak.yaml", f"name: {SECRET}\n"), symlink("jobs", "../outside/jobs")),
+        (Expected("jobs", None, "", ("expected a folder, not a symbolic link", "never follows")),),
+    ),
+    "folder-is-a-file": (
+        _all(move_out("policies"), write("policies", "name: digits-residency\n")),
+        (Expected("policies", None, "", ("expected a folder, not a file",)),),
+    ),
     # --- across files ---
     "cross-duplicate-cluster-name": (
         copy(CLUSTER, "clusters/zz-copy.yaml"),
@@ -601,13 +713,36 @@ def test_there_are_at_least_thirty_cases() -> None:
     assert len(CASES) >= 30
 
 
+class StillLoading(Exception):
+    """Not an OSError, which the loader would report as a problem of the file it was reading."""
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Fail, rather than hang, past ``seconds``: a loader that opened a FIFO would wait for a writer forever."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise StillLoading(f"still loading after {seconds} s: was a FIFO opened?")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_reported_with_file_line_field_and_expectation(example_repo: Path, case: str) -> None:
     edit, expected = CASES[case]
     edit(example_repo)
     before = sorted(p.relative_to(example_repo) for p in example_repo.rglob("*"))
 
-    with pytest.raises(InvalidRepository) as raised:
+    with pytest.raises(InvalidRepository) as raised, _deadline(60):
         load_repository(example_repo)
 
     assert_problems(example_repo, raised.value.problems, expected)
@@ -638,6 +773,68 @@ def test_files_other_than_yaml_are_ignored(example_repo: Path) -> None:
     (example_repo / "jobs" / "README.md").write_text("# not a job\n")
     (example_repo / "clusters" / "notes.txt").write_text("name: [\n")
     assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+
+
+def test_dotfiles_and_files_with_other_extensions_are_ignored(example_repo: Path) -> None:
+    jobs = example_repo / "jobs"
+    (jobs / ".gitkeep").write_text("")
+    (jobs / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (jobs / ".mnist-digits.yaml.swp").write_bytes(b"b0VIM 9.1\x00\xff")  # vim's swap file
+    (jobs / "mnist-digits.yaml~").write_text("name: [\n")  # an editor's backup
+    (jobs / ".archive").mkdir()  # a folder kept aside on purpose
+    (jobs / ".archive" / "old.yaml").write_text("name: [\n")
+    (jobs / ".current.yaml").symlink_to("mnist-digits.yaml")
+    (jobs / "NOTES.md").write_text("name: [\n")
+    assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+
+
+@pytest.mark.parametrize("case", ["entry-symlink-out-of-the-repository", "folder-symlink-out-of-the-repository"])
+def test_a_link_out_of_the_repository_is_never_read(example_repo: Path, case: str) -> None:
+    CASES[case][0](example_repo)
+    with pytest.raises(InvalidRepository) as raised:
+        load_repository(example_repo)
+    assert SECRET not in str(raised.value)
+
+    # Read, the same file would have been echoed: the assertion above can fail.
+    link = example_repo / "jobs" if case.startswith("folder") else example_repo / "jobs" / "leak.yaml"
+    link.unlink()
+    (example_repo / "jobs").mkdir(exist_ok=True)
+    (example_repo / "jobs" / "leak.yaml").write_text(f"name: {SECRET}\n")
+    with pytest.raises(InvalidRepository) as raised:
+        load_repository(example_repo)
+    assert SECRET in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "phrase"),
+    [
+        (lambda path, secret: path.symlink_to(secret), "not a symbolic link"),
+        (lambda path, secret: os.mkfifo(path), "not a FIFO"),
+    ],
+    ids=["symlink", "fifo"],
+)
+def test_an_entry_swapped_after_its_check_is_not_read(
+    example_repo: Path, monkeypatch: pytest.MonkeyPatch, make: Callable[[Path, Path], None], phrase: str
+) -> None:
+    secret = example_repo.parent / "secret.yaml"
+    secret.write_text(f"name: {SECRET}\n")
+    make(example_repo / "jobs" / "swapped.yaml", secret)
+    real_stat = os.stat
+
+    def stat_before_the_swap(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if path == "swapped.yaml":  # the check saw a regular file; then it became a link or a FIFO
+            return real_stat(secret)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat_before_the_swap)
+    with pytest.raises(InvalidRepository) as raised, _deadline(60):
+        load_repository(example_repo)
+    monkeypatch.undo()
+
+    [problem] = raised.value.problems
+    assert (problem.file, problem.line, problem.field) == ("jobs/swapped.yaml", None, "")
+    assert phrase in problem.message
+    assert SECRET not in str(raised.value)
 
 
 def test_yml_files_are_read(example_repo: Path) -> None:
