@@ -11,7 +11,7 @@ import click
 from fleet.errors import EXIT_INVALID
 
 EXIT_FAILED = 1
-"""Some resource is invalid, or could not be validated (an apiVersion not served, no kind)."""
+"""Some resource is invalid, or could not be validated (an apiVersion not served, no kind, no schema)."""
 
 
 @click.command("validate")
@@ -22,15 +22,21 @@ EXIT_FAILED = 1
     default=None,
     help="Folder of upstream CustomResourceDefinitions [default: $FLEET_CRDS_DIR, else ../shared/crds].",
 )
+@click.option(
+    "--ignore-missing-schemas",
+    is_flag=True,
+    help="Report a kind with no schema anywhere as skipped and exit 0 for it (as kubeconform's flag).",
+)
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def command(paths: tuple[Path, ...], crds: Path | None, output: str) -> None:
+def command(paths: tuple[Path, ...], crds: Path | None, ignore_missing_schemas: bool, output: str) -> None:
     """Validate Kubernetes manifests (files or folders; default: manifests/) strictly.
 
     Custom kinds are checked against their CustomResourceDefinitions (those in the CRD folder and any among
     the manifests), core kinds against Kubernetes' own schemas; an undeclared field is an error. Exits 0 when
-    every resource is valid, 1 when one is invalid or could not be validated, 2 on bad input.
+    every resource is valid, 1 when one is invalid or could not be validated (a kind with no schema anywhere
+    too, unless --ignore-missing-schemas), 2 on bad input.
     """
-    from fleet.validation import ManifestError, default_crds_dir, load_manifests, validate_documents
+    from fleet.validation import ManifestError, Status, default_crds_dir, load_manifests, validate_documents
 
     try:
         documents = load_manifests(paths or (Path("manifests"),))
@@ -44,4 +50,11 @@ def command(paths: tuple[Path, ...], crds: Path | None, output: str) -> None:
         for line in report.lines():
             click.echo(line)
         click.echo(report.summary())
-    sys.exit(0 if report.ok else EXIT_FAILED)
+    unchecked = report.count(Status.SKIPPED) and not ignore_missing_schemas
+    if unchecked:
+        click.echo(
+            "fleet validate: a kind with no schema was not validated: pass its CRD (in --crds or among the "
+            "manifests), or --ignore-missing-schemas",
+            err=True,
+        )
+    sys.exit(0 if report.ok and not unchecked else EXIT_FAILED)

@@ -77,11 +77,15 @@ def test_unserved_api_version_exits_1(tmp_path: Path, crds_dir: Path) -> None:
     assert "Errors: 1" in out
 
 
-def test_unknown_kind_is_reported_as_skipped_and_exits_0(tmp_path: Path, crds_dir: Path) -> None:
+def test_a_kind_with_no_schema_fails_unless_missing_schemas_are_ignored(tmp_path: Path, crds_dir: Path) -> None:
     write(tmp_path, "t.yaml", "apiVersion: example.com/v1\nkind: Thing\nmetadata: {name: t}\n")
-    code, out, _ = run(str(tmp_path / "t.yaml"), "--crds", str(crds_dir))
-    assert code == 0
+    code, out, err = run(str(tmp_path / "t.yaml"), "--crds", str(crds_dir))
+    assert code == 1
     assert f"{(tmp_path / 't.yaml').as_posix()}: Thing t: skipped: no schema for Thing example.com/v1" in out
+    assert "Skipped: 1" in out
+    assert "a kind with no schema was not validated" in err
+    code, out, _ = run(str(tmp_path / "t.yaml"), "--crds", str(crds_dir), "--ignore-missing-schemas")
+    assert code == 0
     assert "Skipped: 1" in out
 
 
