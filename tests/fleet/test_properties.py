@@ -1,5 +1,7 @@
-"""Property tests of the loader: whatever people write, it either loads or raises InvalidRepository whose
-problems point into the repository; and rewriting a valid file without changing its meaning keeps it valid."""
+"""Property tests, a bounded fuzz of the loader (derandomized hypothesis, a fixed number of examples each):
+whatever people write (documents, text, corrupted bytes, any mix of entries in the folders), it either loads
+or raises InvalidRepository whose problems point into the repository, never reading outside it; and rewriting
+a valid file without changing its meaning keeps it valid."""
 
 from __future__ import annotations
 
@@ -234,3 +236,90 @@ def test_rewriting_valid_files_keeps_them_valid_and_equal(
     assert rewritten.jobs == original.jobs
     assert rewritten.clusters == original.clusters
     assert rewritten.policies == original.policies
+
+
+# --- raw bytes of the real files ------------------------------------------------------------------------------
+
+
+@st.composite
+def corrupted(draw: st.DrawFn) -> tuple[str, bytes]:
+    """One example file with bytes flipped, cut, or inserted (invalid UTF-8, control bytes, a BOM mid-file)."""
+    file = draw(st.sampled_from(EXAMPLE_FILES))
+    data = bytearray((ROOT / file).read_bytes())
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        at = draw(st.integers(min_value=0, max_value=len(data)))
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip" and at < len(data):
+            data[at] ^= 1 << draw(st.integers(min_value=0, max_value=7))
+        elif action == "cut":
+            del data[at : at + draw(st.integers(min_value=1, max_value=40))]
+        else:
+            noise = draw(
+                st.binary(max_size=6) | st.sampled_from([b"\xef\xbb\xbf", b"\x00", b"\t", b"\r", b": ", b"- "])
+            )
+            data[at:at] = noise
+    return file, bytes(data)
+
+
+@settings(_SETTINGS, max_examples=80)
+@given(corruption=corrupted())
+def test_corrupted_bytes_of_the_example_load_or_raise_invalid_repository(corruption: tuple[str, bytes]) -> None:
+    file, data = corruption
+    with _example_copy() as repo:
+        (repo / file).write_bytes(data)
+        _load(repo)
+
+
+# --- what the folders hold ----------------------------------------------------------------------------------
+
+_ENTRY_KINDS = ["definition", "other-file", "dotfile", "no-extension", "upper-case", "folder", "link", "broken-link"]
+
+
+@settings(_SETTINGS, max_examples=40)
+@given(
+    entries=st.lists(
+        st.tuples(st.sampled_from(sorted(FOLDERS)), st.sampled_from(_ENTRY_KINDS)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_mix_of_entries_loads_or_is_reported_without_reading_outside(entries: list[tuple[str, str]]) -> None:
+    """Whatever sits in the folders, the load never follows a link out of the repository: the secret beside
+    the repository, which every link points at, is never in a problem."""
+    secret = "s3cr3t-value-outside-the-repository"
+    with tempfile.TemporaryDirectory() as directory:
+        outside = Path(directory) / "outside.yaml"
+        outside.write_text(f"name: {secret}\n", encoding="utf-8")
+        repo = Path(directory) / "repo"
+        for folder in FOLDERS:
+            shutil.copytree(ROOT / folder, repo / folder)
+        expected_refusals = 0
+        for number, (folder, kind) in enumerate(entries):
+            entry = repo / folder / f"entry-{number}"
+            if kind == "definition":
+                entry.with_suffix(".yaml").write_text("name: Not_A_Name\n", encoding="utf-8")
+                continue  # loaded: a bad definition, reported with its file and line like any other
+            if kind == "other-file":
+                entry.with_suffix(".md").write_text(secret, encoding="utf-8")
+            elif kind == "dotfile":
+                (repo / folder / f".entry-{number}").write_text(secret, encoding="utf-8")
+            else:
+                expected_refusals += 1
+                if kind == "no-extension":
+                    entry.write_text("# not read\n", encoding="utf-8")
+                elif kind == "upper-case":
+                    entry.with_suffix(".YAML").write_text("# not read\n", encoding="utf-8")
+                elif kind == "folder":
+                    entry.with_suffix(".yaml").mkdir()
+                elif kind == "link":
+                    entry.with_suffix(".yaml").symlink_to(outside)
+                else:
+                    entry.with_suffix(".yaml").symlink_to(Path(directory) / "nothing.yaml")
+        try:
+            load_repository(repo)
+        except InvalidRepository as error:
+            assert not [problem for problem in error.problems if secret in str(problem)], error.problems
+            refused = [p for p in error.problems if p.line is None and Path(p.file).name.startswith("entry-")]
+            assert len(refused) >= expected_refusals, error.problems
+            return
+        assert expected_refusals == 0 and all(kind in ("other-file", "dotfile") for _, kind in entries)
