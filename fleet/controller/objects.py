@@ -103,6 +103,7 @@ MANIFEST_WORK = Kind("work.open-cluster-management.io", "v1", "manifestworks", "
 PLACEMENT_DECISION = Kind("cluster.open-cluster-management.io", "v1beta1", "placementdecisions", "PlacementDecision")
 MANAGED_CLUSTER = Kind("cluster.open-cluster-management.io", "v1", "managedclusters", "ManagedCluster", False)
 EVENT = Kind("", "v1", "events", "Event")
+NAMESPACE = Kind("", "v1", "namespaces", "Namespace", False)
 CSR = Kind("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False)
 """The add-on registrations' CSRs: their signed certificates hold the collaborators' authentication keys."""
 CSR_CLUSTER_LABEL = "open-cluster-management.io/cluster-name"

@@ -10,7 +10,8 @@ on create, update and resume, and by a timer (``interval``) that picks up what t
 Errors: a conflict, throttling, a 5xx answer or a lost connection raises `kopf.TemporaryError`, so kopf
 retries with backoff; such errors never change a job's phase. Deleting a FederatedLearning resource runs the
 finalizer: the job's ManifestWorks (which owner references cannot reach across namespaces) and hub objects
-are deleted, and the run is stopped.
+are deleted, and the run is stopped; an object in a namespace being deleted goes with it, even once the
+controller's Role there has gone first.
 
 A restarted controller starts from the indices, so it finds every object it made (no duplicates), and from
 the run id annotation, so it never submits a run twice; it reads the run's progress from the start again,
@@ -51,6 +52,7 @@ from .objects import (
     MANAGED_BY_LABEL,
     MANAGED_CLUSTER,
     MANIFEST_WORK,
+    NAMESPACE,
     OWNED_KINDS,
     PLACEMENT_DECISION,
     PLACEMENT_LABEL,
@@ -341,11 +343,27 @@ class Controller:
         }
         deleted = 0
         for key in sorted(keys, key=lambda k: (k.kind != MANIFEST_WORK.kind, k.kind, k.namespace, k.name)):
-            deleted += self.hub.delete(KINDS_BY_NAME[key.kind], key.namespace, key.name)
+            deleted += self._delete(key)
         self.progress.forget(job)
         self.metrics.forget(job.namespace, job.name)
         self.jobs.pop(job, None)
         return deleted
+
+    def _delete(self, key: ObjectKey) -> bool:
+        """Delete one of a job's objects; False when it was gone already or goes with its namespace."""
+        try:
+            return self.hub.delete(KINDS_BY_NAME[key.kind], key.namespace, key.name)
+        except ApiError as error:
+            # The controller writes through a Role per namespace: a namespace being deleted loses its RoleBinding
+            # with the rest of its objects, which go with it. Waiting for the permission to come back would hold
+            # the finalizer, and so the namespace, forever; a 403 anywhere else is a missing Role, reported.
+            if error.status == 403 and self._namespace_ending(key.namespace):
+                return False
+            raise
+
+    def _namespace_ending(self, namespace: str) -> bool:
+        found = self.hub.get(NAMESPACE, "", namespace)
+        return found is None or bool((found.get("metadata") or {}).get("deletionTimestamp"))
 
 
 # --- kopf wiring --------------------------------------------------------------------------------------------

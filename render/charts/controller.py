@@ -1,19 +1,29 @@
 """The ``controller/`` folder: what the hub needs to run this project's controller.
 
 The FederatedLearning CustomResourceDefinition is generated from the models (`fleet.crd`), so the API server
-checks exactly what the renderer writes and the controller reads. The controller's ClusterRole lists
-every verb it needs and nothing more: no wildcards.
+checks exactly what the renderer writes and the controller reads.
+
+Permissions: every verb the controller uses and nothing more, no wildcards, and each write only in the
+namespaces where it makes that write. The ClusterRole holds reads only: kopf's cluster-wide watch streams
+(one per kind, whatever the number of namespaces) and the namespace lookup of the finalizer. The writes are
+in a Role per namespace, bound to the controller's ServiceAccount: the controller's own namespace (the hub CA
+Secret), each job namespace (the job's hub objects, its status, its Events) and each managed cluster's
+namespace (the collaborators' ManifestWorks). Each Role is written beside the rest of what its namespace gets
+(``controller/``, ``namespaces/<namespace>/``, ``clusters/<cluster>/``), so that GitOps applies it in that
+folder's sync wave, once the namespace exists, and prunes it with the namespace's last job or its cluster.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import fleet
 from fleet.claims import API_GROUP
 from fleet.crd import PLURAL, federated_learning_crd_spec
-from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE, HUB_CA_SECRET
 from fleet.repository import Repository
 from render.charts.base import FleetApp, FolderChart
 from render.constructs.cluster_role import ClusterRole, rule
@@ -21,6 +31,8 @@ from render.constructs.cluster_role_binding import ClusterRoleBinding
 from render.constructs.custom_resource_definition import CustomResourceDefinition
 from render.constructs.deployment import Deployment
 from render.constructs.namespace import Namespace
+from render.constructs.role import Role, named_rule
+from render.constructs.role_binding import RoleBinding
 from render.constructs.service_account import ServiceAccount
 
 SOURCE = "render/charts/controller.py"
@@ -32,27 +44,97 @@ HEALTH_PATH = "/healthz"
 METRICS_PORT = 9090
 
 
-_READ = ["get", "list", "watch"]
-_MANAGE = ["get", "list", "watch", "create", "update", "patch", "delete"]
-RULES: list[dict[str, Any]] = [
-    rule(API_GROUP, [PLURAL], ["get", "list", "watch", "patch", "update"]),
-    rule(API_GROUP, [f"{PLURAL}/status"], ["get", "patch", "update"]),
-    rule(API_GROUP, [f"{PLURAL}/finalizers"], ["update"]),
-    rule("cluster.open-cluster-management.io", ["placements", "placementdecisions", "managedclusters"], _READ),
-    rule("work.open-cluster-management.io", ["manifestworks"], _MANAGE),
-    rule("apps", ["deployments"], _MANAGE),
-    # Secrets: the hub CA and the SuperLinks' server certificates.
-    rule("", ["services", "persistentvolumeclaims", "secrets", "configmaps"], _MANAGE),
-    rule("route.openshift.io", ["routes"], _MANAGE),
-    rule("networking.k8s.io", ["ingresses"], _MANAGE),
-    rule("", ["events"], ["create", "patch"]),
-    rule("", ["namespaces"], _READ),
-    # Each collaborator's add-on registration CSR: its key is registered with the job's SuperLink.
-    rule("certificates.k8s.io", ["certificatesigningrequests"], _READ),
+_WATCH = ["list", "watch"]
+_WRITE = ["create", "patch", "delete"]  # the controller creates, merge-patches on 409, deletes; never PUTs
+
+CLUSTER_ROLE_RULES: list[dict[str, Any]] = [
+    # A 403 while the finalizer deletes in a namespace being deleted (its RoleBinding goes first) is no
+    # failure: the controller looks the namespace up to tell that from a missing Role.
+    rule("", ["namespaces"], ["get"]),
+    # kopf's indices of the objects the controller owns, Secrets included, watch cluster-wide. Served namespace
+    # by namespace (`fleet controller --namespace`), kopf would open a stream per kind and namespace (nine per
+    # namespace: 9,000 at 1,000 clusters), and a stream refused because OCM made a cluster's namespace before
+    # GitOps could write its Role is never reopened: that index would stay empty. The finalizer also lists the
+    # job's ManifestWorks across the cluster namespaces.
+    rule("", ["persistentvolumeclaims", "secrets", "services"], _WATCH),
     # kopf watches CRDs to know which resources are served.
-    rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
+    rule("apiextensions.k8s.io", ["customresourcedefinitions"], _WATCH),
+    rule("apps", ["deployments"], _WATCH),
+    # Each collaborator's add-on registration CSR: its key is registered with the job's SuperLink.
+    rule("certificates.k8s.io", ["certificatesigningrequests"], _WATCH),
+    # ManagedClusters: their ClusterClaims (where each dataset lies); PlacementDecisions: the jobs' clusters.
+    rule("cluster.open-cluster-management.io", ["managedclusters", "placementdecisions"], _WATCH),
+    rule(API_GROUP, [PLURAL], _WATCH),
+    rule("networking.k8s.io", ["ingresses"], _WATCH),
+    rule("route.openshift.io", ["routes"], _WATCH),
+    rule("work.open-cluster-management.io", ["manifestworks"], _WATCH),
 ]
-"""The controller's permissions on the hub: exactly the verbs it uses, no wildcards."""
+"""Cluster-wide, read only; sorted by API group, then resource."""
+
+CONTROLLER_NAMESPACE_RULES: list[dict[str, Any]] = [
+    # The hub CA: read at start, made once when missing (a new object's name cannot be limited).
+    rule("", ["secrets"], ["create"]),
+    named_rule("", ["secrets"], [HUB_CA_SECRET], ["get"]),
+]
+"""In `CONTROLLER_NAMESPACE`: the hub CA Secret."""
+
+JOB_NAMESPACE_RULES: list[dict[str, Any]] = [
+    # kopf posts the job's Events in the job's namespace.
+    rule("", ["events"], ["create"]),
+    # The TLS Secret, the SuperLink and listener Services, the model claim.
+    rule("", ["persistentvolumeclaims", "secrets", "services"], _WRITE),
+    rule("apps", ["deployments"], _WRITE),
+    # kopf's finalizer and annotations, the run id annotation; the status.
+    rule(API_GROUP, [PLURAL, f"{PLURAL}/status"], ["patch"]),
+    # Owner references that block the owner's deletion need this where OwnerReferencesPermissionEnforcement
+    # is on (OpenShift).
+    rule(API_GROUP, [f"{PLURAL}/finalizers"], ["update"]),
+    rule("networking.k8s.io", ["ingresses"], _WRITE),
+    rule("route.openshift.io", ["routes"], _WRITE),
+]
+"""In each job namespace: the job's hub objects and the FederatedLearning resource itself."""
+
+CLUSTER_NAMESPACE_RULES: list[dict[str, Any]] = [
+    rule("work.open-cluster-management.io", ["manifestworks"], _WRITE),
+]
+"""In each managed cluster's namespace (named after the cluster): the collaborators' ManifestWorks."""
+
+
+class _NamespaceFolders(FolderChart):
+    """Objects under ``<folder>/<their namespace>/``: beside what the namespace's own folder holds."""
+
+    def path_for(self, body: dict[str, Any]) -> str:
+        metadata = body["metadata"]
+        return f"{self.folder}/{metadata['namespace']}/{body['kind'].lower()}-{metadata['name']}.yaml"
+
+
+@dataclass(frozen=True)
+class RoleGrant:
+    """The controller's Role in one namespace."""
+
+    folder: str
+    """The hub folder it is written under: ``controller``, ``namespaces`` or ``clusters``."""
+    rules: list[dict[str, Any]]
+    source: str
+    """The source annotation: the files that make the namespace one the controller writes in."""
+
+
+def role_grants(repository: Repository) -> dict[str, RoleGrant]:
+    """Each namespace the controller writes in -> its Role, sorted by namespace.
+
+    Every cluster of ``clusters/`` gets its Role, whether or not a job uses its data now: a Role that came and
+    went with the jobs would be pruned (with a job removed from the repository, or a dataset dropped from a
+    cluster) before the controller has deleted that job's ManifestWorks.
+    """
+    job_sources: dict[str, list[str]] = defaultdict(list)
+    for job in repository.jobs.values():
+        job_sources[job.namespace].append(repository.source(job).file)
+    grants = {CONTROLLER_NAMESPACE: RoleGrant("controller", CONTROLLER_NAMESPACE_RULES, SOURCE)}
+    for namespace, files in job_sources.items():
+        grants[namespace] = RoleGrant("namespaces", JOB_NAMESPACE_RULES, ",".join(sorted(files)))
+    for cluster in repository.clusters.values():
+        grants[cluster.name] = RoleGrant("clusters", CLUSTER_NAMESPACE_RULES, repository.source(cluster).file)
+    return {namespace: grants[namespace] for namespace in sorted(grants)}
 
 
 def build_controller(app: FleetApp, repository: Repository) -> None:
@@ -66,7 +148,9 @@ def build_controller(app: FleetApp, repository: Repository) -> None:
         source=SOURCE,
     )
     ServiceAccount(chart, name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE)
-    ClusterRole(chart, name=CONTROLLER_NAME, rules=copy.deepcopy(RULES), component=COMPONENT, source=SOURCE)
+    ClusterRole(
+        chart, name=CONTROLLER_NAME, rules=copy.deepcopy(CLUSTER_ROLE_RULES), component=COMPONENT, source=SOURCE
+    )
     ClusterRoleBinding(
         chart,
         name=CONTROLLER_NAME,
@@ -84,6 +168,33 @@ def build_controller(app: FleetApp, repository: Repository) -> None:
         component=COMPONENT,
         source=SOURCE,
     )
+    # Job namespaces are GitOps' own (namespaces/<namespace>/); cluster namespaces OCM makes on registration,
+    # and clusters/<cluster>/ already writes into them.
+    scopes: dict[str, FolderChart] = {
+        "controller": chart,
+        "namespaces": _NamespaceFolders(app, "namespaces"),
+        "clusters": _NamespaceFolders(app, "clusters"),
+    }
+    for namespace, grant in role_grants(repository).items():
+        scope = scopes[grant.folder]
+        Role(
+            scope,
+            name=CONTROLLER_NAME,
+            namespace=namespace,
+            rules=copy.deepcopy(grant.rules),
+            component=COMPONENT,
+            source=grant.source,
+        )
+        RoleBinding(
+            scope,
+            name=CONTROLLER_NAME,
+            namespace=namespace,
+            role=CONTROLLER_NAME,
+            service_account=CONTROLLER_NAME,
+            service_account_namespace=CONTROLLER_NAMESPACE,
+            component=COMPONENT,
+            source=grant.source,
+        )
 
 
 def _controller_spec() -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""The controller/ folder: the generated FederatedLearning CRD, least-privilege RBAC and the Deployment."""
+"""The controller/ folder: the generated FederatedLearning CRD, least-privilege RBAC and the Deployment; and the
+controller's Roles in the namespaces it writes in."""
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from chart_helpers import Rendered, assert_valid, in_folder, one
 
 import fleet
@@ -17,6 +20,7 @@ from fleet.repository import Repository
 from fleet.validation import Status, validate_documents
 
 Example = tuple[Repository, Rendered]
+RenderRepo = Callable[[Path], tuple[Repository, Rendered]]
 
 
 def _controller(example: Example) -> Rendered:
@@ -31,6 +35,8 @@ def test_folder_holds_the_controller_install_and_nothing_else(example: Example) 
         f"controller/customresourcedefinition-federatedlearnings.{API_GROUP}.yaml",
         "controller/deployment-fleet-controller.yaml",
         "controller/namespace-fleet-system.yaml",
+        "controller/role-fleet-controller.yaml",
+        "controller/rolebinding-fleet-controller.yaml",
         "controller/serviceaccount-fleet-controller.yaml",
     ]
     for body in objects.values():
@@ -38,7 +44,7 @@ def test_folder_holds_the_controller_install_and_nothing_else(example: Example) 
         assert metadata["annotations"]["fleet.dev/source"] == "render/charts/controller.py"
         assert metadata["labels"]["app.kubernetes.io/part-of"] == "fleet"
         assert metadata["labels"]["app.kubernetes.io/component"] == "controller"
-        if body["kind"] in ("ServiceAccount", "Deployment"):
+        if body["kind"] in ("ServiceAccount", "Deployment", "Role", "RoleBinding"):
             assert metadata["namespace"] == CONTROLLER_NAMESPACE
 
 
@@ -171,58 +177,189 @@ def test_printer_columns_point_at_fields_the_resources_have(example: Example) ->
 
 
 # --- RBAC ---------------------------------------------------------------------------------------------------
+# Grants as "<group>/<resource>" ("<resource>" in the core group), with "[<names>]" when a rule names objects.
 
-_CRUD = {"get", "list", "watch", "create", "update", "patch", "delete"}
-EXPECTED_PERMISSIONS = {
-    (API_GROUP, "federatedlearnings"): {"get", "list", "watch", "patch", "update"},
-    (API_GROUP, "federatedlearnings/status"): {"get", "patch", "update"},
-    (API_GROUP, "federatedlearnings/finalizers"): {"update"},
-    ("cluster.open-cluster-management.io", "placements"): {"get", "list", "watch"},
-    ("cluster.open-cluster-management.io", "placementdecisions"): {"get", "list", "watch"},
-    ("cluster.open-cluster-management.io", "managedclusters"): {"get", "list", "watch"},
-    ("work.open-cluster-management.io", "manifestworks"): _CRUD,
-    ("apps", "deployments"): _CRUD,
-    ("", "services"): _CRUD,
-    ("", "persistentvolumeclaims"): _CRUD,
-    ("", "secrets"): _CRUD,
-    ("", "configmaps"): _CRUD,
-    ("route.openshift.io", "routes"): _CRUD,
-    ("networking.k8s.io", "ingresses"): _CRUD,
-    ("", "events"): {"create", "patch"},
-    ("", "namespaces"): {"get", "list", "watch"},
-    ("certificates.k8s.io", "certificatesigningrequests"): {"get", "list", "watch"},
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+EXPECTED_CLUSTER_ROLE = {
+    "namespaces": {"get"},
+    "persistentvolumeclaims": {"list", "watch"},
+    "secrets": {"list", "watch"},
+    "services": {"list", "watch"},
+    "apiextensions.k8s.io/customresourcedefinitions": {"list", "watch"},
+    "apps/deployments": {"list", "watch"},
+    "certificates.k8s.io/certificatesigningrequests": {"list", "watch"},
+    "cluster.open-cluster-management.io/managedclusters": {"list", "watch"},
+    "cluster.open-cluster-management.io/placementdecisions": {"list", "watch"},
+    "federation.fleet.dev/federatedlearnings": {"list", "watch"},
+    "networking.k8s.io/ingresses": {"list", "watch"},
+    "route.openshift.io/routes": {"list", "watch"},
+    "work.open-cluster-management.io/manifestworks": {"list", "watch"},
 }
+"""Cluster-wide: reads only."""
+_WRITE = {"create", "patch", "delete"}
+EXPECTED_CONTROLLER_NAMESPACE_ROLE = {
+    "secrets": {"create"},
+    "secrets[fleet-hub-ca]": {"get"},
+}
+EXPECTED_JOB_NAMESPACE_ROLE = {
+    "events": {"create"},
+    "persistentvolumeclaims": _WRITE,
+    "secrets": _WRITE,
+    "services": _WRITE,
+    "apps/deployments": _WRITE,
+    "federation.fleet.dev/federatedlearnings": {"patch"},
+    "federation.fleet.dev/federatedlearnings/status": {"patch"},
+    "federation.fleet.dev/federatedlearnings/finalizers": {"update"},
+    "networking.k8s.io/ingresses": _WRITE,
+    "route.openshift.io/routes": _WRITE,
+}
+EXPECTED_CLUSTER_NAMESPACE_ROLE = {
+    "work.open-cluster-management.io/manifestworks": _WRITE,
+}
+EXAMPLE_CLUSTERS = ("eu-central-lab", "eu-west-hospital", "eu-west-university", "us-east-clinic", "us-west-edge")
+EXPECTED_ROLES = {
+    CONTROLLER_NAMESPACE: EXPECTED_CONTROLLER_NAMESPACE_ROLE,
+    "fl-mnist-digits": EXPECTED_JOB_NAMESPACE_ROLE,
+    **dict.fromkeys(EXAMPLE_CLUSTERS, EXPECTED_CLUSTER_NAMESPACE_ROLE),
+}
+"""The example's Roles, by namespace: the controller's, the job's, each cluster's."""
+_WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "bind", "escalate", "impersonate"}
+_SENSITIVE = {"secrets", "configmaps", "services", "persistentvolumeclaims", "deployments", "manifestworks"}
 
 
-def _permissions(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
-    granted: dict[tuple[str, str], set[str]] = {}
+def _grants(rules: list[dict[str, Any]]) -> dict[str, set[str]]:
+    granted: dict[str, set[str]] = {}
     for rule in rules:
+        names = f"[{','.join(rule['resourceNames'])}]" if "resourceNames" in rule else ""
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                granted.setdefault((group, resource), set()).update(rule["verbs"])
+                key = f"{group}/{resource}{names}" if group else f"{resource}{names}"
+                granted.setdefault(key, set()).update(rule["verbs"])
     return granted
 
 
-def test_cluster_role_grants_exactly_what_the_controller_needs(example: Example) -> None:
+def _roles(rendered: Rendered) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The controller's Roles by namespace: (path, body)."""
+    roles: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path, body in rendered.items():
+        if body["kind"] == "Role" and body["metadata"]["name"] == CONTROLLER_NAME:
+            namespace = body["metadata"]["namespace"]
+            assert namespace not in roles, f"two Roles in {namespace}"
+            roles[namespace] = (path, body)
+    return roles
+
+
+def _rbac(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
+    kinds = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    return [(path, body) for path, body in rendered.items() if body["kind"] in kinds]
+
+
+def test_cluster_role_grants_exactly_the_controllers_cluster_wide_reads(example: Example) -> None:
     role = one(_controller(example), "ClusterRole")
-    assert "*" not in json.dumps(role["rules"])
-    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"])  # no resourceNames/URLs
-    assert _permissions(role["rules"]) == EXPECTED_PERMISSIONS
+    assert _grants(role["rules"]) == EXPECTED_CLUSTER_ROLE
 
 
-def test_cluster_role_binding_grants_the_role_to_the_controllers_account(example: Example) -> None:
-    objects = _controller(example)
-    binding = one(objects, "ClusterRoleBinding")
-    account = one(objects, "ServiceAccount")
+def test_roles_grant_exactly_the_controllers_writes_in_exactly_its_namespaces(example: Example) -> None:
+    roles = _roles(example[1])
+    assert {namespace: _grants(body["rules"]) for namespace, (_, body) in roles.items()} == EXPECTED_ROLES
+
+
+def test_no_rule_has_a_wildcard_a_url_or_an_unsorted_list(example: Example) -> None:
+    for path, body in _rbac(example[1]):
+        if "rules" not in body:
+            continue
+        assert "*" not in json.dumps(body["rules"]), path
+        keys = [(rule["apiGroups"], rule["resources"]) for rule in body["rules"]]
+        assert keys == sorted(keys), f"{path}: rules out of order"
+        for rule in body["rules"]:
+            assert set(rule) <= {"apiGroups", "resources", "resourceNames", "verbs"}, path  # no nonResourceURLs
+            assert len(rule["apiGroups"]) == 1, path
+            assert rule["resources"] == sorted(set(rule["resources"])), path
+
+
+def test_cluster_role_writes_nothing(example: Example) -> None:
+    role = one(_controller(example), "ClusterRole")
+    for rule in role["rules"]:
+        writes = _WRITE_VERBS & set(rule["verbs"])
+        assert not (writes and _SENSITIVE & set(rule["resources"])), f"a cluster-wide write on what jobs own: {rule}"
+        assert not writes, f"a cluster-wide write: {rule}"
+
+
+def test_roles_follow_the_repositorys_job_and_cluster_namespaces(example_repo: Path, render_repo: RenderRepo) -> None:
+    job = yaml.safe_load((example_repo / "jobs" / "mnist-digits.yaml").read_text())
+    second = {
+        **job,
+        "name": "second",
+        "namespace": "fl-second",
+        "storage": {"pvc": {"name": "second", "size": "1Gi", "path": "/models/second"}},
+    }
+    second["listeners"] = [{"name": "server", "type": "NodePort", "port": 30094}]
+    (example_repo / "jobs" / "second.yaml").write_text(yaml.safe_dump(second))
+    beside = {**second, "name": "beside", "namespace": "fl-mnist-digits"}  # a second job in a namespace
+    beside["listeners"] = [{"name": "server", "type": "NodePort", "port": 30095}]
+    (example_repo / "jobs" / "beside.yaml").write_text(yaml.safe_dump(beside))
+    cluster = yaml.safe_load((example_repo / "clusters" / "us-west-edge.yaml").read_text())
+    (example_repo / "clusters" / "ap-south-edge.yaml").write_text(yaml.safe_dump({**cluster, "name": "ap-south-edge"}))
+    repository, rendered = render_repo(example_repo)
+
+    roles = _roles(rendered)
+    job_namespaces = {j.namespace for j in repository.jobs.values()}
+    assert job_namespaces == {"fl-mnist-digits", "fl-second"}
+    assert set(roles) == job_namespaces | set(repository.clusters) | {CONTROLLER_NAMESPACE}
+    assert "ap-south-edge" in roles
+    expected = {
+        namespace: EXPECTED_JOB_NAMESPACE_ROLE
+        if namespace in job_namespaces
+        else EXPECTED_CLUSTER_NAMESPACE_ROLE
+        if namespace in repository.clusters
+        else EXPECTED_CONTROLLER_NAMESPACE_ROLE
+        for namespace in roles
+    }
+    assert {namespace: _grants(body["rules"]) for namespace, (_, body) in roles.items()} == expected
+    # Each Role is written with what else its namespace gets, traced to the files that made the namespace one.
+    assert {namespace: path for namespace, (path, _) in roles.items()} == {
+        CONTROLLER_NAMESPACE: "controller/role-fleet-controller.yaml",
+        **{ns: f"namespaces/{ns}/role-fleet-controller.yaml" for ns in job_namespaces},
+        **{c: f"clusters/{c}/role-fleet-controller.yaml" for c in repository.clusters},
+    }
+    sources = {namespace: body["metadata"]["annotations"]["fleet.dev/source"] for namespace, (_, body) in roles.items()}
+    assert sources["fl-mnist-digits"] == "jobs/beside.yaml,jobs/mnist-digits.yaml"
+    assert sources["fl-second"] == "jobs/second.yaml"
+    assert sources["ap-south-edge"] == "clusters/ap-south-edge.yaml"
+
+    # ... and a namespace without jobs loses its Role with them.
+    for name in ("second", "beside", "mnist-digits"):
+        (example_repo / "jobs" / f"{name}.yaml").unlink()
+    (example_repo / "policies" / "digits-residency.yaml").unlink()  # it would govern no job
+    repository, rendered = render_repo(example_repo)
+    assert set(_roles(rendered)) == set(repository.clusters) | {CONTROLLER_NAMESPACE}
+
+
+def test_every_role_and_the_cluster_role_are_bound_to_the_controllers_account_only(example: Example) -> None:
+    _, rendered = example
+    account = [{"kind": "ServiceAccount", "name": CONTROLLER_NAME, "namespace": CONTROLLER_NAMESPACE}]
+    assert one(_controller(example), "ServiceAccount")["metadata"]["name"] == CONTROLLER_NAME
+    binding = one(_controller(example), "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": one(objects, "ClusterRole")["metadata"]["name"],
+        "name": one(_controller(example), "ClusterRole")["metadata"]["name"],
     }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": CONTROLLER_NAMESPACE}
-    ]
+    assert binding["subjects"] == account
+    bindings = {
+        body["metadata"]["namespace"]: (path, body)
+        for path, body in rendered.items()
+        if body["kind"] == "RoleBinding" and body["metadata"]["name"] == CONTROLLER_NAME
+    }
+    roles = _roles(rendered)
+    assert set(bindings) == set(roles)
+    for namespace, (path, body) in bindings.items():
+        assert path == roles[namespace][0].replace("/role-", "/rolebinding-")
+        assert body["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONTROLLER_NAME}
+        assert body["subjects"] == account
+
+
+def test_rbac_objects_are_valid_kubernetes(example: Example, crds_dir: Path) -> None:
+    assert_valid(_rbac(example[1]), crds_dir)
 
 
 # --- the Deployment -----------------------------------------------------------------------------------------
