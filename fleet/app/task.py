@@ -95,11 +95,18 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, tuple[int, int,
     """The model `save_model` wrote, and its input shape; `ModelError` if it is missing or not such a file."""
     location = Path(path)
     if not location.is_file():
-        raise ModelError(f"{location}: expected a model file saved by a fleet run, it does not exist")
+        if location.is_dir():
+            what = "it is a folder"
+        else:
+            what = "it is not a regular file" if location.exists() else "it does not exist"
+        raise ModelError(f"{location}: expected a model file saved by a fleet run, {what}")
     try:
         payload = torch.load(location, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt file (pickle, zip, runtime)
-        raise ModelError(f"{location}: expected a model file saved by a fleet run, it is unreadable: {error}") from None
+        raise ModelError(
+            f"{location}: expected a model file saved by a fleet run, it is unreadable (torch cannot read it as a "
+            f"PyTorch state dict: {_torch_reason(error)})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE:
         found = payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__
         raise ModelError(f"{location}: expected architecture {ARCHITECTURE!r}, got {found!r}")
@@ -111,6 +118,20 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, tuple[int, int,
         raise ModelError(f"{location}: expected a state dict matching {ARCHITECTURE!r}: {error}") from None
     model.eval()
     return model, (shape[0], shape[1], shape[2])
+
+
+def _torch_reason(error: Exception) -> str:
+    """The gist of why ``torch.load`` failed, in one short line. Its weights-only errors advise loading with
+    ``weights_only=False``, which runs whatever code the file holds: only the unpickler's own reason is kept."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # The first sentence: what follows it is advice to allow more of the file ("add_safe_globals").
+    reason = lines[0].split(". ", 1)[0].rstrip(".") if lines else ""
+    if not reason or "weights_only" in reason:
+        return "the file ends early" if isinstance(error, EOFError) else type(error).__name__
+    return reason
 
 
 # --- training and evaluation --------------------------------------------------------------------------------

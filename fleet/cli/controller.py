@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import click
 
-from fleet.errors import EXIT_INVALID
 from fleet.hub import CONTROLLER_NAMESPACE
 
 
@@ -84,16 +82,12 @@ def command(
 
     Serves /metrics on --metrics-port and /healthz on --health-port. Exit 2 when the kubeconfig cannot be used.
     """
-    from fleet.controller.hub import HubClient, KubeconfigError
+    from fleet.cli._hub import hub_client_or_exit
     from fleet.controller.operator import Controller, Options, run_operator
     from fleet.controller.progress import FileProgress
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        hub = HubClient.from_kubeconfig(kubeconfig, context)
-    except KubeconfigError as error:
-        click.echo(f"fleet controller: expected a usable kubeconfig: {error}", err=True)
-        sys.exit(EXIT_INVALID)
+    hub = hub_client_or_exit(kubeconfig, context, "controller")
     options = Options(
         namespaces=namespaces,
         interval=interval,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from fleet.cli._options import data_root_option, repo_option
-from fleet.errors import InvalidRepository
+from fleet.cli._options import DATA_ROOT, data_root_output_option, refuse_output_in_sources, repo_option
+from fleet.errors import EXIT_INVALID, InvalidRepository
 
 
 @click.group("data")
@@ -17,7 +18,7 @@ def command() -> None:
 
 @command.command("prepare")
 @repo_option
-@data_root_option
+@data_root_output_option
 @click.option(
     "--job",
     default=None,
@@ -34,9 +35,28 @@ def prepare_command(repo: Path, data_root: Path, job: str | None) -> None:
     from fleet.cli._repository import exit_with_problems, job_name, load_or_exit
     from fleet.data import prepare
 
+    refuse_output_in_sources(
+        repo,
+        data_root,
+        command="data prepare",
+        option="--data-root",
+        holding="the prepared data",
+        example=DATA_ROOT,
+        replaced_whole=False,
+    )
     repository = load_or_exit(repo, "written")
+    wanted = None if job is None else job_name(repository, job, "data prepare")
+    if wanted is not None and wanted not in repository.jobs:
+        # Said here, naming the option: `prepare` can only say that no file under jobs/ has that name.
+        known = ", ".join(sorted(repository.jobs)) or "none"
+        click.echo(
+            f"fleet data prepare: --job: expected a job name ({known}), got {wanted!r}: no file under "
+            f"{repository.root / 'jobs'} names it",
+            err=True,
+        )
+        sys.exit(EXIT_INVALID)
     try:
-        prepared = prepare(repository, data_root, None if job is None else job_name(repository, job, "data prepare"))
+        prepared = prepare(repository, data_root, wanted)
     except InvalidRepository as error:  # claims larger than the data
         exit_with_problems(error, repo, "written")
 

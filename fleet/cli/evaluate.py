@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fleet.cli._options import DATA_ROOT
+from fleet.cli._options import DATA_ROOT, OutputFolder
 from fleet.errors import EXIT_INVALID
 
 
@@ -24,7 +24,7 @@ from fleet.errors import EXIT_INVALID
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option(
     "--report",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputFolder(),
     default=None,
     help="Also write report.md and confusion-matrix.png into this folder.",
 )

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from fleet.cli._options import SOURCE_FOLDERS, base_option, repo_option
+from fleet.cli._options import (
+    OutputFolder,
+    base_option,
+    output_folder_problem,
+    refuse_output_in_sources,
+    repo_option,
+)
 from fleet.cli._repository import load_or_exit
 from fleet.errors import EXIT_INVALID
 from fleet.repository import Repository
@@ -20,7 +26,7 @@ EXIT_STALE = 1
 @click.option(
     "--out",
     "out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputFolder(),
     default=None,
     help="Output folder, replaced as a whole.  [default: <repo>/manifests]",
 )
@@ -56,9 +62,21 @@ def command(
     if not diff and (base is not None or output != "text"):
         given = "--base" if base is not None else "--output"
         raise click.UsageError(f"{given} goes with --diff")
-    out = out if out is not None else repo / "manifests"
+    if out is None:
+        out = repo / "manifests"
+        problem = output_folder_problem(out)  # a given --out is checked by its type; the default is not
+        if problem is not None and not diff:
+            raise click.BadParameter(problem, param_hint="'--out'")
     if not check and not diff:
-        refuse_output_in_sources(repo, out)
+        refuse_output_in_sources(
+            repo,
+            out,
+            command="render",
+            option="--out",
+            holding="the manifests",
+            example=repo / "manifests",
+            replaced_whole=True,
+        )
     repository = load_or_exit(repo, "written")
     if diff:
         from fleet.diff import run_render_diff  # exits 0 no change, 1 changes, 2 errors (as kubectl diff)
@@ -83,21 +101,6 @@ def command(
         click.echo(f"fleet render: {error}; nothing was written (choose another --out)", err=True)
         sys.exit(EXIT_INVALID)
     click.echo(f"wrote {len(files)} manifests to {out}")
-
-
-def refuse_output_in_sources(repo: Path, out: Path) -> None:
-    """Exit 2 when ``out`` is the repository, holds it, or lies in its .git or source folders: replacing it
-    as a whole would delete what people wrote."""
-    root, target = repo.resolve(), out.resolve()
-    protected = [root / name for name in (".git", *SOURCE_FOLDERS)]
-    if target == root or root.is_relative_to(target) or any(target.is_relative_to(p) for p in protected):
-        click.echo(
-            f"fleet render: --out {out}: expected a folder of its own for the manifests (such as "
-            f"{repo / 'manifests'}), not the repository, its .git or its {', '.join(SOURCE_FOLDERS)} folders; "
-            "nothing was written",
-            err=True,
-        )
-        sys.exit(EXIT_INVALID)
 
 
 def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, str]:

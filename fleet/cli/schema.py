@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fleet.app.files import write_text_atomically
+from fleet.cli._options import OutputFolder
 from fleet.schemas import definition_schemas, dumps
 
 EXIT_STALE = 1
@@ -17,7 +18,7 @@ EXIT_STALE = 1
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputFolder(),
     default=Path("schemas"),
     show_default=True,
     help="Folder of the schema files.",

@@ -24,11 +24,14 @@ def _sources(
     if not (hub or kubeconfig or context):
         return [LocalStatusSource(work_dir)], ()
     # The hub: the FederatedLearning resources' status, read through a kubeconfig (imported only here, so the
-    # local command never pays for the Kubernetes client).
+    # local command never pays for the Kubernetes client). Connected now: an unusable kubeconfig exits 2.
+    from fleet.cli._hub import hub_client_or_exit
     from fleet.controller.hub import ApiError
     from fleet.controller.status import HubStatusSource
 
-    return [HubStatusSource(str(kubeconfig) if kubeconfig else None, context, namespace)], (ApiError,)
+    client = hub_client_or_exit(kubeconfig, context, "status")
+    path = str(kubeconfig) if kubeconfig else None
+    return [HubStatusSource(path, context, namespace, _client=client)], (ApiError,)
 
 
 def _last_metric(status: JobStatus) -> str:

@@ -64,7 +64,12 @@ class LocalStatusSource:
         found = []
         for folder in folders:
             path = folder / STATUS_FILE
-            if not path.is_file():
+            if not path.exists():
+                continue  # no run of this job recorded a status (yet)
+            if not path.is_file():  # a folder or a FIFO where the file belongs: unreadable, never opened
+                what = "a folder" if path.is_dir() else "not a regular file"
+                problem = f"{path}: expected a FederatedLearningStatus in JSON, a file; it is {what}"
+                found.append(JobStatus(folder.name, FederatedLearningStatus(), str(path), problem=problem))
                 continue
             try:
                 found.append(JobStatus(folder.name, _as_observed(path), str(path)))
