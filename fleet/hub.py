@@ -10,6 +10,28 @@ ADDON_INSTALL_NAMESPACE = "fleet-collaborator"
 """Namespace on each managed cluster where the collaborator runs."""
 ADDON_SIGNER = "fleet.dev/collaborator"
 """The CustomSigner name under which the hub signs each collaborator's client certificate."""
+ADDON_AGENT = f"{ADDON_NAME}-agent"
+"""The add-on agent's name in the subject OCM gives its registration."""
+OPERATOR_USER = "fleet:operator"
+"""Common name of the certificates the controller (or `fleet run`) and the ServerApp present to a SuperLink: the
+one identity allowed its Control and Runtime APIs, where a collaborator may use the Fleet API only."""
+
+
+def collaborator_user(cluster: str) -> str:
+    """The user (certificate common name) OCM's registration gives ``cluster``'s collaborator add-on: the default
+    subject of an add-on registration (addon-framework `agent.DefaultUser`), which names the cluster."""
+    return f"system:open-cluster-management:cluster:{cluster}:addon:{ADDON_NAME}:agent:{ADDON_AGENT}"
+
+
+def collaborator_groups(cluster: str) -> tuple[str, ...]:
+    """The groups (certificate organisations) of that subject (addon-framework `agent.DefaultGroups`)."""
+    return (
+        f"system:open-cluster-management:cluster:{cluster}:addon:{ADDON_NAME}",
+        f"system:open-cluster-management:addon:{ADDON_NAME}",
+        "system:authenticated",
+    )
+
+
 HUB_CA_SECRET = "fleet-hub-ca"
 """Secret (in CONTROLLER_NAMESPACE) holding the hub CA that signs collaborator and SuperLink certificates."""
 POLICY_NAMESPACE = "fleet-policies"

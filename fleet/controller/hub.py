@@ -226,13 +226,17 @@ class HubCA:
         """A SuperLink server certificate for ``hosts``, signed by this CA."""
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric import rsa
 
         from fleet.federation.certificates import CertificateAuthority
 
         key = serialization.load_pem_private_key(self.key.encode(), None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ApiError(0, f"the hub CA secret {CONTROLLER_NAMESPACE}/{HUB_CA_SECRET} expected an EC key")
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ApiError(
+                0,
+                f"the hub CA secret {CONTROLLER_NAMESPACE}/{HUB_CA_SECRET}: expected an RSA key in PKCS #1, the "
+                "one form OCM's add-on CSR signer reads; replace the Secret (delete it: the controller makes one)",
+            )
         with tempfile.TemporaryDirectory(prefix="fleet-tls-") as folder:
             authority = CertificateAuthority(
                 x509.load_pem_x509_certificate(self.certificate.encode()), key, Path(folder) / "ca.pem"

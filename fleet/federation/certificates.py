@@ -1,29 +1,42 @@
-"""The credentials of a local federation: a hub CA, the SuperLink's server certificate, one identity per
-cluster.
+"""The credentials of a federation: a hub CA, the SuperLink's server certificate, one client identity per
+cluster, and the operator's client certificate.
 
 On the fleet, each managed cluster's identity comes from the OCM add-on registration: the agent makes a key
-and a CSR, the hub signs it. Here the same happens on one machine: `create_cluster_identity` is the cluster's
-side (key + CSR), `CertificateAuthority.sign_cluster` the hub's. The cluster's EC key (P-384, a NIST curve as
-Flower requires) is also its Flower SuperNode authentication key: `verified_auth_public_key` gives the OpenSSH
-public key the SuperLink registers, and only for a certificate that the hub CA signed.
+and a CSR with the subject OCM gives the add-on (`fleet.hub.collaborator_user`), the hub signs it with this CA.
+Here the same happens on one machine: `create_cluster_identity` is the cluster's side (key + CSR),
+`CertificateAuthority.sign_cluster` the hub's. The cluster's EC key (P-256, what OCM's registration agent makes;
+a NIST curve as Flower requires) is also its Flower SuperNode authentication key: `verified_auth_public_key`
+gives the OpenSSH public key the SuperLink registers, and only for a certificate that the hub CA signed.
+
+The CA is RSA with its key in PKCS #1 ("RSA PRIVATE KEY"): OCM's CSR signer for a CustomSigner registration
+reads the signing CA's key with Go's ``x509.ParsePKCS1PrivateKey`` (open-cluster-management-io/addon-framework,
+``pkg/utils/csr_helpers.go``), which takes nothing else.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fleet.hub import OPERATOR_USER, collaborator_groups, collaborator_user
+
+# OCM's add-on user names are longer than RFC 5280's 64-character bound on a common name; cryptography warns
+# each time it builds or parses one. Kubernetes (Go's x509) and OpenSSL take them: the warning says nothing here.
+warnings.filterwarnings("ignore", message="Attribute's length must be >= 1 and <= 64", category=UserWarning)
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 LOCAL_VALIDITY = datetime.timedelta(days=2)
 """`fleet run`'s CA and certificates: a fresh set for every run, so short-lived."""
+CA_KEY_BITS = 3072
 _ORGANIZATION = "fleet"
 
 
@@ -55,9 +68,9 @@ class ClusterIdentity:
 
 
 class CertificateAuthority:
-    """The hub CA: signs the SuperLink's server certificate and the clusters' CSRs."""
+    """The hub CA: signs the SuperLink's server certificate, the clusters' CSRs and the operator's certificate."""
 
-    def __init__(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    def __init__(self, certificate: x509.Certificate, key: rsa.RSAPrivateKey, path: Path) -> None:
         self.certificate = certificate
         self._key = key
         self.path = path
@@ -68,7 +81,7 @@ class CertificateAuthority:
         cls, directory: Path, name: str = "fleet hub CA", validity: datetime.timedelta = LOCAL_VALIDITY
     ) -> CertificateAuthority:
         directory.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP384R1())
+        key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_BITS)
         subject = _subject(name)
         start = _now()
         certificate = (
@@ -95,10 +108,10 @@ class CertificateAuthority:
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA384())
+            .sign(key, hashes.SHA256())
         )
         path = directory / "ca.pem"
-        _write_private(directory / "ca.key", _pem_key(key))
+        _write_private(directory / "ca.key", pkcs1_key(key))
         path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return cls(certificate, key, path)
 
@@ -114,7 +127,19 @@ class CertificateAuthority:
         certificate = self._sign(_subject(name), key.public_key(), hosts, server=True, client=False, validity=validity)
         return _save_pair(directory, name, key, certificate)
 
-    def sign_cluster(self, csr: x509.CertificateSigningRequest) -> x509.Certificate:
+    def issue_operator(
+        self, directory: Path, name: str = "operator", validity: datetime.timedelta = LOCAL_VALIDITY
+    ) -> KeyPair:
+        """A client certificate for the operator (`fleet.hub.OPERATOR_USER`): who may use a SuperLink's Control
+        and Runtime APIs (submit and stop runs, the ServerApp's own connection)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = _subject(OPERATOR_USER)
+        certificate = self._sign(subject, key.public_key(), (), server=False, client=True, validity=validity)
+        return _save_pair(directory, name, key, certificate)
+
+    def sign_cluster(
+        self, csr: x509.CertificateSigningRequest, validity: datetime.timedelta = LOCAL_VALIDITY
+    ) -> x509.Certificate:
         """Sign a cluster's CSR, as the hub does when it accepts a managed cluster's add-on registration."""
         if not csr.is_signature_valid:
             raise CertificateRejectedError("the CSR's signature does not match its public key")
@@ -123,8 +148,8 @@ class CertificateAuthority:
             raise CertificateRejectedError("expected an EC key in the CSR")
         names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if not names:
-            raise CertificateRejectedError("expected a common name (the cluster name) in the CSR")
-        return self._sign(csr.subject, public_key, LOCAL_HOSTS, server=True, client=True)
+            raise CertificateRejectedError("expected a common name (the add-on's user) in the CSR")
+        return self._sign(csr.subject, public_key, LOCAL_HOSTS, server=True, client=True, validity=validity)
 
     def _sign(
         self,
@@ -135,10 +160,11 @@ class CertificateAuthority:
         server: bool,
         client: bool,
         validity: datetime.timedelta = LOCAL_VALIDITY,
+        not_before: datetime.datetime | None = None,
     ) -> x509.Certificate:
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
-        start = _now()
-        return (
+        start = _now() if not_before is None else not_before + datetime.timedelta(minutes=5)
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.certificate.subject)
@@ -147,26 +173,38 @@ class CertificateAuthority:
             .not_valid_before(start - datetime.timedelta(minutes=5))
             .not_valid_after(start + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([_general_name(h) for h in hosts]), critical=False)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()),  # type: ignore[arg-type]
                 critical=False,
             )
-            .sign(self._key, hashes.SHA384())
         )
+        if hosts:
+            names = x509.SubjectAlternativeName([_general_name(h) for h in hosts])
+            builder = builder.add_extension(names, critical=False)
+        return builder.sign(self._key, hashes.SHA256())
 
 
-def create_cluster_identity(directory: Path, cluster: str, authority: CertificateAuthority) -> ClusterIdentity:
+def collaborator_subject(cluster: str) -> x509.Name:
+    """The subject OCM's add-on registration gives ``cluster``'s collaborator: its groups, then its user."""
+    groups = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in collaborator_groups(cluster)]
+    # Longer than RFC 5280's bound (see the filter above): built without cryptography's check.
+    user = x509.NameAttribute(NameOID.COMMON_NAME, collaborator_user(cluster), _validate=False)
+    return x509.Name([*groups, user])
+
+
+def create_cluster_identity(
+    directory: Path, cluster: str, authority: CertificateAuthority, validity: datetime.timedelta = LOCAL_VALIDITY
+) -> ClusterIdentity:
     """Make a cluster's key and CSR (the cluster's side), have ``authority`` sign it (the hub's side)."""
-    key = ec.generate_private_key(ec.SECP384R1())
+    key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(_subject(cluster))
+        .subject_name(collaborator_subject(cluster))
         .add_extension(x509.SubjectAlternativeName([_general_name(h) for h in LOCAL_HOSTS]), critical=False)
-        .sign(key, hashes.SHA384())
+        .sign(key, hashes.SHA256())
     )
-    certificate = authority.sign_cluster(csr)
+    certificate = authority.sign_cluster(csr, validity)
     pair = _save_pair(directory, cluster, key, certificate)
     auth_key = directory / f"{cluster}.auth"
     _write_private(
@@ -202,8 +240,11 @@ def verified_auth_public_key(identity: ClusterIdentity, ca_certificate: Path) ->
             f"(hub CA: {ca_certificate})"
         )
     names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if names != [identity.cluster]:
-        raise CertificateRejectedError(f"the certificate names {names!r}, expected the cluster {identity.cluster!r}")
+    if names != [collaborator_user(identity.cluster)]:
+        raise CertificateRejectedError(
+            f"the certificate names {names!r}, expected the add-on user of cluster {identity.cluster!r} "
+            f"({collaborator_user(identity.cluster)})"
+        )
     public_key = serialization.load_ssh_public_key(identity.auth_public_key.read_bytes())
     if public_key != certificate.public_key():
         raise CertificateRejectedError(
@@ -252,6 +293,13 @@ def _save_pair(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def pkcs1_key(key: rsa.RSAPrivateKey) -> bytes:
+    """``-----BEGIN RSA PRIVATE KEY-----``: PKCS #1, the one form OCM's CSR signer parses."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
 
 

@@ -27,15 +27,26 @@ class RunState:
 
 
 class ControlClient:
-    def __init__(self, address: str, root_certificates: Path | None) -> None:
+    def __init__(
+        self, address: str, root_certificates: Path | None, client_certificate: tuple[Path, Path] | None = None
+    ) -> None:
+        """``client_certificate``: the operator's (certificate, key), which a mutual-TLS SuperLink requires
+        (`fleet.federation.flower_launcher`)."""
         from flwr.supercore.control import ControlHttpClient
         from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
-        self._client: Any = ControlHttpClient.from_server_address(
+        interceptors = [RuntimeVersionHttpInterceptor(component_name="flwr CLI")]
+        if root_certificates is not None and client_certificate is not None:
+            from fleet.federation.flower_launcher import client_ssl_context
+
+            verify = client_ssl_context(str(root_certificates), *client_certificate)
+            self._client: Any = ControlHttpClient(f"https://{address}", interceptors=interceptors, verify=verify)
+            return
+        self._client = ControlHttpClient.from_server_address(
             server_address=address,
             insecure=root_certificates is None,
             root_certificates=root_certificates.read_bytes() if root_certificates else None,
-            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+            interceptors=interceptors,
         )
 
     def register_node(self, openssh_public_key: bytes, name: str) -> int:

@@ -40,6 +40,12 @@ _ENTRY_POINTS = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    from fleet.federation.flower_launcher import check_flower_version, present_client_certificate_from_environment
+
+    # The ServerApp's and this executor's connections to the SuperLink present the operator's certificate;
+    # forked children inherit it.
+    check_flower_version()
+    present_client_certificate_from_environment()
     if args.app_dir:
         # Import the app from the same sources the FAB was built from.
         sys.path.insert(0, str(Path(args.app_dir).resolve()))

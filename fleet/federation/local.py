@@ -51,6 +51,14 @@ from fleet.federation.certificates import (
     verified_auth_public_key,
 )
 from fleet.federation.control import ControlClient
+from fleet.federation.flower_launcher import (
+    ALLOWED_CLIENTS,
+    CLIENT_CA,
+    CLIENT_CERT,
+    CLIENT_KEY,
+    client_ssl_context,
+    write_allowed_clients,
+)
 from fleet.federation.processes import ManagedProcess, ProcessSupervisor, free_port
 from fleet.federation.progress import (
     PROGRESS_FILE,
@@ -63,6 +71,7 @@ from fleet.federation.progress import (
 from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
 from fleet.federation.workspace import AlreadyRunningError, Attempt, exclusive_run, publish
+from fleet.hub import OPERATOR_USER, collaborator_user
 from fleet.lifecycle import SubmitRun
 from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Job, Phase
 from fleet.placement import placement_spec
@@ -70,6 +79,8 @@ from fleet.plan import exclusion_reasons
 from fleet.repository import Repository
 
 Executor = Literal["warm", "flower"]
+_LAUNCHER = [sys.executable, "-m", "fleet.federation.flower_launcher"]
+"""Flower's SuperLink and SuperNode, started with mutual TLS (`flower_launcher`)."""
 _START_TIMEOUT = 90.0
 _TICK = 0.2
 MODEL_CARD = "model-card.md"
@@ -297,7 +308,7 @@ class _Run:
         self._start_executor(address, ports, tls)
         self._wait_for_superlink(address, tls)
         self.recorder.federation_ready()
-        self.control = ControlClient(address, tls.ca if tls else None)
+        self.control = ControlClient(address, tls.ca if tls else None, tls.operator if tls else None)
         self.node_ids = self._register(tls)
         self._start_supernodes(address, ports, tls)
         # Submit once every SuperNode is in: the ServerApp starts as soon as minAvailableClients are, and the
@@ -325,12 +336,27 @@ class _Run:
             c.cluster: create_cluster_identity(directory / "clusters", c.cluster, authority)
             for c in self.plan.collaborators
         }
-        return _Tls(authority.path, server.certificate, server.key, identities)
+        operator = authority.issue_operator(directory)
+        # Who the SuperLink lets in: the operator (this process, the ServerApp) and the placed clusters' add-on
+        # users; a certificate of the same CA for any other name is closed at the handshake.
+        allowed = directory / "allowed-clients.json"
+        write_allowed_clients(allowed, [OPERATOR_USER], {collaborator_user(c): c for c in identities})
+        # Flower's own SuperExec starts flwr-serverapp processes this module cannot make present a certificate.
+        mutual = self.settings.executor == "warm"
+        if not mutual:
+            self.observer.warning(
+                "--executor flower: Flower's SuperExec cannot present client certificates, so the SuperLink "
+                "runs with TLS and SuperNode authentication but WITHOUT mutual TLS"
+            )
+        operator_pair = (operator.certificate, operator.key)
+        return _Tls(authority.path, server.certificate, server.key, identities, operator_pair, allowed, mutual)
 
     def _start_superlink(self, tls: _Tls | None) -> str:
         self.observer.phase("starting the SuperLink")
         port = free_port()
-        argv = [_tool("flower-superlink"), "--host", "127.0.0.1", "--port", str(port)]
+        # With TLS, through fleet's launcher: Flower's SuperLink, requiring client certificates (mutual TLS).
+        argv = [*_LAUNCHER, "superlink"] if tls and tls.mutual else [_tool("flower-superlink")]
+        argv += ["--host", "127.0.0.1", "--port", str(port)]
         argv += ["--disable-runtime-dependency-installation"]
         if self.settings.executor == "warm":
             argv += ["--isolation", "process"]
@@ -339,15 +365,14 @@ class _Run:
             argv += ["--ssl-keyfile", str(tls.server_key), "--enable-supernode-auth"]
         else:
             argv += ["--insecure"]
-        self.supervisor.start("superlink", argv)
-        address = f"127.0.0.1:{port}"
-        _write_flower_config(self.attempt.path / "flwr-home", address, tls.ca if tls else None)
-        return address
+        extra_env = {CLIENT_CA: str(tls.ca), ALLOWED_CLIENTS: str(tls.allowed_clients)} if tls and tls.mutual else {}
+        self.supervisor.start("superlink", argv, extra_env)
+        return f"127.0.0.1:{port}"
 
     def _wait_for_superlink(self, address: str, tls: _Tls | None) -> None:
         superlink = self.supervisor.processes[0]
         deadline = time.monotonic() + self.settings.start_timeout
-        while not _healthy(address, tls.ca if tls else None):
+        while not _healthy(address, tls):
             if not superlink.alive():
                 raise RunError(
                     f"the SuperLink exited while starting; its log ({superlink.log}) ends:\n{superlink.tail()}"
@@ -379,7 +404,9 @@ class _Run:
             cluster = collaborator.cluster
             if cluster in self.lost:
                 continue
-            argv = [_tool("flower-supernode"), "--superlink", address, "--host", "127.0.0.1"]
+            # With TLS, through fleet's launcher: Flower's SuperNode, presenting the cluster's certificate.
+            argv = [*_LAUNCHER, "supernode"] if tls and tls.mutual else [_tool("flower-supernode")]
+            argv += ["--superlink", address, "--host", "127.0.0.1"]
             argv += ["--port", str(ports[cluster])]
             node_config = f"data-path={_toml_string(str(collaborator.data_path))} cluster-name={_toml_string(cluster)}"
             argv += ["--node-config", node_config]
@@ -394,7 +421,8 @@ class _Run:
                 argv += ["--insecure"]
             if self.settings.executor == "warm":
                 argv += ["--isolation", "process"]
-            self.supernodes[cluster] = self.supervisor.start(f"supernode-{cluster}", argv)
+            presents = {CLIENT_CERT: str(identity.certificate), CLIENT_KEY: str(identity.key)} if tls else {}
+            self.supernodes[cluster] = self.supervisor.start(f"supernode-{cluster}", argv, presents)
 
     def _start_executor(self, address: str, ports: Mapping[str, int], tls: _Tls | None) -> None:
         """The warm executor of the ServerApp task and of every SuperNode's ClientApp tasks (``warm``)."""
@@ -410,7 +438,9 @@ class _Run:
         argv += ["--app-dir", str(app)]
         for reference in components(app).values():
             argv += ["--preload", reference.partition(":")[0]]
-        self.supervisor.start("executor", argv)
+        # The ServerApp (and the executor's task polls) connect to the SuperLink as the operator.
+        presents = {CLIENT_CERT: str(tls.operator[0]), CLIENT_KEY: str(tls.operator[1])} if tls else {}
+        self.supervisor.start("executor", argv, presents)
 
     def _wait_for_nodes(self, node_ids: dict[str, int]) -> None:
         assert self.control is not None
@@ -609,6 +639,12 @@ class _Tls:
     server_certificate: Path
     server_key: Path
     identities: dict[str, ClusterIdentity]
+    operator: tuple[Path, Path]
+    """The operator's client certificate and key: this process's Control API calls, the ServerApp's connection."""
+    allowed_clients: Path
+    """The SuperLink's allow-list of client certificates (`flower_launcher.write_allowed_clients`)."""
+    mutual: bool
+    """Whether the SuperLink requires client certificates (started through `flower_launcher`)."""
 
 
 def _environment(attempt: Attempt, settings: RunSettings) -> dict[str, str]:
@@ -634,24 +670,9 @@ def _tool(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def _write_flower_config(home: Path, address: str, ca: Path | None) -> None:
-    """The `flwr` CLI's config ($FLWR_HOME/config.toml): the SuperLink connection named `local`, so that an
-    operator can follow the run with Flower's own CLI (``FLWR_HOME=<job dir>/flwr-home flwr ls``)."""
-    home.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "[superlink]",
-        'default = "local"',
-        "",
-        "[superlink.local]",
-        f"address = {_toml_string(address)}",
-    ]
-    lines += [f"root-certificates = {_toml_string(str(ca))}"] if ca else ["insecure = true"]
-    (home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _healthy(address: str, ca: Path | None) -> bool:
-    scheme = "https" if ca else "http"
-    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+def _healthy(address: str, tls: _Tls | None) -> bool:
+    scheme = "https" if tls else "http"
+    context = client_ssl_context(str(tls.ca), *tls.operator) if tls else None
     try:
         with urllib.request.urlopen(f"{scheme}://{address}/health", timeout=1, context=context) as answer:
             return bool(answer.status == 200)

@@ -81,7 +81,8 @@ class ProcessSupervisor:
     _descendants: dict[int, float] = field(default_factory=dict)
     """pid -> create time of every process seen under ours (create time guards against pid reuse)."""
 
-    def start(self, name: str, argv: Sequence[str]) -> ManagedProcess:
+    def start(self, name: str, argv: Sequence[str], extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+        """Start ``argv`` logging to ``<log_dir>/<name>.log``, with the supervisor's environment and ``extra_env``."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
@@ -90,7 +91,7 @@ class ProcessSupervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=dict(self.env),
+                env={**self.env, **(extra_env or {})},
                 start_new_session=True,
             )
         process = ManagedProcess(name, popen, log)

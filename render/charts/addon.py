@@ -99,7 +99,7 @@ def build_addon(app: FleetApp, repository: Repository) -> None:
                     "signerName": ADDON_SIGNER,
                     "signingCA": {"name": HUB_CA_SECRET, "namespace": CONTROLLER_NAMESPACE},
                     # No `subject`: OCM applies a template's subject verbatim (no variables) to every cluster,
-                    # while its default subject names the cluster (see `collaborator_group`).
+                    # while its default subject names the cluster (`fleet.hub.collaborator_user`).
                 },
             }
         ],
@@ -124,13 +124,6 @@ def build_addon(app: FleetApp, repository: Repository) -> None:
             "nodePlacement": {"nodeSelector": {"kubernetes.io/os": "linux"}},
         },
     )
-
-
-def collaborator_group(cluster: str) -> str:
-    """The certificate group (subject organisation) naming ``cluster`` in every collaborator certificate the
-    hub signs: OCM's default subject for a CustomSigner registration. The user (common name) is
-    ``system:open-cluster-management:cluster:<cluster>:addon:<addon>:agent:<agent>``."""
-    return f"system:open-cluster-management:cluster:{cluster}:addon:{ADDON_NAME}"
 
 
 def collaborator_image(repository: Repository) -> str:

@@ -108,7 +108,8 @@ def supernode_of(cluster: str, marker: str) -> psutil.Process:
     for process in flower_processes(marker):
         with contextlib.suppress(psutil.Error):
             command = " ".join(process.cmdline())
-            if "flower-supernode" in command and f'cluster-name="{cluster}"' in command:
+            supernode = "flower-supernode" in command or "flower_launcher supernode" in command
+            if supernode and f'cluster-name="{cluster}"' in command:
                 return process
     raise LookupError(f"no SuperNode of {cluster}")
 

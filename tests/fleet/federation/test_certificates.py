@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from fleet.federation.certificates import (
     issue_problem,
     verified_auth_public_key,
 )
+from fleet.hub import OPERATOR_USER
 
 
 def _load(path: Path) -> x509.Certificate:
@@ -43,13 +45,21 @@ def test_cluster_identity_is_a_ca_signed_csr_whose_key_is_the_supernode_auth_key
     identity = create_cluster_identity(tmp_path / "clusters", "eu-west-hospital", ca)
     certificate = _load(identity.certificate)
     certificate.verify_directly_issued_by(_load(ca.path))
-    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "eu-west-hospital"
+    # OCM's default add-on subject (addon-framework pkg/agent/inteface.go, DefaultUser and DefaultGroups).
+    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "system:open-cluster-management:cluster:eu-west-hospital:addon:fleet-collaborator:agent:fleet-collaborator-agent"
+    )
+    assert [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
+        "system:open-cluster-management:cluster:eu-west-hospital:addon:fleet-collaborator",
+        "system:open-cluster-management:addon:fleet-collaborator",
+        "system:authenticated",
+    ]
     usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.CLIENT_AUTH in usages
     # Flower loads the SuperNode key as an OpenSSH EC private key on a NIST curve.
     auth_key = serialization.load_ssh_private_key(identity.auth_key.read_bytes(), None)
     assert auth_key.public_key() == certificate.public_key()
-    assert identity.auth_public_key.read_bytes().startswith(b"ecdsa-sha2-nistp384 ")
+    assert identity.auth_public_key.read_bytes().startswith(b"ecdsa-sha2-nistp256 ")
     assert verified_auth_public_key(identity, ca.path) == identity.auth_public_key.read_bytes()
     assert identity.trusted_ca.read_bytes() == ca.path.read_bytes()
 
@@ -93,7 +103,7 @@ def test_certificate_naming_another_cluster_is_rejected(tmp_path: Path) -> None:
         identity.auth_public_key,
         identity.trusted_ca,
     )
-    with pytest.raises(CertificateRejectedError, match="expected the cluster 'eu-west-hospital'"):
+    with pytest.raises(CertificateRejectedError, match="expected the add-on user of cluster 'eu-west-hospital'"):
         verified_auth_public_key(impostor, ca.path)
 
 
@@ -127,3 +137,29 @@ def test_the_hub_ca_and_server_certificates_outlive_a_local_run(tmp_path: Path) 
     assert lifetime(local.certificate) < datetime.timedelta(days=3) and LOCAL_VALIDITY < SERVER_VALIDITY
     assert lifetime(hub.certificate) > datetime.timedelta(days=3000)
     assert datetime.timedelta(days=364) < lifetime(server) < datetime.timedelta(days=366)
+
+
+def test_the_ca_key_is_rsa_in_pkcs1_the_one_form_ocms_signer_parses(tmp_path: Path) -> None:
+    """addon-framework pkg/utils/csr_helpers.go signs a CustomSigner CSR with the key parsed by Go's
+    x509.ParsePKCS1PrivateKey: PEM type "RSA PRIVATE KEY" (PKCS #1), nothing else."""
+    CertificateAuthority.create(tmp_path)
+    pem = (tmp_path / "ca.key").read_bytes()
+    assert pem.startswith(b"-----BEGIN RSA PRIVATE KEY-----\n")
+    # openssl reads it as an RSA key in the traditional (PKCS #1) form.
+    shown = subprocess.run(
+        ["openssl", "rsa", "-in", str(tmp_path / "ca.key"), "-noout", "-check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0 and "RSA key ok" in shown.stdout, shown.stderr
+
+
+def test_an_operator_certificate_is_a_client_certificate_of_the_operator(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create(tmp_path)
+    pair = ca.issue_operator(tmp_path)
+    certificate = x509.load_pem_x509_certificate(pair.certificate.read_bytes())
+    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == OPERATOR_USER
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert issue_problem(certificate, ca.certificate) is None

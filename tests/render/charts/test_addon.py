@@ -16,9 +16,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import fleet
-from fleet.hub import ADDON_INSTALL_NAMESPACE, ADDON_NAME, ADDON_SIGNER, CONTROLLER_NAMESPACE, HUB_CA_SECRET
+from fleet.hub import (
+    ADDON_INSTALL_NAMESPACE,
+    ADDON_NAME,
+    ADDON_SIGNER,
+    CONTROLLER_NAMESPACE,
+    HUB_CA_SECRET,
+    collaborator_groups,
+)
 from fleet.repository import Repository
-from render.charts.addon import APP_IMAGE, collaborator_group
+from render.charts.addon import APP_IMAGE
 
 Example = tuple[Repository, Rendered]
 BUILT_IN_VARIABLES = {"CLUSTER_NAME", "INSTALL_NAMESPACE"}
@@ -84,7 +91,7 @@ def test_registration_gets_each_collaborator_a_certificate_signed_by_the_hub_ca(
     assert signer["signingCA"] == {"name": HUB_CA_SECRET, "namespace": CONTROLLER_NAMESPACE}
     # A subject in the template would be applied verbatim to every cluster; OCM's default names the cluster.
     assert "subject" not in signer
-    assert collaborator_group("eu-west-hospital") == (
+    assert collaborator_groups("eu-west-hospital")[0] == (
         "system:open-cluster-management:cluster:eu-west-hospital:addon:fleet-collaborator"
     )
 
