@@ -109,7 +109,7 @@ base_option = click.option(
 def work_dir_option(help: str) -> Callable[[F], F]:
     return click.option(
         "--work-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=OutputFolder(),
         default=WORK_DIR,
         show_default=True,
         help=help,

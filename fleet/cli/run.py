@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fleet.cli._options import data_root_option, repo_option, work_dir_option
+from fleet.cli._options import data_root_option, refuse_output_in_sources, repo_option, work_dir_option
 from fleet.cli._repository import job_name, load_or_exit
 from fleet.errors import EXIT_INVALID
 from fleet.federation.bundle import AppError, components
@@ -20,6 +20,7 @@ from fleet.federation.local import (
     AlreadyRunningError,
     RunError,
     RunSettings,
+    check_test_data,
     plan_run,
     run_federation,
 )
@@ -116,6 +117,15 @@ def command(
     """
     console = Console(stderr=True)
     repository = load_or_exit(repo, "run")
+    refuse_output_in_sources(
+        repo,
+        work_dir,
+        command="run",
+        option="--work-dir",
+        holding="the runs' status, credentials, logs and model storage",
+        example=Path(".fleet") / "runs",
+        replaced_whole=False,
+    )
     if app is not None:
         try:
             components(app)
@@ -132,6 +142,12 @@ def command(
 
         default = test_split_path(data_root, plan.job.dataset)
         test_data = default.resolve() if default.is_file() else None
+    if test_data is not None:
+        try:
+            check_test_data(plan, test_data)
+        except RunError as error:
+            click.echo(f"fleet run: {error}", err=True)
+            sys.exit(EXIT_INVALID)
     settings = RunSettings(executor="warm" if executor == "warm" else "flower", app=app.resolve() if app else None)
     console.print(
         f"running job [bold]{plan.job.name}[/]: {plan.job.rounds} rounds, "

@@ -186,6 +186,12 @@ def plan_run(repository: Repository, job_name: str, data_root: Path, work_dir: P
             )
         else:
             collaborators.append(Collaborator(name, path.resolve()))
+    if len(collaborators) < job.min_available_clients:
+        # Known before anything starts: bad input, refused with nothing written.
+        raise RunError(
+            f"only {len(collaborators)} of the placed clusters have their data under --data-root {data_root}, "
+            f"job {job.name!r} needs minAvailableClients={job.min_available_clients}: " + "; ".join(excluded.values())
+        )
     job_dir = (work_dir / job.name).resolve()
     return LocalPlan(
         job,
@@ -204,6 +210,26 @@ class RunResult:
     """Completed, or Failed with the reason."""
     attempt: Attempt
     """The run's own folder: its logs, credentials, and its storage when it did not complete."""
+
+
+def check_test_data(plan: LocalPlan, test_data: Path) -> None:
+    """Refuse (`RunError`) a held-out split the ServerApp could not read or that does not fit the collaborators'
+    data, before anything starts: the ServerApp would only find out after the first round."""
+    from fleet.app.data import DataError, load_dataset
+
+    try:
+        test = load_dataset(test_data)
+        if not plan.collaborators:
+            return
+        first = plan.collaborators[0]
+        train = load_dataset(first.data_path, cluster=first.cluster)
+    except DataError as error:
+        raise RunError(f"--test-data {test_data}: expected a held-out split the ServerApp can read: {error}") from None
+    if test.input_shape != train.input_shape:
+        raise RunError(
+            f"--test-data {test_data}: expected images of {train.input_shape[1]}x{train.input_shape[2]}, as the "
+            f"collaborators' data ({first.cluster}: {first.data_path}), got {test.input_shape[1]}x{test.input_shape[2]}"
+        )
 
 
 def run_federation(
@@ -757,6 +783,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "RunSettings",
+    "check_test_data",
     "local_storage_dir",
     "plan_run",
     "run_config",

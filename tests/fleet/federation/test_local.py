@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from fleet.federation import local
 from fleet.federation.certificates import CertificateAuthority, ClusterIdentity, create_cluster_identity
 from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
 from fleet.federation.progress import RoundFinished
-from fleet.federation.status import STATUS_FILE, read_status
+from fleet.federation.status import STATUS_FILE
 from fleet.models import Phase
 from fleet.quantity import Quantity
 from fleet.repository import load_repository
@@ -179,15 +180,39 @@ def test_foreign_certificate_foreign_ca_and_unregistered_key_are_refused(
     assert "SuperNode ID" not in (logs / "supernode-unknown.log").read_text()  # never let in
 
 
-def test_too_few_collaborators_with_data_fails_before_starting_anything(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, ["alpha", "beta", "gamma"], with_data=["alpha"])
-    result = run_federation(plan, Recorder(), SETTINGS)
-    status = result.status
-    assert status.phase is Phase.FAILED
-    assert "only 1 collaborators have their data" in status.message
-    assert "collaborator beta: its data path /data/beta" in status.message
-    assert not result.attempt.logs.exists()
-    assert read_status(plan.job_dir / STATUS_FILE).phase is Phase.FAILED
+def test_too_few_collaborators_with_data_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(RunError) as refused:
+        _plan(tmp_path, ["alpha", "beta", "gamma"], with_data=["alpha"])
+    message = str(refused.value)
+    assert f"only 1 of the placed clusters have their data under --data-root {tmp_path / 'data'}" in message
+    assert "collaborator beta: its data path /data/beta" in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_test_split_that_does_not_fit_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from fleet.app.data import write_partition
+    from fleet.federation.local import check_test_data
+
+    repo = write_repository(tmp_path / "repo", ["alpha", "beta"])
+    for cluster, size in (("alpha", 8), ("beta", 8)):
+        write_partition(tmp_path / "data" / "data" / cluster / "part.npz", *_images(size))
+    plan = plan_run(load_repository(repo), "tiny", tmp_path / "data", tmp_path / "runs")
+    write_partition(tmp_path / "test.npz", *_images(28))
+    with pytest.raises(RunError, match=r"expected images of 8x8, as the collaborators' data \(alpha: .*got 28x28"):
+        check_test_data(plan, tmp_path / "test.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip archive")
+    with pytest.raises(RunError, match=r"--test-data .*broken.npz: expected a held-out split the ServerApp can read"):
+        check_test_data(plan, tmp_path / "broken.npz")
+    write_partition(tmp_path / "fits.npz", *_images(8))
+    check_test_data(plan, tmp_path / "fits.npz")
+    assert not (tmp_path / "runs").exists()
+
+
+def _images(size: int) -> tuple[Any, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (20, size, size), dtype=np.uint8), np.arange(20, dtype=np.uint8) % 10
 
 
 def test_placement_selecting_too_few_clusters_is_refused(tmp_path: Path) -> None:
