@@ -29,3 +29,21 @@ def crds_dir() -> Path:
     if not folder.is_dir():
         pytest.skip(f"no upstream CRDs at {folder}: put them there or point ${CRDS_DIR_VARIABLE} at them")
     return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_cache() -> Path:
+    """The verified MNIST cache that the set-up of `make test` writes (`make mnist`). A test that needs it fails,
+    saying how to make it, where it is missing or altered: CI always runs the set-up, so a skip would hide a
+    broken one."""
+    from fleet import mnist
+
+    cache = ROOT / mnist.DEFAULT_CACHE
+    wrong = mnist.problems(cache)
+    if wrong:
+        pytest.fail(
+            f"the MNIST cache is missing or altered ({'; '.join(wrong)}): run `make mnist` (part of `make test`) "
+            f"or `{mnist.RESTORE_COMMAND} --cache-dir {cache}` first",
+            pytrace=False,
+        )
+    return cache

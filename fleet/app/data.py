@@ -65,7 +65,7 @@ def load_dataset(
         if not location.exists():
             raise DataError(f"data path {str(location)!r} does not exist")
         dataset = _read_file(location, idx_prefixes) if location.is_file() else _read_folder(location, idx_prefixes)
-        return _checked(dataset)
+        return checked(dataset)
     except DataError as error:
         raise DataError(f"{where}{error}" if str(location) in str(error) else f"{where}{location}: {error}") from None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
@@ -74,7 +74,7 @@ def load_dataset(
 
 def write_partition(path: Path, images: NDArray[np.uint8], labels: NDArray[np.uint8]) -> None:
     """Write a partition file atomically (a temporary file renamed into place)."""
-    _checked(Dataset(images, labels))
+    checked(Dataset(images, labels))
     write_atomically(path, lambda file: np.savez_compressed(file, images=images, labels=labels))
 
 
@@ -85,7 +85,7 @@ def _read_file(path: Path, idx_prefixes: Sequence[str]) -> Dataset:
         for suffix in ("", ".gz"):
             if path.name == f"{prefix}-images-idx3-ubyte{suffix}":
                 labels = path.with_name(f"{prefix}-labels-idx1-ubyte{suffix}")
-                return Dataset(_read_idx(path, 3), _read_idx(labels, 1))
+                return Dataset(read_idx(path, 3), read_idx(labels, 1))
     raise DataError(f"{path}: expected a partition file (.npz) or a folder of data, got {path.name!r}")
 
 
@@ -95,7 +95,7 @@ def _read_folder(folder: Path, idx_prefixes: Sequence[str]) -> Dataset:
             images = folder / f"{prefix}-images-idx3-ubyte{suffix}"
             if images.is_file():
                 labels = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
-                return Dataset(_read_idx(images, 3), _read_idx(labels, 1))
+                return Dataset(read_idx(images, 3), read_idx(labels, 1))
     parts = sorted(p for p in folder.iterdir() if p.suffix == ".npz" and p.is_file() and not p.name.startswith("."))
     if not parts:
         pairs = " or ".join(f"{p}-images-idx3-ubyte[.gz] with {p}-labels-idx1-ubyte[.gz]" for p in idx_prefixes)
@@ -124,23 +124,39 @@ def _read_npz(path: Path) -> Dataset:
 _IDX_UBYTE = 0x08
 
 
-def _read_idx(path: Path, dimensions: int) -> NDArray[np.uint8]:
+def write_idx(path: Path, array: NDArray[np.uint8]) -> None:
+    """Write ``array`` as an IDX file of unsigned bytes (the layout `read_idx` reads), atomically."""
+    if array.dtype != np.uint8 or array.ndim == 0:
+        raise ValueError(f"expected a uint8 array of at least one dimension, got {array.dtype} of shape {array.shape}")
+    header = bytes((0, 0, _IDX_UBYTE, array.ndim)) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    body = np.ascontiguousarray(array).tobytes()
+    write_atomically(path, lambda file: file.write(header + body))
+
+
+def read_idx(path: Path, dimensions: int) -> NDArray[np.uint8]:
     """An IDX file of unsigned bytes: magic (0, 0, 0x08, ndim), ndim big-endian uint32 sizes, the data."""
     if not path.is_file():
         raise DataError(f"{path}: expected this MNIST IDX file next to its pair, it does not exist")
     opener: Any = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as file:
         raw: bytes = file.read()
+    return parse_idx(raw, dimensions, str(path))
+
+
+def parse_idx(raw: bytes, dimensions: int, where: str) -> NDArray[np.uint8]:
+    """The array an IDX file's bytes hold; `DataError` names ``where`` when they are not such a file."""
     if len(raw) < 4 + 4 * dimensions or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] != dimensions:
-        raise DataError(f"{path}: expected an IDX file of unsigned bytes with {dimensions} dimension(s)")
+        raise DataError(f"{where}: expected an IDX file of unsigned bytes with {dimensions} dimension(s)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dimensions)
     if body.size != math.prod(shape):
-        raise DataError(f"{path}: the header announces shape {shape}, but holds {body.size} values")
+        raise DataError(f"{where}: the header announces shape {shape}, but holds {body.size} values")
     return body.reshape(shape).copy()
 
 
-def _checked(dataset: Dataset) -> Dataset:
+def checked(dataset: Dataset) -> Dataset:
+    """``dataset`` itself when it is one the app can train on (N square 8x8 or 28x28 images, one label 0-9
+    each); else `DataError` saying what was expected."""
     images, labels = dataset
     if images.ndim != 3 or images.shape[1] != images.shape[2] or images.shape[1] not in (8, 28):
         raise DataError(f"expected images of shape (N, 8, 8) or (N, 28, 28), got {images.shape}")
