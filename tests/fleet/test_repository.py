@@ -219,7 +219,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         ),
     ),
     "job-learning-rate-zero": (
-        replace(JOB, "learningRate: 0.05", "learningRate: 0"),
+        replace(JOB, "learningRate: 0.02", "learningRate: 0"),
         (Expected(JOB, "learningRate:", "training.learningRate", ("expected a number > 0", "got 0")),),
     ),
     "job-image-with-space": (
@@ -416,7 +416,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         (Expected(CLUSTER, "path: data/digits", "datasets.digits.path", ("expected an absolute path",)),),
     ),
     "cluster-dataset-no-samples": (
-        replace(CLUSTER, "samples: 500", "samples: 0"),
+        replace(CLUSTER, "samples: 2600", "samples: 0"),
         (Expected(CLUSTER, "samples: 0", "datasets.digits.samples", ("expected a number >= 1", "got 0")),),
     ),
     "cluster-cpu-beyond-any-range": (

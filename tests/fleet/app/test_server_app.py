@@ -119,9 +119,9 @@ def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def partitions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Three small partitions and a test split cut from scikit-learn's digits (disjoint)."""
-    from fleet.data import digits
+    from fleet.data import sklearn_digits
 
-    data = digits()
+    data = sklearn_digits()
     rng = np.random.default_rng(0)
     order = rng.permutation(len(data.labels))
     root = tmp_path_factory.mktemp("partitions")

@@ -19,6 +19,7 @@ from fleet.app.task import (
     load_model,
     proximal_term,
     save_model,
+    shifted,
     train,
     train_centrally,
 )
@@ -31,9 +32,9 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def digits_split() -> tuple[Dataset, Dataset]:
-    from fleet.data import digits
+    from fleet.data import sklearn_digits
 
-    data = digits()
+    data = sklearn_digits()
     order = np.random.default_rng(3).permutation(len(data.labels))
     train_idx, test_idx = order[:1200], order[1200:]
     return (
@@ -157,6 +158,39 @@ def test_training_improves_accuracy_on_digits(digits_split: tuple[Dataset, Datas
     assert 0 < loss < 2.5
     assert set(after.per_class_accuracy) == set(range(10))
     assert after.confusion.sum() == len(test_data.labels)
+
+
+def test_shifted_moves_each_image_by_at_most_the_given_pixels() -> None:
+    images = torch.zeros(400, 1, 28, 28)
+    images[:, 0, 14, 14] = 1.0  # one lit pixel in the middle of each frame
+
+    moved = shifted(images, 2, torch.Generator().manual_seed(3))
+    again = shifted(images, 2, torch.Generator().manual_seed(3))
+
+    assert moved.shape == images.shape
+    assert torch.equal(moved, again)  # the seed decides
+    lit = moved[:, 0].flatten(1).argmax(dim=1)
+    offsets = {(int(i) // 28 - 14, int(i) % 28 - 14) for i in lit}
+    assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # every move, none further
+    assert torch.equal(moved.sum(dim=(1, 2, 3)), torch.ones(400))  # nothing lost or added
+
+
+def test_the_shift_comes_in_as_background_at_the_edges() -> None:
+    images = torch.ones(50, 1, 28, 28)
+    moved = shifted(images, 2, torch.Generator().manual_seed(0))
+    assert moved.min() == 0.0 and moved.max() == 1.0
+    assert (moved.sum(dim=(1, 2, 3)) >= 24 * 24).all()  # at most two rows and two columns shifted out
+
+
+def test_training_on_28x28_images_is_the_same_for_the_same_seed() -> None:
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64).astype(np.uint8))
+    models = [build_model(data.input_shape, seed=0) for _ in range(3)]
+    for model, seed in zip(models, (5, 5, 6), strict=True):
+        train(model, data, epochs=1, learning_rate=0.02, batch_size=16, seed=seed)
+    weights = [torch.cat([p.detach().flatten() for p in model.parameters()]) for model in models]
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])  # another seed: other shuffles and other shifts
 
 
 def test_evaluation_counts_per_digit() -> None:

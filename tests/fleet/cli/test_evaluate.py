@@ -17,9 +17,9 @@ from fleet.cli import main
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A model trained briefly on part of scikit-learn's digits, and a disjoint test split."""
-    from fleet.data import digits
+    from fleet.data import sklearn_digits
 
-    data = digits()
+    data = sklearn_digits()
     folder = tmp_path_factory.mktemp("evaluate")
     train_data = Dataset(data.images[:800], data.labels[:800])
     model = build_model(train_data.input_shape, seed=0)

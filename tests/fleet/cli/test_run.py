@@ -256,15 +256,18 @@ def test_a_killed_run_shows_as_crashed_and_the_last_completed_model_stays_whole(
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("federation")
-def test_example_job_trains_with_fleets_own_app(example_repo: Path, tmp_path: Path, no_leftovers: None) -> None:
+def test_example_job_trains_with_fleets_own_app(
+    example_repo: Path, tmp_path: Path, no_leftovers: None, mnist_cache: Path
+) -> None:
     """The real ServerApp and ClientApp, the example's placement and data, two rounds."""
-    from fleet.data import prepare
+    from fleet.data import mnist_source, prepare
     from fleet.repository import load_repository
 
     job = example_repo / "jobs" / "mnist-digits.yaml"
-    job.write_text(job.read_text().replace("rounds: 5", "rounds: 2"))
+    # Two short rounds on the MNIST partitions (one local epoch each): the app end to end, not the quality bar.
+    job.write_text(job.read_text().replace("rounds: 5", "rounds: 2").replace("localEpochs: 3", "localEpochs: 1"))
     data = tmp_path / "data"
-    prepare(load_repository(example_repo), data, "mnist-digits")
+    prepare(load_repository(example_repo), data, "mnist-digits", source=lambda: mnist_source(mnist_cache))
     command = [FLEET, "run", "mnist-digits", "--repo", str(example_repo), "--data-root", str(data)]
     command += ["--work-dir", str(tmp_path / "runs")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
