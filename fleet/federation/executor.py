@@ -28,10 +28,6 @@ from types import FrameType
 _POLL_SECONDS = 0.1
 """Between polls of every Runtime API: each poll is an HTTPS request the SuperLink or a SuperNode must serve."""
 _RETRY_SECONDS = 0.5
-_CLIENTAPP_DELAY = 0.4
-"""A SuperNode creates a ClientApp task before it has pulled the message's objects from the SuperLink; a
-ClientApp asking for them earlier hits Flower's 1 s pull back-off. A new flwr-clientapp process takes seconds
-to start, so this never shows with Flower's own executor; a forked one starts at once, so it waits a little."""
 _ENTRY_POINTS = {
     "flwr-clientapp": ("flwr.supernode.cli.flwr_clientapp", "flwr_clientapp"),
     "flwr-serverapp": ("flwr.superlink.cli.flwr_serverapp", "flwr_serverapp"),
@@ -40,12 +36,17 @@ _ENTRY_POINTS = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    from fleet.federation.flower_launcher import check_flower_version, present_client_certificate_from_environment
+    from fleet.federation.flower_launcher import (
+        check_flower_version,
+        present_client_certificate_from_environment,
+        shorten_object_pulls,
+    )
 
-    # The ServerApp's and this executor's connections to the SuperLink present the operator's certificate;
-    # forked children inherit it.
+    # The ServerApp's and this executor's connections to the SuperLink present the operator's certificate, and
+    # their object pulls retry after 0.05 s; forked children inherit both.
     check_flower_version()
     present_client_certificate_from_environment()
+    shorten_object_pulls()
     if args.app_dir:
         # Import the app from the same sources the FAB was built from.
         sys.path.insert(0, str(Path(args.app_dir).resolve()))
@@ -110,8 +111,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 command = [task, "--runtime-api-address", address, "--token", response.token]
                 command += ["--root-certificates", args.root_certificates] if certificates else ["--insecure"]
                 command += ["--parent-pid", str(os.getpid())]
-                delay = _CLIENTAPP_DELAY if task == "flwr-clientapp" else 0.0
-                pending.append((time.monotonic() + delay, task, address, command))
+                # Forked at once: a ClientApp that asks its SuperNode for the message's objects before they are in
+                # retries after 0.05 s (`flower_launcher.shorten_object_pulls`), not after Flower's 1 s.
+                pending.append((time.monotonic(), task, address, command))
                 if task == "flwr-serverapp":
                     done.add(key)  # a local federation runs one run: stop asking the SuperLink
         for item in [p for p in pending if p[0] <= time.monotonic()]:

@@ -14,6 +14,12 @@ Flower behaves. It never edits Flower; it starts Flower's own entry points after
   HTTPS connection of Flower's protobuf client presents ``$FLEET_TLS_CLIENT_CERT``/``$FLEET_TLS_CLIENT_KEY``,
   TLS 1.3 only.
 
+- **Waits on a round's critical path** (`follow_events`): the SuperNode's fixed 3 s sleep when it pulled
+  nothing becomes adaptive (0.05 s right after activity, 1.5 times longer after each empty pull, back to
+  Flower's 3 s when idle, so an idle SuperNode asks the SuperLink no more often than before); its 0.5 s polls
+  of its own local state (a reply ready, an object stored) become 0.02 s; the object pull back-off starts at
+  0.05 s instead of 1 s (SuperNode, ClientApp, ServerApp).
+
 Nothing else changes: Flower's protocol, wire format and SuperNode authentication stay as they are (the key
 registration is a second factor beside the certificate). Refuses any Flower but the version it was written
 for (`FLOWER_VERSION`); Flower 1.42 keeps the same single-port uvicorn server and the same ``ProtobufClient``
@@ -276,6 +282,93 @@ def present_client_certificate_from_environment() -> None:
         present_client_certificate(Path(certificate), Path(key))
 
 
+# --- waits -------------------------------------------------------------------------------------------------
+
+IDLE_POLL_FIRST = 0.05
+"""Seconds the SuperNode waits after its first empty pull following activity; then `IDLE_POLL_GROWTH` times
+longer after each empty pull: the next round's message usually comes within a second of a reply."""
+IDLE_POLL_GROWTH = 1.5
+IDLE_POLL_LAST = 3.0
+"""Flower 1.41's fixed wait (``start_client_internal.py``): where an idle SuperNode ends up."""
+LOCAL_POLL = 0.02
+"""For Flower's 0.5 s polls of the SuperNode's own in-process state: no request leaves the process."""
+PULL_FIRST_BACKOFF = 0.05
+"""For Flower's 1 s first back-off when an object is not in the store yet (PULL_INITIAL_BACKOFF)."""
+_FLOWER_IDLE_WAIT = 3
+_FLOWER_LOCAL_WAIT = 0.5
+
+
+class AdaptiveWaits:
+    """Stands in for the ``time`` module of Flower's SuperNode loop (``start_client_internal``), where the only
+    waits are ``time.sleep(3)`` after an empty pull and ``time.sleep(0.5)`` between looks at local state."""
+
+    def __init__(self, sleep: Callable[[float], None] | None = None) -> None:
+        import time
+
+        self._time = time
+        self._sleep = sleep or time.sleep
+        self._idle = IDLE_POLL_FIRST
+
+    def sleep(self, seconds: float) -> None:
+        if seconds == _FLOWER_IDLE_WAIT:
+            wait, self._idle = self._idle, min(self._idle * IDLE_POLL_GROWTH, IDLE_POLL_LAST)
+        elif seconds == _FLOWER_LOCAL_WAIT:
+            wait = LOCAL_POLL
+        else:
+            wait = seconds
+        self._sleep(wait)
+
+    def activity(self) -> None:
+        """A message came: the next empty pull waits briefly again (the next round is near)."""
+        self._idle = IDLE_POLL_FIRST
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._time, name)
+
+
+def _with_short_pull_backoff(pull_objects: Callable[..., Any]) -> Callable[..., Any]:
+    from flwr.supercore.constant import PULL_INITIAL_BACKOFF
+
+    def pull(*args: Any, **options: Any) -> Any:
+        if options.get("initial_backoff", PULL_INITIAL_BACKOFF) == PULL_INITIAL_BACKOFF:
+            options["initial_backoff"] = PULL_FIRST_BACKOFF
+        return pull_objects(*args, **options)
+
+    return pull
+
+
+def shorten_object_pulls() -> None:
+    """Flower's object pulls (every module calling ``pull_objects``) start retrying after 0.05 s, not 1 s."""
+    import importlib
+
+    for name in (
+        "flwr.supercore.inflatable.inflatable_utils",
+        "flwr.supernode.start_client_internal",
+        "flwr.superlink.grid.http_grid",
+    ):
+        module = importlib.import_module(name)
+        module.pull_objects = _with_short_pull_backoff(module.pull_objects)  # type: ignore[attr-defined]
+
+
+def follow_events() -> AdaptiveWaits:
+    """The SuperNode's waits follow what happens (see the module docstring); the stand-in for its ``time``."""
+    import importlib
+
+    loop = importlib.import_module("flwr.supernode.start_client_internal")
+    waits = AdaptiveWaits()
+    real_push = loop._push_messages
+
+    def push_messages(*args: Any, **options: Any) -> None:
+        waits.activity()  # a message was pulled: the loop is about to push its reply
+        real_push(*args, **options)
+        waits.activity()
+
+    loop.time = waits  # type: ignore[attr-defined]
+    loop._push_messages = push_messages  # type: ignore[attr-defined]
+    shorten_object_pulls()
+    return waits
+
+
 # --- entry point --------------------------------------------------------------------------------------------
 
 
@@ -298,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             from flwr.superlink.cli import flower_superlink as entry
         else:
             present_client_certificate_from_environment()
+            follow_events()
             from flwr.supernode.cli import flower_supernode as entry
     except LauncherError as error:
         print(f"fleet flower launcher: {error}", file=sys.stderr)
