@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,53 @@ def test_missing_default_test_data_says_how_to_make_it(
     assert result.exit_code == 2
     assert "test data: data path '.fleet/data/test/digits.npz' does not exist" in result.output
     assert "run `fleet data prepare`" in result.output
+
+
+def _run_storage(folder: Path, model: Path) -> Path:
+    """A run's storage: the model, its metrics.json (as the ServerApp writes it) and a model card."""
+    from fleet.app.server_app import Progress, Settings
+
+    folder.mkdir()
+    shutil.copy(model, folder / "model.pt")
+    progress = Progress(folder)
+    progress.started(Settings(num_rounds=2, model_dir=folder))
+    for number, accuracy in ((1, 0.8), (2, 0.9)):
+        metrics = {"train_loss": 1 - accuracy, "accuracy": accuracy, "eval_loss": 1.2 - accuracy}
+        progress.round(number, ["eu-a"], {**metrics, **{f"accuracy_{d}": accuracy for d in range(10)}}, [], {})
+    (folder / "model-card.md").write_text("# Model card: x\n")
+    return folder
+
+
+def test_a_report_beside_a_runs_model_draws_its_curve_and_links_the_card(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, test = trained
+    storage = _run_storage(tmp_path / "storage", model)
+    args = ["evaluate", str(storage / "model.pt"), "--test-data", str(test), "--report", str(storage / "evaluation")]
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == 0, result.output
+    names = ["confusion-matrix.png", "per-digit-accuracy.png", "report.md", "training-curve.png"]
+    assert sorted(p.name for p in (storage / "evaluation").iterdir()) == names
+    assert f"linked them from {storage / 'model-card.md'}" in result.output
+    card = (storage / "model-card.md").read_text()
+    assert card.startswith("# Model card: x\n") and "![training curve](evaluation/training-curve.png)" in card
+
+
+def test_a_report_without_metrics_says_there_is_no_curve(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    model, test = trained
+    result = CliRunner().invoke(main, ["evaluate", str(model), "--test-data", str(test), "--report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"no training curve: no metrics.json beside {model}" in result.output
+    assert not (tmp_path / "training-curve.png").exists()
+
+
+def test_bad_metrics_exit_2_and_write_nothing(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    model, test = trained
+    (tmp_path / "metrics.json").write_text('{"rounds": "none"}')
+    args = ["evaluate", str(model), "--test-data", str(test), "--metrics", str(tmp_path / "metrics.json")]
+    result = CliRunner().invoke(main, [*args, "--report", str(tmp_path / "report")])
+
+    assert result.exit_code == 2
+    assert f"fleet evaluate: {tmp_path / 'metrics.json'}: expected a 'rounds' list" in result.output
+    assert not (tmp_path / "report").exists()
