@@ -497,7 +497,10 @@ EVALUATE: dict[str, Bad] = {
     ),
     "evaluate-model-for-28x28-on-8x8-data": Bad(
         "evaluate",
-        lambda c: Call(_evaluate(c, c.asset("model-28.pt")), err=[c.test_split, "expected 28x28 images", "got 8x8"]),
+        lambda c: Call(
+            _evaluate(c, c.asset("model-28.pt"), c.npz("test-8.npz", images=_images(20, 8), labels=_labels(20))),
+            err=[c.path("test-8.npz"), "expected 28x28 images", "got 8x8"],
+        ),
     ),
     "evaluate-test-data-28x28-for-an-8x8-model": Bad(
         "evaluate",
