@@ -1,10 +1,14 @@
 """Which clusters each job's Placement selects, and why every other cluster is out: ``fleet plan``.
 
 The plan reads the Placement exactly as the renderer writes it (from ``render.synth(repository, "hub")``: the
-job's Placement and the ManagedClusterSetBindings of its namespace) and decides with the one evaluator,
-`fleet.placement.evaluate`, over the clusters of ``clusters/``. This module only names the decisions: which
-dataset, which policy (from the Placement's ``fleet.dev/policies`` annotation), which cluster set, which
-capacity.
+job's Placement, the ManagedClusterSetBindings of its namespace and the ManagedClusterSets) and decides with the
+one model of OCM's scheduler, `fleet.placement.evaluate`, over the clusters of ``clusters/``. This module only
+names the decisions: which dataset, which policy (from the Placement's ``fleet.dev/policies`` annotation), which
+cluster set, which capacity.
+
+Balance and Steady score from PlacementDecisions. Offline the plan assumes a first placement on a hub holding
+none (`FIRST_PLACEMENT`); ``--diff`` takes each job's base selection as its Placement's earlier decisions
+(`BASE_DECISIONS`); ``--hub`` reads the hub's (`HUB_DECISIONS`, `fleet.hub_state`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,38 @@ from typing import Any
 
 from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, dataset_claim
 from fleet.hub import JOB_LABEL, POLICIES_ANNOTATION
+from fleet.hub_state import LiveHub, git_owned_labels, label_drift, left_by_git
 from fleet.models import Cluster, Job
-from fleet.placement import ClusterDecision, Exclusion, evaluate, governing_policies
+from fleet.placement import (
+    CLUSTER_SET_LABEL,
+    ClusterDecision,
+    ClusterSet,
+    Condition,
+    DecisionGroup,
+    Exclusion,
+    HubCluster,
+    HubContext,
+    PriorDecision,
+    evaluate,
+    governing_policies,
+)
 from fleet.repository import Repository
 
 PLACEMENT_API = "cluster.open-cluster-management.io/v1beta1"
 BINDING_KIND = "ManagedClusterSetBinding"
+CLUSTER_SET_KIND = "ManagedClusterSet"
+
+FIRST_PLACEMENT = "first-placement"
+BASE_DECISIONS = "base-decisions"
+HUB_DECISIONS = "hub-decisions"
+BASIS = {
+    FIRST_PLACEMENT: "assumes a first placement on a hub holding no PlacementDecisions: Balance scores every cluster "
+    "100 and Steady 0 (`fleet plan --hub` reads the live decisions)",
+    BASE_DECISIONS: "takes the base's selection as the Placement's earlier decisions (Steady); other Placements' "
+    "decisions are not known (Balance 100 for every cluster; `--hub` reads them)",
+    HUB_DECISIONS: "reads the hub's PlacementDecisions (Balance: every other Placement's; Steady: this one's)",
+}
+"""How the scores of Balance and Steady were made, by basis."""
 
 
 class PlanError(Exception):
@@ -32,7 +62,8 @@ class Reason:
     """Why one cluster is out, in the terms of the repository."""
 
     category: str
-    """``dataset``, ``policy``, ``clusterSet``, ``capacity``, ``numberOfClusters`` or ``selector``."""
+    """``dataset``, ``policy``, ``clusterSet``, ``capacity``, ``numberOfClusters``, ``selector``, ``registration``
+    (not on the hub), ``taint``, ``terminating`` or ``misconfigured``."""
     rule: str
     """The Placement field at fault (see `fleet.placement.Exclusion`)."""
     message: str
@@ -50,17 +81,29 @@ class ClusterPlan:
     cluster: str
     cluster_set: str
     selected: bool
-    score: float | None
+    score: int | None
     reasons: tuple[Reason, ...] = ()
+    scores: Mapping[str, int] = field(default_factory=dict)
+    """Each prioritizer's score (before its weight)."""
+    declared: bool = True
+    """False for a cluster registered on the hub that ``clusters/`` does not declare (``--hub``)."""
+    hub_notes: tuple[str, ...] = ()
+    """Where the hub differs from what Git declares (``--hub``)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "cluster": self.cluster,
             "clusterSet": self.cluster_set,
             "selected": self.selected,
             "score": self.score,
+            "scores": dict(self.scores),
             "reasons": [r.to_json() for r in self.reasons],
         }
+        if not self.declared:
+            data["declared"] = False
+        if self.hub_notes:
+            data["hub"] = list(self.hub_notes)
+        return data
 
 
 @dataclass(frozen=True)
@@ -76,7 +119,19 @@ class JobPlan:
     number_of_clusters: int | None
     min_available_clients: int
     clusters: tuple[ClusterPlan, ...]
-    """Every cluster of clusters/: the selected ones first in decision order, then the rest by name."""
+    """Every cluster of clusters/ (and, with --hub, every other registered one): the selected ones first in rank
+    order, then the rest by name."""
+    satisfied: Condition | None = None
+    """``PlacementSatisfied`` as OCM would set it."""
+    misconfigured: Condition | None = None
+    decision_groups: tuple[DecisionGroup, ...] = ()
+    weights: Mapping[str, int] = field(default_factory=dict)
+    basis: str = FIRST_PLACEMENT
+    """How Balance and Steady were scored: a key of `BASIS`."""
+    live_decisions: tuple[str, ...] | None = None
+    """With --hub: the clusters the Placement's PlacementDecisions name now."""
+    notes: tuple[str, ...] = ()
+    """What the hub holds that Git does not explain (--hub): labels Git left on clusters it no longer declares."""
 
     @property
     def selected(self) -> list[str]:
@@ -87,7 +142,7 @@ class JobPlan:
         return len(self.selected) >= self.min_available_clients
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "job": self.job,
             "namespace": self.namespace,
             "dataset": self.dataset,
@@ -101,18 +156,31 @@ class JobPlan:
             "minAvailableClients": self.min_available_clients,
             "minAvailableClientsMet": self.min_available_met,
             "selected": self.selected,
+            "conditions": [c.to_json() for c in (self.satisfied, self.misconfigured) if c is not None],
+            "decisionGroups": [g.to_json() for g in self.decision_groups],
+            "scoring": {"basis": self.basis, "note": BASIS[self.basis], "weights": dict(self.weights)},
             "clusters": [c.to_json() for c in self.clusters],
         }
+        if self.live_decisions is not None:
+            data["liveDecisions"] = list(self.live_decisions)
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
 
 
 def plan(
     repository: Repository,
     jobs: Sequence[str] = (),
     rendered: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
+    *,
+    hub: LiveHub | None = None,
+    earlier: Mapping[str, Sequence[str]] | None = None,
 ) -> list[JobPlan]:
     """The plan of each job named in ``jobs`` (all jobs when empty), in the order given or by name.
 
-    ``rendered`` is the hub target as ``(path, body)`` pairs; it is rendered here when not given.
+    ``rendered`` is the hub target as ``(path, body)`` pairs; it is rendered here when not given. ``hub``: the
+    live hub's decisions and clusters (`HUB_DECISIONS`); else ``earlier``: job name -> the clusters its
+    Placement chose before (`BASE_DECISIONS`, for the jobs it names); else a first placement.
     """
     unknown = [name for name in jobs if name not in repository.jobs]
     if unknown:
@@ -124,7 +192,7 @@ def plan(
         rendered = [(m.path, m.body) for m in render.synth(repository, "hub")]
     names = list(dict.fromkeys(jobs)) or list(repository.jobs)
     index = _RenderedIndex.of(rendered)
-    return [_job_plan(repository, repository.jobs[name], index) for name in names]
+    return [_job_plan(repository, repository.jobs[name], index, hub, earlier or {}) for name in names]
 
 
 @dataclass
@@ -137,6 +205,8 @@ class _RenderedIndex:
     """Namespace -> the cluster sets bound to it."""
     min_available: dict[str, int] = field(default_factory=dict)
     """Job name -> minAvailableClients of its rendered FederatedLearning (what the controller waits for)."""
+    cluster_sets: dict[str, ClusterSet] = field(default_factory=dict)
+    """The rendered ManagedClusterSets, by name."""
 
     @classmethod
     def of(cls, rendered: Sequence[tuple[str, Mapping[str, Any]]]) -> _RenderedIndex:
@@ -148,6 +218,9 @@ class _RenderedIndex:
                 index.placements.setdefault(job, []).append((path, body))
             elif kind == BINDING_KIND:
                 index.bound_sets.setdefault(metadata.get("namespace", ""), []).append(body["spec"]["clusterSet"])
+            elif kind == CLUSTER_SET_KIND:
+                cluster_set = ClusterSet.from_object(body)
+                index.cluster_sets[cluster_set.name] = cluster_set
             elif kind == "FederatedLearning" and job is not None and job not in index.min_available:
                 value = (body.get("spec") or {}).get("server", {}).get("minAvailableClients")
                 if isinstance(value, int):
@@ -155,7 +228,13 @@ class _RenderedIndex:
         return index
 
 
-def _job_plan(repository: Repository, job: Job, index: _RenderedIndex) -> JobPlan:
+def _job_plan(
+    repository: Repository,
+    job: Job,
+    index: _RenderedIndex,
+    hub: LiveHub | None,
+    earlier: Mapping[str, Sequence[str]],
+) -> JobPlan:
     found = index.placements.get(job.name, [])
     if len(found) != 1:
         raise PlanError(f"expected one rendered Placement labelled {JOB_LABEL}={job.name}, found {len(found)}")
@@ -167,19 +246,51 @@ def _job_plan(repository: Repository, job: Job, index: _RenderedIndex) -> JobPla
     annotation: str = (metadata.get("annotations") or {}).get(POLICIES_ANNOTATION, "")
     policies = tuple(name for name in annotation.split(",") if name)
 
-    clusters = list(repository.clusters.values())
-    result = evaluate(spec, bound, clusters)
-    by_name = {c.name: c for c in clusters}
-    plans = tuple(
+    name: str = metadata["name"]
+    declared = dict(repository.clusters)
+    views: list[Cluster | HubCluster] = list(declared.values())
+    unregistered: list[Cluster] = []
+    if hub is not None:
+        views = []
+        for cluster in declared.values():
+            view = hub.hub_cluster(cluster)
+            if view is None:
+                unregistered.append(cluster)
+            else:
+                views.append(view)
+        views += hub.undeclared(declared)
+        context = HubContext(namespace, name, hub.decisions, True, index.cluster_sets)
+        basis = HUB_DECISIONS
+    elif job.name in earlier:
+        before = (PriorDecision(namespace, name, tuple(earlier[job.name])),)
+        context = HubContext(namespace, name, before, False, index.cluster_sets)
+        basis = BASE_DECISIONS
+    else:
+        context = HubContext(namespace, name, (), False, index.cluster_sets)
+        basis = FIRST_PLACEMENT
+    result = evaluate(spec, bound, views, context=context)
+    plans = [
         ClusterPlan(
             d.cluster,
-            by_name[d.cluster].cluster_set,
+            _cluster_set(d.cluster, declared, hub),
             d.selected,
             d.score,
-            _reasons(d, job, by_name[d.cluster], repository, policies, namespace),
+            _reasons(d, job, declared.get(d.cluster), repository, policies, namespace),
+            d.scores,
+            declared=d.cluster in declared,
+            hub_notes=_hub_notes(declared.get(d.cluster), hub),
         )
         for d in result.decisions
-    )
+    ]
+    if unregistered:
+        message = (
+            "not registered on the hub (no ManagedCluster of this name): a hub administrator accepts it once its "
+            "klusterlet joins"
+        )
+        reason = (Reason("registration", "registration", message),)
+        out = [ClusterPlan(c.name, c.cluster_set, False, None, reason) for c in unregistered]
+        selected = [p for p in plans if p.selected]
+        plans = selected + sorted([p for p in plans if not p.selected] + out, key=lambda p: p.cluster)
     return JobPlan(
         job=job.name,
         namespace=namespace,
@@ -190,8 +301,55 @@ def _job_plan(repository: Repository, job: Job, index: _RenderedIndex) -> JobPla
         policies=policies,
         number_of_clusters=spec.get("numberOfClusters"),
         min_available_clients=index.min_available.get(job.name, job.min_available_clients),
-        clusters=plans,
+        clusters=tuple(plans),
+        satisfied=result.satisfied,
+        misconfigured=result.misconfigured,
+        decision_groups=result.decision_groups,
+        weights=result.weights,
+        basis=basis,
+        live_decisions=None if hub is None else tuple(hub.placement_decisions(namespace, name)),
+        notes=_left_by_git(declared, hub),
     )
+
+
+def _cluster_set(name: str, declared: Mapping[str, Cluster], hub: LiveHub | None) -> str:
+    if name in declared:
+        return declared[name].cluster_set
+    live = hub.clusters.get(name) if hub is not None else None
+    return str(((live or {}).get("metadata") or {}).get("labels", {}).get(CLUSTER_SET_LABEL, ""))
+
+
+def _hub_notes(cluster: Cluster | None, hub: LiveHub | None) -> tuple[str, ...]:
+    if hub is None:
+        return ()
+    if cluster is None:
+        return ("registered on the hub, not declared in clusters/",)
+    live = hub.clusters.get(cluster.name)
+    if live is None:
+        return ()
+    return tuple(
+        f"label {key} is {'absent' if have is None else repr(have)} on the hub, Git declares {want!r} "
+        "(the GitOps sync has not applied it yet, or someone changed it by hand)"
+        for key, have, want in label_drift(cluster, live)
+    )
+
+
+def _left_by_git(declared: Mapping[str, Cluster], hub: LiveHub | None) -> tuple[str, ...]:
+    """Clusters Git labelled once but no longer declares: pruning never deletes a ManagedCluster, so the labels
+    it applied stay until removed by hand."""
+    notes: list[str] = []
+    for name, live in sorted((hub.clusters if hub is not None else {}).items()):
+        source = left_by_git(live)
+        if name in declared or source is None:
+            continue
+        keys = git_owned_labels(live)
+        command = f"kubectl label managedcluster {name} {' '.join(k + '-' for k in keys)}"
+        removal = f"; remove them with: {command}" if keys else ""
+        notes.append(
+            f"{name}: {source} is gone from Git, but the labels Git applied stay on the ManagedCluster "
+            f"({', '.join(keys) or 'keys unknown: no managedFields'}){removal}"
+        )
+    return tuple(notes)
 
 
 def exclusion_reasons(repository: Repository, job: Job, decision: ClusterDecision) -> tuple[str, ...]:
@@ -205,7 +363,7 @@ def exclusion_reasons(repository: Repository, job: Job, decision: ClusterDecisio
 def _reasons(
     decision: ClusterDecision,
     job: Job,
-    cluster: Cluster,
+    cluster: Cluster | None,
     repository: Repository,
     policies: Sequence[str],
     namespace: str,
@@ -216,7 +374,7 @@ def _reasons(
 def _reason(
     exclusion: Exclusion,
     job: Job,
-    cluster: Cluster,
+    cluster: Cluster | None,
     repository: Repository,
     policies: Sequence[str],
     namespace: str,
@@ -233,12 +391,16 @@ def _reason(
             return Reason("policy", rule, f"policy {names}: {message}", policy=names)
     if rule == "clusterSetBinding":
         return Reason("clusterSet", rule, f"{message} {namespace!r}")
-    if rule == "clusterSets":
+    if rule in ("clusterSets", "clusterSet"):
         return Reason("clusterSet", rule, message)
     if rule == "celSelector":
-        return Reason("capacity", rule, f"capacity below the request: {_capacity_gap(job, cluster, message)}")
-    if rule == "numberOfClusters":
-        return Reason("numberOfClusters", rule, message)
+        gap = message if cluster is None else _capacity_gap(job, cluster, message)
+        return Reason("capacity", rule, f"capacity below the request: {gap}")
+    other = {"numberOfClusters": "numberOfClusters", "tolerations": "taint", "terminating": "terminating"}
+    if rule in other:
+        return Reason(other[rule], rule, message)
+    if rule == "misconfigured":
+        return Reason("misconfigured", rule, message)
     return Reason("selector", rule, message)
 
 

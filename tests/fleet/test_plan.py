@@ -63,8 +63,17 @@ def test_example(example_repo: Path) -> None:
     assert job_plan.placement == "jobs/mnist-digits/placement-mnist-digits.yaml"
     assert job_plan.policies == ("digits-residency",)
     assert set(clusters) == EXAMPLE_SELECTED | {"us-east-clinic", "us-west-edge"}
-    # Largest capacity first: OCM's scores, integers in [-100, 100] per prioritizer, two prioritizers.
-    assert job_plan.selected[0] == "eu-central-lab" and clusters["eu-central-lab"].score == 200
+    # Largest capacity first: OCM's scores, integers in [-100, 100] per prioritizer: the two the Placement
+    # configures, and Additive mode's Balance (100: no other Placement's decisions) and Steady (0: none of its own).
+    assert job_plan.selected[0] == "eu-central-lab" and clusters["eu-central-lab"].score == 300
+    assert clusters["eu-central-lab"].scores == {
+        "Balance": 100,
+        "Steady": 0,
+        "ResourceAllocatableCPU": 100,
+        "ResourceAllocatableMemory": 100,
+    }
+    assert job_plan.basis == "first-placement"
+    assert job_plan.satisfied is not None and job_plan.satisfied.reason == "AllDecisionsScheduled"
     clinic = clusters["us-east-clinic"]
     assert [(r.category, r.policy) for r in clinic.reasons] == [("policy", "digits-residency")]
     assert "us-east" in clinic.reasons[0].message
@@ -143,7 +152,8 @@ def test_cut_by_number_of_clusters_after_scoring(tmp_path: Path) -> None:
     assert job_plan.selected == ["big", "mid"]
     small = _by_cluster(job_plan)["small"]
     assert [r.category for r in small.reasons] == ["numberOfClusters"]
-    assert small.score == -200 and "numberOfClusters=2" in small.reasons[0].message
+    # CPU -100 and memory -100, plus Balance's 100 for a first placement.
+    assert small.score == -100 and "numberOfClusters=2" in small.reasons[0].message
 
 
 def test_unknown_job(example_repo: Path) -> None:
@@ -211,7 +221,7 @@ def test_empty_cluster_sets_means_every_bound_set() -> None:
     result = evaluate({}, ["one", "two"], clusters)
     assert sorted(result.selected) == ["x", "y"]
     [z] = [d for d in result.decisions if d.cluster == "z"]
-    assert z.exclusions[0].rule == "clusterSets"
+    assert z.exclusions[0].rule == "clusterSetBinding"  # no clusterSets listed: its set is simply not bound
 
 
 def test_listed_but_unbound_set_is_out() -> None:
@@ -222,7 +232,8 @@ def test_listed_but_unbound_set_is_out() -> None:
 
 
 def test_scores_are_truncated_integers_and_ties_go_by_name() -> None:
-    # CPU 1 .. 101 cores: "a" (60.1) and "b" (60.4) score 18.2 and 18.8 as floats, both 18 as OCM's int64.
+    # CPU 1 .. 101 cores: "a" (60.1) and "b" (60.4) score 18.2 and 18.8 as floats, both 18 as OCM's int64;
+    # Balance adds 100 to each (a first placement), Steady 0.
     clusters = _clusters(
         ("b", "s", {}, "60400m"), ("a", "s", {}, "60100m"), ("high", "s", {}, "101"), ("low", "s", {}, "1")
     )
@@ -235,7 +246,7 @@ def test_scores_are_truncated_integers_and_ties_go_by_name() -> None:
     }
     result = evaluate(spec, ["s"], clusters)
     scores = {d.cluster: d.score for d in result.decisions}
-    assert scores == {"high": 100, "a": 18, "b": 18, "low": -100}
+    assert scores == {"high": 200, "a": 118, "b": 118, "low": 0}
     assert result.selected == ["high", "a"]
     assert result.feasible == ("high", "a", "b", "low")
 
@@ -250,4 +261,4 @@ def test_all_equal_capacity_scores_the_maximum() -> None:
         }
     }
     result = evaluate(spec, ["s"], clusters)
-    assert [(d.cluster, d.score) for d in result.decisions] == [("a", 200), ("b", 200)]
+    assert [(d.cluster, d.score) for d in result.decisions] == [("a", 300), ("b", 300)]  # 2 x 100, Balance 100
