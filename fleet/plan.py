@@ -44,11 +44,12 @@ FIRST_PLACEMENT = "first-placement"
 BASE_DECISIONS = "base-decisions"
 HUB_DECISIONS = "hub-decisions"
 BASIS = {
-    FIRST_PLACEMENT: "assumes a first placement on a hub holding no PlacementDecisions: Balance scores every cluster "
-    "100 and Steady 0 (`fleet plan --hub` reads the live decisions)",
-    BASE_DECISIONS: "takes the base's selection as the Placement's earlier decisions (Steady); other Placements' "
-    "decisions are not known (Balance 100 for every cluster; `--hub` reads them)",
-    HUB_DECISIONS: "reads the hub's PlacementDecisions (Balance: every other Placement's; Steady: this one's)",
+    FIRST_PLACEMENT: "Balance and Steady assume a first placement on a hub holding no PlacementDecisions (Balance 100 "
+    "and Steady 0 for every cluster); `fleet plan --hub` reads the live decisions",
+    BASE_DECISIONS: "Steady takes the base's selection as the Placement's earlier decisions; other Placements' "
+    "decisions are not known (Balance 100 for every cluster); `--hub` reads them",
+    HUB_DECISIONS: "Balance and Steady read the hub's PlacementDecisions (Balance every other Placement's, Steady "
+    "this one's)",
 }
 """How the scores of Balance and Steady were made, by basis."""
 
