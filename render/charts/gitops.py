@@ -4,13 +4,17 @@ It is a target of its own (``manifests/gitops/``) rather than a folder of ``hub`
 bootstrap once, to the GitOps tool's namespace, and from then on the tool applies ``manifests/hub``; the
 hub's own Applications and Kustomizations never manage their bootstrap.
 
-- ``argocd/``: the ``argocd-cm`` entries (health checks for FederatedLearning and for Application, so that the
-  parent waits for each child's health before the next sync wave) and the ``fleet`` root Application over
-  ``argocd/apps/``;
+- ``argocd/``: the ``argocd-cm`` entries (health checks for FederatedLearning, for ManagedCluster, whose labels
+  Git sets, and for Application, so that the parent waits for each child's health before the next sync wave)
+  and the ``fleet`` root Application over ``argocd/apps/``;
 - ``argocd/apps/``: one Application per hub folder, ordered by sync wave: the controller (its CRD) first, the
   add-on and cluster sets next, then namespaces, clusters and policies, the jobs last;
 - ``flux/``: a GitRepository and one Kustomization per hub folder, each depending on the folders of the wave
-  before, so the jobs depend on all of the infrastructure.
+  before, so the jobs depend on all of the infrastructure; the clusters' one checks each ManagedCluster's
+  registration with CEL, as the Lua check does for Argo CD.
+
+Neither tool may ever delete a ManagedCluster: the partial ones Git applies carry the annotations that say so
+(`render.constructs.managed_cluster`).
 
 Both read ``GIT_URL`` at ``GIT_BRANCH``, with the rendered output committed under ``MANIFESTS`` (a fork
 changes these three constants and renders).
@@ -100,6 +104,65 @@ end
 return hs
 """
 
+MANAGED_CLUSTER_HEALTH = """\
+-- ManagedCluster (cluster.open-cluster-management.io): Git sets its labels only; its health is its registration,
+-- which a hub administrator completes (accept) and the klusterlet keeps (join). A joined cluster that is not
+-- available now stays Healthy: OCM taints it, so Placements skip it, and one offline spoke holds no wave back.
+local hs = {}
+local function condition(kind)
+  if obj.status ~= nil and obj.status.conditions ~= nil then
+    for _, c in ipairs(obj.status.conditions) do
+      if c.type == kind then
+        return c
+      end
+    end
+  end
+  return nil
+end
+local accepted = condition("HubAcceptedManagedCluster")
+if accepted ~= nil and accepted.status == "False" then
+  hs.status = "Degraded"
+  hs.message = accepted.message or "the hub administrator denied the cluster"
+  return hs
+end
+if accepted == nil or accepted.status ~= "True" then
+  hs.status = "Progressing"
+  hs.message = "labels applied; waiting for the cluster to register and a hub administrator to accept it "
+    .. "(clusteradm accept --clusters " .. obj.metadata.name .. ")"
+  return hs
+end
+local joined = condition("ManagedClusterJoined")
+if joined == nil or joined.status ~= "True" then
+  hs.status = "Progressing"
+  hs.message = "accepted; waiting for the klusterlet to join"
+  return hs
+end
+local available = condition("ManagedClusterConditionAvailable")
+hs.status = "Healthy"
+if available ~= nil and available.status == "True" then
+  hs.message = "joined and available"
+else
+  hs.message = "joined, not available now: OCM taints it and no Placement selects it"
+  if available ~= nil and available.message ~= nil then
+    hs.message = hs.message .. " (" .. available.message .. ")"
+  end
+end
+return hs
+"""
+
+MANAGED_CLUSTER_HEALTH_EXPRS = [
+    {
+        "apiVersion": "cluster.open-cluster-management.io/v1",
+        "kind": "ManagedCluster",
+        # The same verdicts as MANAGED_CLUSTER_HEALTH: denied fails; joined is current; anything else waits.
+        "failed": "has(status.conditions) && status.conditions.exists(c, c.type == 'HubAcceptedManagedCluster' && "
+        "c.status == 'False')",
+        "current": "has(status.conditions) && status.conditions.exists(c, c.type == 'ManagedClusterJoined' && "
+        "c.status == 'True')",
+    }
+]
+"""Flux's CEL health check of the ManagedClusters whose labels the clusters folder applies."""
+
 APPLICATION_HEALTH = """\
 -- Application (argoproj.io): the child's own health, so that the root Application's sync waves wait for
 -- each folder to be healthy (Argo CD has no built-in health for Applications since 1.8).
@@ -133,6 +196,7 @@ def build_argocd(app: FleetApp) -> None:
         namespace=ARGOCD_NAMESPACE,
         data={
             health_key(API_GROUP, "FederatedLearning"): FEDERATED_LEARNING_HEALTH,
+            health_key("cluster.open-cluster-management.io", "ManagedCluster"): MANAGED_CLUSTER_HEALTH,
             health_key("argoproj.io", "Application"): APPLICATION_HEALTH,
         },
         source=SOURCE,
@@ -196,4 +260,5 @@ def build_flux(app: FleetApp) -> None:
             # Jobs run for hours: waiting on them would hold every later reconciliation.
             wait=folder != "jobs",
             source=SOURCE,
+            health_check_exprs=MANAGED_CLUSTER_HEALTH_EXPRS if folder == "clusters" else None,
         )

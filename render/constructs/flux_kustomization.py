@@ -24,6 +24,7 @@ class FluxKustomization(HubObject):
         interval: str = "10m",
         retry_interval: str = "1m",
         timeout: str = "5m",
+        health_check_exprs: list[dict[str, str]] | None = None,
     ) -> None:
         spec: dict[str, Any] = {
             "interval": interval,
@@ -36,6 +37,9 @@ class FluxKustomization(HubObject):
         }
         if depends_on:
             spec["dependsOn"] = [{"name": dependency} for dependency in depends_on]
+        if health_check_exprs:
+            # CEL health checks for kinds kstatus cannot judge (evaluated because ``wait`` is on).
+            spec["healthCheckExprs"] = health_check_exprs
         super().__init__(
             scope,
             api_version="kustomize.toolkit.fluxcd.io/v1",

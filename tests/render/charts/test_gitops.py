@@ -14,6 +14,7 @@ from render.charts.gitops import GIT_URL, HUB_FOLDERS, MANIFESTS
 
 FL_HEALTH_KEY = "resource.customizations.health.federation.fleet.dev_FederatedLearning"
 APP_HEALTH_KEY = "resource.customizations.health.argoproj.io_Application"
+MC_HEALTH_KEY = "resource.customizations.health.cluster.open-cluster-management.io_ManagedCluster"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def config_map(gitops: Rendered) -> dict[str, Any]:
 def test_config_map_is_the_one_argo_cd_reads(config_map: dict[str, Any]) -> None:
     assert config_map["metadata"]["name"] == "argocd-cm" and config_map["metadata"]["namespace"] == "argocd"
     assert config_map["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd"
-    assert set(config_map["data"]) == {FL_HEALTH_KEY, APP_HEALTH_KEY}
+    assert set(config_map["data"]) == {FL_HEALTH_KEY, APP_HEALTH_KEY, MC_HEALTH_KEY}
 
 
 @pytest.mark.parametrize(
@@ -177,3 +178,80 @@ def test_application_health_follows_the_child(config_map: dict[str, Any]) -> Non
     assert _health(script, app) == {"status": "Progressing", "message": ""}
     app["status"] = {"health": {"status": "Degraded", "message": "one job failed"}}
     assert _health(script, app) == {"status": "Degraded", "message": "one job failed"}
+
+
+# --- ManagedCluster: Git sets its labels; its health (Lua for Argo CD, CEL for Flux) is its registration -------
+
+
+def _cluster(*conditions: tuple[str, str], accepts: bool = True) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "apiVersion": "cluster.open-cluster-management.io/v1",
+        "kind": "ManagedCluster",
+        "metadata": {"name": "eu-west-hospital", "labels": {"region": "eu-west"}},
+        "spec": {"hubAcceptsClient": accepts},
+    }
+    if conditions:
+        resource["status"] = {
+            "conditions": [
+                {"type": kind, "status": status, "reason": "R", "message": f"{kind} is {status}"}
+                for kind, status in conditions
+            ]
+        }
+    return resource
+
+
+ACCEPTED = ("HubAcceptedManagedCluster", "True")
+JOINED = ("ManagedClusterJoined", "True")
+CLUSTER_STATES = {
+    # state: (the ManagedCluster, Argo CD's health, Flux's verdict)
+    "pre-created by Git, never registered": (_cluster(accepts=False), "Progressing", "waiting"),
+    "registered, not accepted": (_cluster(("ManagedClusterJoined", "False"), accepts=False), "Progressing", "waiting"),
+    "denied after acceptance": (_cluster(("HubAcceptedManagedCluster", "False")), "Degraded", "failed"),
+    "accepted, not joined": (_cluster(ACCEPTED), "Progressing", "waiting"),
+    "joined and available": (
+        _cluster(ACCEPTED, JOINED, ("ManagedClusterConditionAvailable", "True")),
+        "Healthy",
+        "current",
+    ),
+    "joined, lease lost": (
+        _cluster(ACCEPTED, JOINED, ("ManagedClusterConditionAvailable", "Unknown")),
+        "Healthy",
+        "current",
+    ),
+}
+
+
+@pytest.mark.parametrize("state", list(CLUSTER_STATES))
+def test_managed_cluster_health(config_map: dict[str, Any], state: str) -> None:
+    cluster, expected, _ = CLUSTER_STATES[state]
+    health = _health(config_map["data"][MC_HEALTH_KEY], cluster)
+    assert health["status"] == expected
+    if state.startswith("pre-created"):
+        assert "clusteradm accept --clusters eu-west-hospital" in health["message"]
+    if state == "joined, lease lost":
+        assert "not available now" in health["message"] and "Unknown" in health["message"]
+
+
+@pytest.mark.parametrize("state", list(CLUSTER_STATES))
+def test_flux_managed_cluster_health_agrees(gitops: Rendered, state: str) -> None:
+    # Flux evaluates `failed`, then `current`; an expression that errors (no status yet) leaves it waiting.
+    import celpy
+    from celpy.adapter import json_to_cel
+    from celpy.evaluation import CELEvalError
+
+    cluster, _, expected = CLUSTER_STATES[state]
+    [check] = _of_kind(gitops, "Kustomization")["fleet-clusters"]["spec"]["healthCheckExprs"]
+    assert (check["apiVersion"], check["kind"]) == ("cluster.open-cluster-management.io/v1", "ManagedCluster")
+    environment = celpy.Environment()
+    activation = {key: json_to_cel(value) for key, value in cluster.items()}
+
+    def true(expression: str) -> bool:
+        try:
+            return bool(environment.program(environment.compile(expression)).evaluate(activation))
+        except CELEvalError:
+            return False
+
+    verdict = "failed" if true(check["failed"]) else "current" if true(check["current"]) else "waiting"
+    assert verdict == expected
+    others = [k for name, k in _of_kind(gitops, "Kustomization").items() if name != "fleet-clusters"]
+    assert all("healthCheckExprs" not in k["spec"] for k in others)
