@@ -14,10 +14,12 @@ reason that says which round, how many replied, who did not and why. Every wait 
 
 Written into ``model-dir`` (the contract with ``fleet run``):
 
-- ``progress.jsonl``: one JSON object per line, flushed at once: ``{"event": "started", "rounds": N}``,
-  ``{"event": "round", "round": n, "participants": [...], "metrics": {...}}`` (with ``"dropped"``, a list of
-  reasons, when some sampled node was left out), then ``{"event": "completed", "metrics": {...}}`` or
-  ``{"event": "failed", "reason": "..."}``; each with ``"time"`` (RFC 3339, UTC).
+- ``progress.jsonl``: one JSON object per line, flushed at once: ``{"event": "started", "rounds": N,
+  "min_available_clients": M, "round_timeout": T}``, ``{"event": "round", "round": n, "participants": [...],
+  "metrics": {...}, "seconds": S, "received_bytes": {cluster: B}}`` (with ``"dropped"``, a list of reasons, and
+  ``"dropped_clusters"``, the known names among them, when some sampled node was left out), then
+  ``{"event": "completed", "metrics": {...}}`` or ``{"event": "failed", "reason": "..."}``; each with ``"time"``
+  (RFC 3339, UTC). The aggregator's Prometheus metrics are made from these lines (`fleet.observability`).
 - ``checkpoints/round-<n>.pt`` after each round and ``model.pt`` at the end (`fleet.app.task.save_model`).
 - ``metrics.json``: the settings, every round's metrics, participants and where its time went, and the final
   metrics.
@@ -216,6 +218,7 @@ def _rounds(federation: _Federation) -> dict[str, float]:
         metrics = {"train_loss": train_loss, **_evaluate(federation, server_round, weights, replies)}
         participants = sorted(federation.name(node) for node in replies.ok)
         dropped = [_why(federation, node, reason) for node, reason in sorted(replies.missing.items())]
+        lost = sorted(federation.names[node] for node in replies.missing if node in federation.names)
         _save(federation, weights, Path(CHECKPOINTS) / f"round-{server_round}.pt")
         timing = {
             "round": federation.clock() - started,
@@ -223,7 +226,8 @@ def _rounds(federation: _Federation) -> dict[str, float]:
             "train_exchange": exchanged - pushed,
             "client_training_max": max((_train_seconds(reply) for reply in replies.ok.values()), default=0.0),
         }
-        federation.progress.round(server_round, participants, metrics, dropped, timing)
+        received = {federation.name(node): _array_bytes(reply) for node, reply in replies.ok.items()}
+        federation.progress.round(server_round, participants, metrics, dropped, timing, received, lost)
 
     assert weights is not None  # at least one round ran
     _save(federation, weights, Path(MODEL_FILE))
@@ -406,6 +410,11 @@ def _save(federation: _Federation, weights: Mapping[str, NDArray[Any]], relative
     save_model(federation.settings.model_dir / relative, _model(federation, weights), federation.input_shape)
 
 
+def _array_bytes(reply: Message) -> int:
+    """The size of the model update a reply carried: the bytes of its arrays as they came over the wire."""
+    return sum(len(array.data) for record in reply.content.array_records.values() for array in record.values())
+
+
 def _train_seconds(reply: Message) -> float:
     metrics = reply.content.metric_records.get("metrics")
     value = metrics.get("train-seconds", 0.0) if metrics is not None else 0.0
@@ -455,7 +464,14 @@ class Progress:
 
     def started(self, settings: Settings) -> None:
         self._metrics["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
-        self._event({"event": "started", "rounds": settings.num_rounds})
+        self._event(
+            {
+                "event": "started",
+                "rounds": settings.num_rounds,
+                "min_available_clients": settings.min_available_clients,
+                "round_timeout": settings.round_timeout,
+            }
+        )
 
     def round(
         self,
@@ -464,17 +480,24 @@ class Progress:
         metrics: Mapping[str, float],
         dropped: list[str],
         seconds: Mapping[str, float],
+        received: Mapping[str, int] | None = None,
+        dropped_clusters: list[str] | None = None,
     ) -> None:
         """``seconds``: where the round's time went (``round`` in all, ``train_exchange`` from push to the
-        last reply, ``client_training_max`` the slowest client's own training)."""
+        last reply, ``client_training_max`` the slowest client's own training); ``received``: bytes of model
+        update per participant; ``dropped_clusters``: the names, where known, of the nodes left out."""
         event: dict[str, Any] = {
             "event": "round",
             "round": server_round,
             "participants": participants,
             "metrics": _round_metrics(metrics),
+            "seconds": round(seconds.get("round", 0.0), 3),
+            "received_bytes": dict(sorted((received or {}).items())),
         }
         if dropped:
             event["dropped"] = dropped
+        if dropped_clusters:
+            event["dropped_clusters"] = dropped_clusters
         time_ = _now()
         self._metrics["rounds"].append(
             {

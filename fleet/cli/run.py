@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -18,14 +18,21 @@ from fleet.federation.bundle import AppError, components
 from fleet.federation.local import (
     MODEL_CARD,
     AlreadyRunningError,
+    LocalPlan,
     RunError,
     RunSettings,
     check_test_data,
     plan_run,
     run_federation,
 )
-from fleet.federation.progress import RoundFinished
-from fleet.models import Phase
+from fleet.federation.progress import RoundFinished, Started
+from fleet.federation.status import now
+from fleet.models import Job, Phase
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
+    from fleet.observability.local import RunMetrics
 
 EXIT_FAILED = 1
 
@@ -33,8 +40,10 @@ EXIT_FAILED = 1
 class _ProgressView:
     """A progress bar over rounds with the participants and metrics of the last round."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, metrics: RunMetrics | None = None, job: Job | None = None) -> None:
         self.console = console
+        self.metrics = metrics
+        self.job = job
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -54,12 +63,17 @@ class _ProgressView:
         self.console.print(f"[bold yellow]warning:[/] {message}")
 
     def started(self, rounds: int, clusters: tuple[str, ...]) -> None:
+        if self.metrics is not None and self.job is not None:
+            timeout = self.job.training.round_timeout_seconds
+            self.metrics.apply([Started(rounds, self.job.min_available_clients, timeout, now())])
         self.status.stop()
         self.console.print(f"collaborators: {', '.join(clusters)}")
         self.progress.start()
         self.task = self.progress.add_task("rounds", total=rounds, detail="waiting for round 1")
 
     def round(self, event: RoundFinished) -> None:
+        if self.metrics is not None:
+            self.metrics.apply([event])
         metrics = " ".join(f"{k}={v:.3f}" for k, v in sorted(event.metrics.items()))
         detail = f"{', '.join(event.participants)} | {metrics}"
         if self.task is not None:
@@ -94,6 +108,18 @@ class _ProgressView:
     "flower: Flower's SuperExec, a new process per task.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve the run's Prometheus metrics on http://<metrics-host>:PORT/metrics while it runs.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on.",
+)
+@click.option(
     "--app",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=None,
@@ -107,6 +133,8 @@ def command(
     work_dir: Path,
     test_data: Path | None,
     executor: str,
+    metrics_port: int | None,
+    metrics_host: str,
     app: Path | None,
 ) -> None:
     """Run JOB on this machine: one SuperLink and one SuperNode per placed cluster, over mutual TLS.
@@ -149,16 +177,21 @@ def command(
             click.echo(f"fleet run: {error}", err=True)
             sys.exit(EXIT_INVALID)
     settings = RunSettings(executor="warm" if executor == "warm" else "flower", app=app.resolve() if app else None)
+    metrics, server = _metrics_server(plan, metrics_host, metrics_port) if metrics_port else (None, None)
     console.print(
         f"running job [bold]{plan.job.name}[/]: {plan.job.rounds} rounds, "
         f"{len(plan.collaborators)} collaborators, TLS {'on' if plan.job.tls else '[bold red]OFF[/]'}"
     )
     try:
-        with _ProgressView(console) as view:
+        with _ProgressView(console, metrics, plan.job) as view:
             result = run_federation(plan, view, settings, test_data)
     except AlreadyRunningError as error:
         click.echo(f"fleet run: {error}", err=True)
         sys.exit(EXIT_INVALID)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     status = result.status
     if status.phase is Phase.COMPLETED:
         table = Table(title=f"{plan.job.name}: completed", show_header=True)
@@ -176,3 +209,20 @@ def command(
     click.echo(f"logs: {result.attempt.logs}; status: {plan.job_dir / 'status.json'}", err=True)
     click.echo(f"the model storage {plan.storage_dir} is as the last completed run left it", err=True)
     sys.exit(EXIT_FAILED)
+
+
+def _metrics_server(plan: LocalPlan, host: str, port: int) -> tuple[RunMetrics, ThreadingHTTPServer]:
+    """The run's metrics and their server, started before anything else so that a taken port is refused
+    (exit 2) before the run begins."""
+    from fleet.observability.local import RunMetrics, serve
+
+    metrics = RunMetrics(
+        plan.job.namespace, plan.job.name, plan.job_dir / "status.json", (c.cluster for c in plan.collaborators)
+    )
+    try:
+        server = serve(metrics.exposition, host, port)
+    except OSError as error:
+        click.echo(f"fleet run: --metrics-port {port}: cannot listen on {host}:{port}: {error.strerror}", err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(f"metrics: http://{host}:{port}/metrics", err=True)
+    return metrics, server

@@ -1,7 +1,9 @@
 """Prometheus metrics of the controller, and its health endpoints.
 
-``/metrics`` (on the metrics port): jobs by phase, round durations, connected collaborators per job, reconcile
-durations and errors, API requests. ``/healthz`` (on the health port, liveness and readiness alike): 200 once
+``/metrics`` (on the metrics port): jobs by phase, each job's phase and round, round durations, connected
+collaborators per job and each collaborator's liveness as the hub sees it (1 while its collaborator is up, 0
+once it was and no longer is), reconcile durations and errors, API requests. Labels are bounded: phases, the
+jobs' namespaces and names, their clusters. ``/healthz`` (on the health port, liveness and readiness alike): 200 once
 the controller has started (its API client works and the hub CA is loaded), 503 before.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import threading
+from collections.abc import Iterable
 
 from aiohttp import web
 from prometheus_client import (
@@ -44,6 +47,24 @@ class Metrics:
             ["namespace", "job"],
             registry=self.registry,
         )
+        self.job_phase = Gauge(
+            "fleet_job_phase",
+            "1 for the job's current phase, 0 for its other phases.",
+            ["namespace", "job", "phase"],
+            registry=self.registry,
+        )
+        self.job_round = Gauge(
+            "fleet_job_current_round", "The job's current round.", ["namespace", "job"], registry=self.registry
+        )
+        self.job_rounds = Gauge(
+            "fleet_job_total_rounds", "The rounds the job runs.", ["namespace", "job"], registry=self.registry
+        )
+        self.collaborator_up = Gauge(
+            "fleet_collaborator_up",
+            "1 while the cluster's collaborator is up for the job, 0 once it was (or was expected) and is not.",
+            ["namespace", "job", "collaborator"],
+            registry=self.registry,
+        )
         self.reconcile_seconds = Histogram(
             "fleet_reconcile_duration_seconds",
             "Wall time of one reconcile of one job.",
@@ -62,12 +83,15 @@ class Metrics:
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str], Phase] = {}
         self._last_round: dict[tuple[str, str], int] = {}
+        self._clusters: dict[tuple[str, str], set[str]] = {}
         for phase in Phase:
             self.jobs.labels(phase.value).set(0)
 
-    def observe(self, namespace: str, name: str, status: FederatedLearningStatus) -> None:
-        """Record a job's status as written."""
+    def observe(self, namespace: str, name: str, status: FederatedLearningStatus, expected: Iterable[str] = ()) -> None:
+        """Record a job's status as written; ``expected``: clusters that should have a collaborator up (those
+        seen up before count too)."""
         key = (namespace, name)
+        up = set(status.participating_clusters)
         with self._lock:
             self._move(key, status.phase)
             last = self._last_round.get(key, 0)
@@ -75,14 +99,33 @@ class Metrics:
                 self.rounds.observe(duration)
             if status.rounds:
                 self._last_round[key] = max(last, status.rounds[-1].round)
+            known = self._clusters.setdefault(key, set())
+            known.update(up, expected)
+            clusters = sorted(known)
         self.collaborators.labels(namespace, name).set(len(status.participating_clusters))
+        for phase in Phase:
+            self.job_phase.labels(namespace, name, phase.value).set(1 if phase is status.phase else 0)
+        self.job_round.labels(namespace, name).set(status.current_round)
+        self.job_rounds.labels(namespace, name).set(status.total_rounds)
+        for cluster in clusters:
+            self.collaborator_up.labels(namespace, name, cluster).set(1 if cluster in up else 0)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._move((namespace, name), None)
             self._last_round.pop((namespace, name), None)
+            clusters = self._clusters.pop((namespace, name), set())
         with contextlib.suppress(KeyError):
             self.collaborators.remove(namespace, name)
+        for phase in Phase:
+            with contextlib.suppress(KeyError):
+                self.job_phase.remove(namespace, name, phase.value)
+        for gauge in (self.job_round, self.job_rounds):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+        for cluster in clusters:
+            with contextlib.suppress(KeyError):
+                self.collaborator_up.remove(namespace, name, cluster)
 
     def count_request(self, method: str) -> None:
         self.api_requests.labels(method).inc()

@@ -2,7 +2,9 @@
 
 In the cluster the file lies on the job's model storage, mounted in the SuperLink's pod only; a small
 sidecar in that pod (``python -m fleet.controller.progress``, `serve`) answers ``GET /progress?offset=N``
-with the file's bytes from ``N``, and `HttpProgress` reads only what was appended since its last read.
+with the file's bytes from ``N``, and `HttpProgress` reads only what was appended since its last read. The
+same sidecar serves the aggregator's Prometheus metrics on ``GET /metrics``
+(`fleet.observability.aggregator`), made from the same file.
 `FileProgress` reads the file directly when the controller runs where the storage is mapped locally. Both
 parse lines with `fleet.federation.progress.parse_event`, the reader ``fleet run`` uses.
 """
@@ -10,6 +12,7 @@ parse lines with `fleet.federation.progress.parse_event`, the reader ``fleet run
 from __future__ import annotations
 
 import argparse
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,7 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
 from fleet.federation.progress import PROGRESS_FILE, Event, ProgressFollower, parse_event
+from fleet.observability.aggregator import AggregatorMetrics
 
 from .objects import JobRef
 
@@ -91,15 +97,28 @@ class HttpProgress:
 
 
 def serve(directory: Path, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """A server answering ``/progress?offset=N`` (the file from byte N; empty while it does not exist) and
-    ``/healthz``. Call ``serve_forever`` on it."""
+    """A server answering ``/progress?offset=N`` (the file from byte N; empty while it does not exist),
+    ``/metrics`` (the aggregator's metrics) and ``/healthz``. Call ``serve_forever`` on it."""
     progress = directory / PROGRESS_FILE
+    follower = ProgressFollower(progress)
+    metrics = AggregatorMetrics()  # the scrape target labels namespace and job
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    lock = threading.Lock()
+
+    def exposition() -> bytes:
+        with lock:  # one reader of the file at a time: the follower keeps an offset
+            metrics.apply(follower.read())
+        return bytes(generate_latest(registry))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             if url.path == "/healthz":
                 self._answer(200, b"ok\n")
+                return
+            if url.path == "/metrics":
+                self._answer(200, exposition(), CONTENT_TYPE_LATEST)
                 return
             if url.path != "/progress":
                 self._answer(404, b"not found\n")
@@ -117,9 +136,9 @@ def serve(directory: Path, port: int, host: str = "0.0.0.0") -> ThreadingHTTPSer
                 data = b""
             self._answer(200, data)
 
-        def _answer(self, code: int, data: bytes) -> None:
+        def _answer(self, code: int, data: bytes, content_type: str = "application/x-ndjson") -> None:
             self.send_response(code)
-            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -1,8 +1,9 @@
 """Follow the ServerApp's ``progress.jsonl``: one JSON object a line, appended as the run goes.
 
-Events (written by fleet.app.server_app): ``started`` (rounds), ``round`` (round, participants, metrics,
-time), ``completed`` (metrics) and ``failed`` (reason). A line still being written waits for the next
-read.
+Events (written by fleet.app.server_app): ``started`` (rounds, and the minimum of clients and the round timeout
+when the ServerApp says), ``round`` (round, participants, metrics, time, and where given the round's seconds,
+the bytes of model update per participant and the clusters left out), ``completed`` (metrics) and ``failed``
+(reason). A line still being written waits for the next read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ PROGRESS_FILE = "progress.jsonl"
 @dataclass(frozen=True)
 class Started:
     rounds: int
+    min_available_clients: int | None = None
+    round_timeout: float | None = None
+    """Seconds the ServerApp waits at most for each step of a round."""
+    time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,12 @@ class RoundFinished:
     participants: tuple[str, ...]
     metrics: dict[str, float]
     time: str | None
+    seconds: float | None = None
+    """The round's duration as the ServerApp measured it."""
+    received_bytes: dict[str, int] = field(default_factory=dict)
+    """Bytes of model update received from each participant."""
+    dropped: tuple[str, ...] = ()
+    """The clusters (known by name) sampled for the round and left out."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +82,23 @@ def parse_event(line: str, where: str) -> Event:
         data: Any = json.loads(line)
         kind = data["event"]
         if kind == "started":
-            return Started(int(data["rounds"]))
+            minimum, timeout = data.get("min_available_clients"), data.get("round_timeout")
+            return Started(
+                int(data["rounds"]),
+                None if minimum is None else int(minimum),
+                None if timeout is None else float(timeout),
+                data.get("time"),
+            )
         if kind == "round":
+            seconds = data.get("seconds")
             return RoundFinished(
                 int(data["round"]),
                 tuple(str(p) for p in data.get("participants", ())),
                 _metrics(data.get("metrics")),
                 data.get("time"),
+                None if seconds is None else float(seconds),
+                {str(k): int(v) for k, v in (data.get("received_bytes") or {}).items()},
+                tuple(str(c) for c in data.get("dropped_clusters", ())),
             )
         if kind == "completed":
             return Completed(_metrics(data.get("metrics")))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 app = ClientApp()
@@ -20,6 +21,8 @@ def train(message: Message, context: Context) -> Message:
     content = RecordDict(
         {
             "identity": ConfigRecord({"cluster": cluster}),
+            # A model update of 16 float32s, so that the aggregator has bytes to count.
+            "arrays": ArrayRecord([np.full(16, files, dtype=np.float32)]),
             "metrics": MetricRecord({"files": files, "num-examples": 1}),
         }
     )

@@ -26,11 +26,12 @@ def main(grid: Grid, context: Context) -> None:
         with (model_dir / "progress.jsonl").open("a", encoding="utf-8") as out:
             out.write(json.dumps(event) + "\n")
 
-    emit(event="started", rounds=rounds)
+    emit(event="started", rounds=rounds, min_available_clients=minimum, round_timeout=timeout, time=_now())
     while len(list(grid.get_node_ids())) < minimum:
         time.sleep(0.1)
     total = 0.0
     for number in range(1, rounds + 1):
+        started = time.monotonic()
         nodes = list(grid.get_node_ids())
         messages = [
             Message(RecordDict({"config": ConfigRecord({"round": number})}), dst_node_id=n, message_type="train")
@@ -56,13 +57,25 @@ def main(grid: Grid, context: Context) -> None:
         names = sorted(str(r.content["identity"]["cluster"]) for r in good)
         (model_dir / "checkpoints").mkdir(exist_ok=True)
         (model_dir / "checkpoints" / f"round-{number}.pt").write_text(str(total))
+        # Progress lines as fleet's ServerApp writes them, with made-up accuracy and losses that improve.
         emit(
             event="round",
             round=number,
             participants=names,
-            metrics={"files": total},
-            time=datetime.datetime.now(datetime.UTC).isoformat(),
+            metrics={"files": total, "accuracy": number / rounds, "train_loss": 1 / number, "eval_loss": 2 / number},
+            seconds=round(time.monotonic() - started, 3),
+            received_bytes={
+                str(r.content["identity"]["cluster"]): sum(
+                    len(a.data) for a in r.content.array_records["arrays"].values()
+                )
+                for r in good
+            },
+            time=_now(),
         )
     (model_dir / "model.pt").write_text(str(total))
     (model_dir / "metrics.json").write_text(json.dumps({"files": total}))
     emit(event="completed", metrics={"files": total})
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
