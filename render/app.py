@@ -40,14 +40,21 @@ def _gitops(app: FleetApp, repository: Repository) -> None:
     build_gitops(app, repository)
 
 
+def _observability(app: FleetApp, repository: Repository) -> None:
+    from render.charts.observability import build_observability
+
+    build_observability(app, repository)
+
+
 TARGETS: dict[str, Callable[[FleetApp, Repository], None]] = {
     "hub": _hub,
     "upstream": _upstream,
     "gitops": _gitops,
+    "observability": _observability,
 }
 """Output targets: ``hub`` for this project's controller, ``upstream`` for the upstream
 federation-ai.open-cluster-management.io controller, ``gitops`` for the Argo CD and Flux bootstraps that keep
-``hub`` applied."""
+``hub`` applied, ``observability`` for RHACM's metrics allowlist, dashboard and alerts."""
 
 
 def synth(repository: Repository, target: str = "hub") -> list[Manifest]:

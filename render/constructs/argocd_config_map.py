@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from constructs import Construct
 
-from render.constructs.base import HubObject
+from render.constructs.config_map import ConfigMap
 
 NAME = "argocd-cm"
 HEALTH_KEY = "resource.customizations.health.{group}_{kind}"
@@ -15,18 +15,15 @@ def health_key(group: str, kind: str) -> str:
     return HEALTH_KEY.format(group=group, kind=kind)
 
 
-class ArgoCDConfigMap(HubObject):
+class ArgoCDConfigMap(ConfigMap):
     def __init__(self, scope: Construct, *, namespace: str, data: dict[str, str], source: str) -> None:
         super().__init__(
             scope,
-            api_version="v1",
-            kind="ConfigMap",
             name=NAME,
             namespace=namespace,
+            data=data,
             component="gitops",
-            instance=NAME,
             source=source,
             # Argo CD reads its settings only from a ConfigMap carrying these labels.
             labels={"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "argocd"},
-            body={"data": dict(sorted(data.items()))},
         )

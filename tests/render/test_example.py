@@ -104,7 +104,7 @@ def test_one_file_per_resource_named_after_it(rendered: dict[str, str]) -> None:
     for path, text in rendered.items():
         body = yaml.safe_load(text)
         assert Path(path).name == f"{body['kind'].lower()}-{body['metadata']['name']}.yaml"
-        assert path.split("/")[0] in ("hub", "upstream", "gitops")
+        assert path.split("/")[0] in ("hub", "upstream", "gitops", "observability")
 
 
 def test_job_objects(rendered: dict[str, str]) -> None:
