@@ -1,16 +1,22 @@
-"""The ``addon/`` folder: the collaborator add-on that makes a managed cluster a Flower SuperNode.
+"""The ``addon/`` folder: the collaborator add-on, which gives each managed cluster its hub-signed identity.
+
+One design: the add-on exists for its registration, and its agent only reports whether that identity is usable.
+The federated-learning workloads are not the add-on's: the controller runs one SuperNode per job and cluster
+through ManifestWorks (`fleet.controller.objects.collaborator_work`), each carrying the hub CA bundle it verifies
+the job's SuperLink against, presenting this registration's certificate and signing with its key.
 
 OCM's add-on manager installs the agent from the AddOnTemplate on every cluster that has the add-on's
 ManagedClusterAddOn (rendered per cluster under ``clusters/``; the install strategy is Manual). The template
-registers the agent with a CustomSigner: the klusterlet makes a key and a CSR, the hub signs it with the CA
-in ``fleet.hub.HUB_CA_SECRET`` (a ``kubernetes.io/tls`` Secret in ``fleet.hub.CONTROLLER_NAMESPACE``:
-``tls.crt``, ``tls.key`` in PKCS #8 or PKCS #1), and the signed certificate lands in a secret in the install
-namespace. That key is also the SuperNode's authentication key: the SuperLink admits only collaborators the
-hub vouched for.
+registers the agent with a CustomSigner: the klusterlet makes a key and a CSR, the add-on manager signs it with
+the CA in ``fleet.hub.HUB_CA_SECRET`` (a ``kubernetes.io/tls`` Secret in ``fleet.hub.CONTROLLER_NAMESPACE``,
+RSA in PKCS #1, made by the controller; ``controller/`` renders the Role that lets the add-on manager read it),
+and the signed certificate lands in the Secret `fleet.hub.CLIENT_CERT_SECRET` of the install namespace. The
+agent (`fleet.addon_agent`) turns ready only while that Secret holds a usable certificate for this cluster,
+which is what makes the ManagedClusterAddOn Available (the template add-on's health prober watches its
+Deployments' availability).
 
-Template variables are written ``{{NAME}}`` (OCM's template syntax: plain string substitution). Built-in
-ones: ``CLUSTER_NAME`` and ``INSTALL_NAMESPACE``; the others come from the AddOnDeploymentConfig's
-customizedVariables.
+Template variables are written ``{{NAME}}`` (OCM's template syntax: plain string substitution); the agent uses
+only the built-in ``CLUSTER_NAME``.
 """
 
 from __future__ import annotations
@@ -24,10 +30,7 @@ from fleet.hub import (
     ADDON_SIGNER,
     CLIENT_CERT_SECRET,
     CONTROLLER_NAMESPACE,
-    DATA_ROOT,
-    DATA_VOLUME_CLAIM,
     HUB_CA_SECRET,
-    SUPERNODE_KEY_TO_OPENSSH,
 )
 from fleet.repository import Repository
 from render.charts.base import FleetApp, FolderChart
@@ -41,21 +44,9 @@ ADDON_GROUP = "addon.open-cluster-management.io"
 TEMPLATE_NAME = f"{ADDON_NAME}-{fleet.__version__}"
 """Versioned, so that a new release rolls out as a new template instead of mutating the one agents run."""
 APP_IMAGE = f"ghcr.io/fleet-fl/fleet-app:{fleet.__version__}"
-CA_BUNDLE_CONFIGMAP = HUB_CA_SECRET
-"""ConfigMap (key ``ca.crt``) in the install namespace holding the hub CA certificate, which the SuperNode
-verifies the SuperLink against (the CA's public half only). Nothing delivers this one yet (README, Known
-limitations): the controller's per-job collaborators carry their own copy in their ManifestWork."""
-
-SUPERLINK_ADDRESS = f"fleet-superlink.{CONTROLLER_NAMESPACE}.svc:9092"
-"""Default SuperLink Fleet API address (host:port). It names the in-hub Service; a fleet whose spokes reach
-the hub elsewhere sets the variable in its own AddOnDeploymentConfig (per cluster, through the
-ManagedClusterAddOn's configs)."""
 HEALTH_PORT = 8081
 
 _CERT_DIR = "/var/run/fleet/client"
-_CA_DIR = "/var/run/fleet/ca"
-_AUTH_DIR = "/var/run/fleet/auth"
-_AUTH_KEY = f"{_AUTH_DIR}/supernode.key"
 
 
 def build_addon(app: FleetApp, repository: Repository) -> None:
@@ -68,8 +59,8 @@ def build_addon(app: FleetApp, repository: Repository) -> None:
         spec={
             "addOnMeta": {
                 "displayName": "fleet collaborator",
-                "description": "A Flower SuperNode with a hub-signed identity: makes the cluster a "
-                "federated-learning collaborator that trains on its own data.",
+                "description": "A hub-signed identity for federated-learning collaborators: the certificate "
+                "every job's SuperNode on this cluster presents to the job's SuperLink.",
             },
             "supportedConfigs": [
                 {
@@ -91,7 +82,7 @@ def build_addon(app: FleetApp, repository: Repository) -> None:
         chart,
         name=TEMPLATE_NAME,
         addon=ADDON_NAME,
-        manifests=[_namespace(), _supernode(collaborator_image(repository))],
+        manifests=[_namespace(), _agent(collaborator_image(repository))],
         registration=[
             {
                 "type": "CustomSigner",
@@ -115,12 +106,6 @@ def build_addon(app: FleetApp, repository: Repository) -> None:
         source=SOURCE,
         spec={
             "agentInstallNamespace": ADDON_INSTALL_NAMESPACE,
-            "customizedVariables": [
-                {"name": "SUPERLINK_ADDRESS", "value": SUPERLINK_ADDRESS},
-                {"name": "DATA_ROOT", "value": DATA_ROOT},
-                {"name": "DATA_VOLUME_CLAIM", "value": DATA_VOLUME_CLAIM},
-            ],
-            # Collaborators train: keep them off control-plane nodes, on Linux workers.
             "nodePlacement": {"nodeSelector": {"kubernetes.io/os": "linux"}},
         },
     )
@@ -141,25 +126,21 @@ def _namespace() -> dict[str, Any]:
     }
 
 
-def _supernode(image: str) -> dict[str, Any]:
+def _agent(image: str) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": ADDON_NAME, "app.kubernetes.io/part-of": "fleet"}
-    security = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    node_config = 'cluster="{{CLUSTER_NAME}}" data-root="{{DATA_ROOT}}"'
+    probe = {"httpGet": {"path": "/readyz", "port": "health"}, "periodSeconds": 10, "timeoutSeconds": 5}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": ADDON_NAME, "namespace": ADDON_INSTALL_NAMESPACE, "labels": labels},
         "spec": {
+            # The add-on's health prober skips Deployments of 0 replicas: one, always.
             "replicas": 1,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "automountServiceAccountToken": False,  # the SuperNode never talks to a Kubernetes API
+                    "automountServiceAccountToken": False,  # the agent never talks to a Kubernetes API
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": 65532,
@@ -167,60 +148,40 @@ def _supernode(image: str) -> dict[str, Any]:
                         "fsGroup": 65532,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "initContainers": [
-                        {
-                            "name": "auth-key",
-                            "image": image,
-                            "command": ["python", "-c", SUPERNODE_KEY_TO_OPENSSH, f"{_CERT_DIR}/tls.key", _AUTH_KEY],
-                            "resources": {
-                                "requests": {"cpu": "10m", "memory": "32Mi"},
-                                "limits": {"cpu": "200m", "memory": "128Mi"},
-                            },
-                            "securityContext": security,
-                            "volumeMounts": [
-                                {"name": "client-certificate", "mountPath": _CERT_DIR, "readOnly": True},
-                                {"name": "auth", "mountPath": _AUTH_DIR},
-                            ],
-                        }
-                    ],
                     "containers": [
                         {
-                            "name": "supernode",
+                            "name": "agent",
                             "image": image,
-                            "command": ["flower-supernode"],
+                            "command": ["python", "-m", "fleet.addon_agent"],
                             "args": [
-                                "--superlink={{SUPERLINK_ADDRESS}}",
-                                f"--root-certificates={_CA_DIR}/ca.crt",
-                                f"--auth-supernode-private-key={_AUTH_KEY}",
-                                f"--node-config={node_config}",
-                                "--isolation=subprocess",
-                                f"--health-server-address=0.0.0.0:{HEALTH_PORT}",
+                                f"--certificate-dir={_CERT_DIR}",
+                                "--cluster={{CLUSTER_NAME}}",
+                                f"--port={HEALTH_PORT}",
                             ],
                             "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-                            "livenessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 20},
-                            "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 10},
+                            # Ready only while the registration certificate is usable: the add-on's Available.
+                            "readinessProbe": probe,
+                            "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "health"}},
                             "resources": {
-                                "requests": {"cpu": "500m", "memory": "1Gi"},
-                                "limits": {"cpu": "2", "memory": "4Gi"},
+                                "requests": {"cpu": "10m", "memory": "48Mi"},
+                                "limits": {"cpu": "100m", "memory": "128Mi"},
                             },
-                            "securityContext": security,
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
                             "volumeMounts": [
-                                {"name": "ca", "mountPath": _CA_DIR, "readOnly": True},
-                                {"name": "auth", "mountPath": _AUTH_DIR, "readOnly": True},
-                                {"name": "data", "mountPath": "{{DATA_ROOT}}", "readOnly": True},
-                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "client-certificate", "mountPath": _CERT_DIR, "readOnly": True},
                             ],
                         }
                     ],
                     "volumes": [
-                        {"name": "client-certificate", "secret": {"secretName": CLIENT_CERT_SECRET}},
-                        {"name": "ca", "configMap": {"name": CA_BUNDLE_CONFIGMAP}},
-                        {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        # Optional: the pod starts before the klusterlet has the certificate, and says so.
                         {
-                            "name": "data",
-                            "persistentVolumeClaim": {"claimName": "{{DATA_VOLUME_CLAIM}}", "readOnly": True},
+                            "name": "client-certificate",
+                            "secret": {"secretName": CLIENT_CERT_SECRET, "optional": True},
                         },
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                     ],
                 },
             },

@@ -1,25 +1,23 @@
-"""The addon/ folder: the collaborator add-on (ClusterManagementAddOn, AddOnTemplate, deployment config)."""
+"""The addon/ folder: the collaborator add-on (ClusterManagementAddOn, AddOnTemplate, deployment config): its
+registration, and an agent that reports it."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from chart_helpers import Rendered, assert_valid, in_folder, one
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 import fleet
 from fleet.hub import (
     ADDON_INSTALL_NAMESPACE,
     ADDON_NAME,
     ADDON_SIGNER,
+    CLIENT_CERT_SECRET,
     CONTROLLER_NAMESPACE,
     HUB_CA_SECRET,
     collaborator_groups,
@@ -96,71 +94,56 @@ def test_registration_gets_each_collaborator_a_certificate_signed_by_the_hub_ca(
     )
 
 
-def test_agent_is_a_supernode_using_the_registration_certificate(example: Example) -> None:
+def test_agent_reports_the_registration_and_runs_no_federation(example: Example) -> None:
+    """One add-on design: the add-on is its registration; SuperNodes are the controller's, per job."""
     agent = _agent(one(_addon(example), "AddOnTemplate"))
+    assert agent["spec"]["replicas"] == 1  # the add-on's health prober skips Deployments of 0 replicas
     pod = agent["spec"]["template"]["spec"]
-    volumes: dict[str, dict[str, Any]] = {v["name"]: v for v in pod["volumes"]}
-    (supernode,) = pod["containers"]
-    assert supernode["command"] == ["flower-supernode"]
-    args = dict(arg.removeprefix("--").split("=", 1) for arg in supernode["args"])
-    assert args["superlink"] == "{{SUPERLINK_ADDRESS}}"
-    mounts = {m["mountPath"]: m["name"] for c in [*pod["initContainers"], supernode] for m in c["volumeMounts"]}
-
-    def volume_of(path: str) -> dict[str, Any]:
-        folder = path.rpartition("/")[0]
-        return volumes[mounts[folder]]
-
-    # The CA bundle verifies the SuperLink; the key the hub certified authenticates the SuperNode.
-    assert volume_of(args["root-certificates"]) == {"name": "ca", "configMap": {"name": HUB_CA_SECRET}}
-    assert volume_of(args["auth-supernode-private-key"])["emptyDir"]["medium"] == "Memory"
-    (init,) = pod["initContainers"]
-    pem_key = init["command"][-2]
-    assert init["command"][-1] == args["auth-supernode-private-key"]
-    assert volume_of(pem_key) == {
+    assert "initContainers" not in pod
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "fleet.addon_agent"]
+    args = dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
+    assert args["cluster"] == "{{CLUSTER_NAME}}"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert volumes[mounts[args["certificate-dir"]]] == {
         "name": "client-certificate",
-        "secret": {"secretName": f"{ADDON_NAME}-fleet.dev-collaborator-client-cert"},
+        "secret": {"secretName": CLIENT_CERT_SECRET, "optional": True},
     }
-    assert pem_key.endswith("/tls.key")
-    assert "{{CLUSTER_NAME}}" in args["node-config"]
-    for container in [init, supernode]:
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-        assert {m["name"] for m in container["volumeMounts"]} <= set(volumes)
+    # Ready (and so the add-on Available) only while the registration is usable.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert ports["health"] == int(args["port"])
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    # Nothing the agent needs lies outside what OCM provides: no SuperLink address, no CA ConfigMap.
+    text = json.dumps(one(_addon(example), "AddOnTemplate")["spec"])
+    assert "configMap" not in text and "superlink" not in text.lower()
 
 
-def test_the_auth_key_step_turns_the_registration_key_into_one_flower_accepts(tmp_path: Path, example: Example) -> None:
-    # flower-supernode reads --auth-supernode-private-key with cryptography's load_ssh_private_key.
-
-    init = _agent(one(_addon(example), "AddOnTemplate"))["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["command"][:2] == ["python", "-c"]
-    key = ec.generate_private_key(ec.SECP256R1())  # the klusterlet's CSR key: ECDSA P-256, PEM
-    pem = tmp_path / "tls.key"
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    out = tmp_path / "supernode.key"
-    subprocess.run([sys.executable, "-c", init["command"][2], str(pem), str(out)], check=True, timeout=60)
-    loaded = serialization.load_ssh_private_key(out.read_bytes(), None)
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    assert loaded.public_key().public_bytes(serialization.Encoding.PEM, public) == key.public_key().public_bytes(
-        serialization.Encoding.PEM, public
-    )
+def test_the_registration_secret_is_where_the_klusterlet_writes_it(crds_dir: Path) -> None:
+    # The ManagedClusterAddOn CRD's status.registrations: for another signer than kube-apiserver-client 'the
+    # secret name will be "{addon name}-{signer name}-client-cert"'; the klusterlet replaces '/' with '-'
+    # (ocm pkg/registration/spoke/addon/configuration.go: strings.ReplaceAll(registration.SignerName, "/", "-")).
+    text = (
+        crds_dir
+        / "addon.open-cluster-management.io"
+        / "0000_01_addon.open-cluster-management.io_managedclusteraddons.crd.yaml"
+    ).read_text(encoding="utf-8")
+    assert '"{addon name}-{signer name}-client-cert"' in text
+    assert f"{ADDON_NAME}-{ADDON_SIGNER.replace('/', '-')}-client-cert" == CLIENT_CERT_SECRET
+    assert CLIENT_CERT_SECRET == "fleet-collaborator-fleet.dev-collaborator-client-cert"
 
 
-def test_every_template_variable_is_defined(example: Example) -> None:
+def test_every_template_variable_is_defined_and_every_defined_one_used(example: Example) -> None:
     objects = _addon(example)
     template = one(objects, "AddOnTemplate")
     config = one(objects, "AddOnDeploymentConfig")
     used = set(re.findall(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}", json.dumps(template["spec"])))
-    declared = {v["name"] for v in config["spec"]["customizedVariables"]}
-    assert {"SUPERLINK_ADDRESS", "DATA_ROOT"} <= declared
-    assert used - BUILT_IN_VARIABLES <= declared
-    assert all(v.get("value") for v in config["spec"]["customizedVariables"])
+    declared = {v["name"] for v in config["spec"].get("customizedVariables", [])}
+    assert used - BUILT_IN_VARIABLES == declared
     assert config["spec"]["agentInstallNamespace"] == ADDON_INSTALL_NAMESPACE
 
 
@@ -181,7 +164,8 @@ def test_agent_image_follows_the_jobs_client_images(
 
 def _containers(rendered: Rendered) -> list[dict[str, Any]]:
     pod = _agent(one(in_folder(rendered, "addon"), "AddOnTemplate"))["spec"]["template"]["spec"]
-    return [*pod["initContainers"], *pod["containers"]]
+    containers: list[dict[str, Any]] = pod["containers"]
+    return containers
 
 
 def test_addon_objects_and_the_agent_manifests_are_valid(example: Example, crds_dir: Path) -> None:
