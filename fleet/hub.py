@@ -15,6 +15,30 @@ ADDON_AGENT = f"{ADDON_NAME}-agent"
 OPERATOR_USER = "fleet:operator"
 """Common name of the certificates the controller (or `fleet run`) and the ServerApp present to a SuperLink: the
 one identity allowed its Control and Runtime APIs, where a collaborator may use the Fleet API only."""
+OPERATOR_SECRET = "fleet-operator"
+"""Secret (in CONTROLLER_NAMESPACE) holding the controller's own operator certificate, issued by the controller."""
+KLUSTERLET_USER_PREFIX = "system:open-cluster-management:"
+"""A managed cluster's klusterlet authenticates to the hub as ``system:open-cluster-management:<cluster>:<agent
+id>`` (OCM registration, ``pkg/registration/register/csr/csr.go``): the requester of its add-on CSRs."""
+
+
+def serverapp_user(namespace: str, job: str) -> str:
+    """Common name of a hub job's ServerApp certificate: an operator of that job's SuperLink only (each job's
+    allow-list names its own), so the certificate in one job's namespace opens no other job's SuperLink."""
+    return f"{OPERATOR_USER}:serverapp:{namespace}:{job}"
+
+
+def requesting_cluster(username: str) -> str | None:
+    """The managed cluster whose klusterlet made a request as ``username`` (a CSR's ``spec.username``, which the
+    API server sets from the requester's credentials); None for any other user."""
+    if not username.startswith(KLUSTERLET_USER_PREFIX):
+        return None
+    parts = username.removeprefix(KLUSTERLET_USER_PREFIX).split(":")
+    # <cluster>:<agent id> exactly: the add-on identities (cluster:<c>:addon:...) and the managed-clusters group
+    # share the prefix. Cluster names are DNS labels, never holding ':'.
+    if len(parts) != 2 or not all(parts):
+        return None
+    return parts[0]
 
 
 def collaborator_user(cluster: str) -> str:
@@ -60,15 +84,6 @@ DATA_ROOT = "/data"
 """Where a collaborator sees the cluster's data; dataset claims name paths below it."""
 DATA_VOLUME_CLAIM = "fleet-data"
 """On each spoke, in ADDON_INSTALL_NAMESPACE: the claim holding the cluster's data, mounted read-only."""
-SUPERNODE_KEY_TO_OPENSSH = (
-    # Flower reads a SuperNode's authentication key in OpenSSH format; the registration secret holds PEM.
-    "import sys\n"
-    "from cryptography.hazmat.primitives import serialization as s\n"
-    "key = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n"
-    "ssh = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.OpenSSH, s.NoEncryption())\n"
-    "open(sys.argv[2], 'wb').write(ssh)\n"
-)
-"""A Python program (``python -c``) converting the registration key (argv[1]) to OpenSSH (argv[2])."""
 SOURCE_ANNOTATION = "fleet.dev/source"
 """On every rendered object: the repository file(s) it came from, so a reviewer can trace any hub object back."""
 POLICIES_ANNOTATION = "fleet.dev/policies"

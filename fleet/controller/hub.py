@@ -19,21 +19,26 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kubernetes
 import urllib3
 
-from fleet.hub import CONTROLLER_NAMESPACE, HUB_CA_SECRET
+from fleet.hub import CONTROLLER_NAMESPACE, HUB_CA_SECRET, OPERATOR_SECRET
 
 from .objects import SECRET, Kind, TlsMaterial
+
+if TYPE_CHECKING:
+    from fleet.federation.certificates import CertificateAuthority
 
 _TIMEOUT_SECONDS = 30.0
 HUB_CA_VALIDITY = datetime.timedelta(days=3650)
 """The hub CA signs every collaborator's add-on registration and every SuperLink certificate: long-lived;
 rotating it means replacing the fleet-hub-ca Secret."""
 SERVER_VALIDITY = datetime.timedelta(days=365)
-"""A job's SuperLink certificate, re-issued when the job's TLS Secret is recreated."""
+"""A job's SuperLink and ServerApp certificates, re-issued when the job's TLS Secret is recreated."""
+OPERATOR_VALIDITY = datetime.timedelta(days=30)
+"""The controller's own client certificate: re-issued by the controller when a fifth of its life is left."""
 _MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -222,8 +227,28 @@ class HubCA:
     certificate: str
     key: str
 
-    def issue_server(self, name: str, hosts: tuple[str, ...]) -> TlsMaterial:
-        """A SuperLink server certificate for ``hosts``, signed by this CA."""
+    def issue_federation(self, name: str, hosts: tuple[str, ...], serverapp_user: str) -> TlsMaterial:
+        """A SuperLink server certificate for ``hosts`` and the job's ServerApp client certificate for
+        ``serverapp_user``, signed by this CA."""
+        with tempfile.TemporaryDirectory(prefix="fleet-tls-") as folder:
+            authority = self._authority(Path(folder))
+            pair = authority.issue_server(Path(folder), name, hosts, validity=SERVER_VALIDITY)
+            serverapp = authority.issue_operator(Path(folder), "serverapp", SERVER_VALIDITY, user=serverapp_user)
+            return TlsMaterial(
+                ca=self.certificate,
+                certificate=pair.certificate.read_text(),
+                key=pair.key.read_text(),
+                serverapp_certificate=serverapp.certificate.read_text(),
+                serverapp_key=serverapp.key.read_text(),
+            )
+
+    def issue_operator(self) -> tuple[str, str]:
+        """The controller's client certificate and key (`fleet.hub.OPERATOR_USER`)."""
+        with tempfile.TemporaryDirectory(prefix="fleet-operator-") as folder:
+            pair = self._authority(Path(folder)).issue_operator(Path(folder), validity=OPERATOR_VALIDITY)
+            return pair.certificate.read_text(), pair.key.read_text()
+
+    def _authority(self, folder: Path) -> CertificateAuthority:
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
@@ -237,12 +262,69 @@ class HubCA:
                 f"the hub CA secret {CONTROLLER_NAMESPACE}/{HUB_CA_SECRET}: expected an RSA key in PKCS #1, the "
                 "one form OCM's add-on CSR signer reads; replace the Secret (delete it: the controller makes one)",
             )
-        with tempfile.TemporaryDirectory(prefix="fleet-tls-") as folder:
-            authority = CertificateAuthority(
-                x509.load_pem_x509_certificate(self.certificate.encode()), key, Path(folder) / "ca.pem"
+        return CertificateAuthority(x509.load_pem_x509_certificate(self.certificate.encode()), key, folder / "ca.pem")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the controller presents to a job's SuperLink: the hub CA (to verify it) and its own client
+    certificate and key (PEM)."""
+
+    ca: str
+    certificate: str
+    key: str
+
+
+def load_or_create_operator(
+    client: HubClient, ca: HubCA, now: datetime.datetime, namespace: str = CONTROLLER_NAMESPACE
+) -> Credentials:
+    """The controller's operator certificate from its Secret; issued (and the Secret created or replaced) when
+    there is none, when it is not the current hub CA's, or when less than a fifth of its life is left."""
+    secret = client.get(SECRET, namespace, OPERATOR_SECRET)
+    if secret is not None:
+        data = secret.get("data") or {}
+        try:
+            found = Credentials(
+                ca.certificate,
+                base64.b64decode(data["tls.crt"]).decode(),
+                base64.b64decode(data["tls.key"]).decode(),
             )
-            pair = authority.issue_server(Path(folder), name, hosts, validity=SERVER_VALIDITY)
-            return TlsMaterial(ca=self.certificate, certificate=pair.certificate.read_text(), key=pair.key.read_text())
+        except (KeyError, ValueError):
+            found = None
+        if found is not None and still_good(found.certificate, ca.certificate, now):
+            return found
+    certificate, key = ca.issue_operator()
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": OPERATOR_SECRET,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "fleet", "app.kubernetes.io/component": "operator-identity"},
+        },
+        "data": {
+            "tls.crt": base64.b64encode(certificate.encode()).decode(),
+            "tls.key": base64.b64encode(key.encode()).decode(),
+            "ca.crt": base64.b64encode(ca.certificate.encode()).decode(),
+        },
+    }
+    client.apply(SECRET, body)
+    return Credentials(ca.certificate, certificate, key)
+
+
+def still_good(certificate_pem: str, ca_pem: str, now: datetime.datetime) -> bool:
+    """Whether a client certificate is the CA's and has more than a fifth of its life left at ``now``."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+        certificate.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem.encode()))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    return start <= now and (end - now) > (end - start) / 5
 
 
 def load_or_create_hub_ca(client: HubClient, namespace: str = CONTROLLER_NAMESPACE) -> HubCA:

@@ -2,17 +2,23 @@
 
 Per job, in the job's namespace on the hub (each owned by the FederatedLearning resource, so that
 Kubernetes' garbage collector removes them with it even when the controller is down):
-- ``<job>-superlink-tls``: the SuperLink's server certificate, signed by the hub CA
+- ``<job>-superlink-tls``: the SuperLink's server certificate (valid for the names collaborators, the controller
+  and the pod itself dial) and the job's ServerApp client certificate, signed by the hub CA
   (`fleet.hub.HUB_CA_SECRET`);
-- ``<job>-superlink``: the SuperLink Deployment (TLS, the model storage mounted, a progress sidecar) and a
-  ClusterIP Service of the same name, through which the controller submits and follows the run;
+- ``<job>-clients``: the SuperLink's allow-list of client certificates (`fleet.federation.flower_launcher`): the
+  controller, the job's ServerApp, and the add-on registration subject of each cluster placed for the job;
+- ``<job>-superlink``: the SuperLink Deployment and a ClusterIP Service of the same name, through which the
+  controller submits and follows the run. The pod runs Flower's SuperLink through fleet's launcher (mutual TLS)
+  with ``--isolation process``, fleet's executor forking the ServerApp with the job's ServerApp certificate
+  (Flower's own SuperExec could present none), and a progress sidecar;
 - one Service per listener (``<job>-listener-<name>``; NodePort, LoadBalancer, or ClusterIP behind a Route
   or an Ingress of the same name): how collaborators reach the SuperLink from their clusters;
 - the model PersistentVolumeClaim (PVC storage; S3 storage passes the bucket settings instead).
 
-Per selected cluster, in the cluster's namespace: the ManifestWork ``fl-<namespace>-<job>`` carrying the
-collaborator (a SuperNode Deployment whose ClientApp reads the data path the cluster claims, authenticated
-with the cluster's add-on registration certificate) and the hub CA bundle, with status feedback on the
+Per selected cluster, in the cluster's namespace: the ManifestWork ``fl-<namespace>-<job>`` carrying the hub CA
+bundle and the collaborator: a SuperNode Deployment, started through fleet's launcher, whose ClientApp reads the
+data path the cluster claims, presenting the cluster's add-on registration certificate and signing with its key
+(the key the controller registered: the pod is replaced when OCM renews it), with status feedback on the
 Deployment's available replicas and progress. ManifestWorks cannot be owned across namespaces: the finalizer
 removes them.
 
@@ -31,6 +37,7 @@ from typing import Any
 
 from fleet.claims import API_GROUP
 from fleet.crd import KIND, PLURAL, VERSION
+from fleet.federation.flower_launcher import ALLOWED_CLIENTS, CLIENT_CA, CLIENT_CERT, CLIENT_KEY
 from fleet.hub import (
     ADDON_INSTALL_NAMESPACE,
     CLIENT_CERT_SECRET,
@@ -39,7 +46,7 @@ from fleet.hub import (
     DATA_VOLUME_CLAIM,
     DATASET_LABEL,
     JOB_LABEL,
-    SUPERNODE_KEY_TO_OPENSSH,
+    OPERATOR_USER,
 )
 from fleet.models import FederatedLearningSpec, Listener, ListenerType, StorageType
 
@@ -58,9 +65,33 @@ SUPERLINK_PORT = 9092
 PROGRESS_PORT = 8080
 """The progress sidecar: serves the ServerApp's progress.jsonl from the model storage, read-only."""
 HEALTH_PORT = 8081
+LOCAL_SUPERLINK = f"127.0.0.1:{SUPERLINK_PORT}"
+"""Where the executor in the SuperLink's pod reaches it: the server certificate names 127.0.0.1 too."""
+CLIENTS_FILE = "allowed-clients.json"
+CLIENT_KEY_ANNOTATION = "fleet.dev/client-key"
+"""On a collaborator's pod template: the SHA-256 of the registration key the job's SuperLink knows for the
+cluster (`identity.key_digest`); a renewed key changes it, which replaces the pod."""
+LAUNCHER = ["python", "-m", "fleet.federation.flower_launcher"]
+SUPERNODE_KEY_PROGRAM = (
+    # Flower reads a SuperNode's authentication key in OpenSSH format; the registration secret holds PEM. With
+    # argv[3], the key must be the one the hub registered: after a renewal the kubelet may not have the new
+    # Secret yet, and an init container that exits non-zero is retried.
+    "import hashlib, sys\n"
+    "from cryptography.hazmat.primitives import serialization as s\n"
+    "key = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n"
+    "public = key.public_key().public_bytes(s.Encoding.OpenSSH, s.PublicFormat.OpenSSH).strip()\n"
+    "held, wanted = hashlib.sha256(public).hexdigest(), sys.argv[3] if len(sys.argv) > 3 else ''\n"
+    "if wanted and held != wanted:\n"
+    "    sys.exit(f'the registration secret holds key {held}, the hub registered {wanted}: waiting for it')\n"
+    "ssh = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.OpenSSH, s.NoEncryption())\n"
+    "open(sys.argv[2], 'wb').write(ssh)\n"
+)
+"""A Python program (``python -c``) converting the registration key (argv[1]) to OpenSSH (argv[2])."""
 
 
 _TLS_DIR = "/var/run/fleet/tls"
+_SERVERAPP_DIR = "/var/run/fleet/serverapp"
+_CLIENTS_DIR = "/var/run/fleet/clients"
 _CA_DIR = "/var/run/fleet/ca"
 _CERT_DIR = "/var/run/fleet/client"
 _AUTH_DIR = "/var/run/fleet/auth"
@@ -96,6 +127,7 @@ FEDERATED_LEARNING = Kind(API_GROUP, VERSION, PLURAL, KIND)
 DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
 SERVICE = Kind("", "v1", "services", "Service")
 SECRET = Kind("", "v1", "secrets", "Secret")
+CONFIG_MAP = Kind("", "v1", "configmaps", "ConfigMap")
 PVC = Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 ROUTE = Kind("route.openshift.io", "v1", "routes", "Route")
 INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
@@ -108,9 +140,14 @@ CSR = Kind("certificates.k8s.io", "v1", "certificatesigningrequests", "Certifica
 """The add-on registrations' CSRs: their signed certificates hold the collaborators' authentication keys."""
 CSR_CLUSTER_LABEL = "open-cluster-management.io/cluster-name"
 CSR_ADDON_LABEL = "open-cluster-management.io/addon-name"
+MANAGED_CLUSTER_ADDON = Kind(
+    "addon.open-cluster-management.io", "v1alpha1", "managedclusteraddons", "ManagedClusterAddOn"
+)
+"""Read for the subject the hub gives each cluster's collaborator registration (``status.registrations``)."""
 
-OWNED_KINDS = (SECRET, DEPLOYMENT, SERVICE, PVC, ROUTE, INGRESS, MANIFEST_WORK)
-"""What the controller creates, in the order it creates them (a Deployment's Secret and claim first)."""
+OWNED_KINDS = (SECRET, CONFIG_MAP, DEPLOYMENT, SERVICE, PVC, ROUTE, INGRESS, MANIFEST_WORK)
+"""What the controller creates, in the order it creates them (a Deployment's Secret, allow-list and claim
+first)."""
 KINDS_BY_NAME = {k.kind: k for k in (FEDERATED_LEARNING, *OWNED_KINDS, PLACEMENT_DECISION, MANAGED_CLUSTER)}
 
 
@@ -125,11 +162,14 @@ class JobRef:
 
 @dataclass(frozen=True)
 class TlsMaterial:
-    """PEM texts: the hub CA certificate, and the SuperLink's certificate and key signed by it."""
+    """PEM texts: the hub CA certificate, the SuperLink's certificate and key, and the job's ServerApp client
+    certificate and key (`fleet.hub.serverapp_user`), signed by it."""
 
     ca: str
     certificate: str
     key: str
+    serverapp_certificate: str
+    serverapp_key: str
 
 
 @dataclass(frozen=True)
@@ -159,6 +199,10 @@ def superlink_name(job: JobRef) -> str:
 
 def tls_secret_name(job: JobRef) -> str:
     return dns_name(job.name, "superlink-tls", limit=253)
+
+
+def clients_name(job: JobRef) -> str:
+    return dns_name(job.name, "clients", limit=253)
 
 
 def listener_name(job: JobRef, listener: Listener) -> str:
@@ -199,9 +243,10 @@ def model_path(spec: FederatedLearningSpec, job: JobRef) -> str:
 
 
 def server_hosts(spec: FederatedLearningSpec, job: JobRef, node_host: str = "") -> tuple[str, ...]:
-    """The names the SuperLink's certificate must be valid for."""
+    """The names the SuperLink's certificate must be valid for: its Services, its listeners, and 127.0.0.1, where
+    the executor in its own pod dials it (`LOCAL_SUPERLINK`) with the host name checked."""
     service = superlink_name(job)
-    hosts = [service, f"{service}.{job.namespace}", f"{service}.{job.namespace}.svc"]
+    hosts = [service, f"{service}.{job.namespace}", f"{service}.{job.namespace}.svc", "127.0.0.1"]
     hosts += [f"{listener_name(job, listener)}.{job.namespace}.svc" for listener in spec.server.listeners]
     hosts += [listener.host for listener in spec.server.listeners if listener.host]
     if node_host:
@@ -212,14 +257,34 @@ def server_hosts(spec: FederatedLearningSpec, job: JobRef, node_host: str = "") 
 # --- the hub side -------------------------------------------------------------------------------------------
 
 
+def allowed_clients(job: JobRef, collaborators: Mapping[str, str]) -> dict[str, Any]:
+    """The allow-list `fleet.federation.flower_launcher` reads: the controller and the job's ServerApp as
+    operators, and ``collaborators`` (registration subject -> cluster)."""
+    from fleet.hub import serverapp_user
+
+    return {
+        "operators": sorted([OPERATOR_USER, serverapp_user(job.namespace, job.name)]),
+        "collaborators": dict(sorted(collaborators.items())),
+    }
+
+
 def federation_objects(
-    spec: FederatedLearningSpec, job: JobRef, tls: TlsMaterial | None, *, replicas: int
+    spec: FederatedLearningSpec,
+    job: JobRef,
+    tls: TlsMaterial | None,
+    *,
+    replicas: int,
+    collaborators: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The hub objects of the job's federation; ``tls`` is None when the job says ``tls: false`` or when the
-    certificate is not made yet (then the Deployment waits for it)."""
+    certificate is not made yet (then the Deployment waits for it); ``collaborators``: the registration subject
+    of each cluster placed for the job -> the cluster (the SuperLink's allow-list)."""
     objects: list[dict[str, Any]] = []
     if tls is not None:
         objects.append(_tls_secret(job, tls))
+    if spec.tls:
+        document = json.dumps(allowed_clients(job, collaborators or {}), indent=2) + "\n"
+        objects.append(_hub_object(CONFIG_MAP, job, clients_name(job), "superlink", {"data": {CLIENTS_FILE: document}}))
     storage = spec.server.storage
     if storage.type is StorageType.PVC and storage.name and storage.size is not None:
         objects.append(
@@ -267,7 +332,13 @@ def federation_objects(
 
 
 def _tls_secret(job: JobRef, tls: TlsMaterial) -> dict[str, Any]:
-    data = {"tls.crt": tls.certificate, "tls.key": tls.key, "ca.crt": tls.ca}
+    data = {
+        "tls.crt": tls.certificate,
+        "tls.key": tls.key,
+        "ca.crt": tls.ca,
+        "serverapp.crt": tls.serverapp_certificate,
+        "serverapp.key": tls.serverapp_key,
+    }
     return _hub_object(
         SECRET,
         job,
@@ -288,26 +359,63 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
     directory = model_dir(spec, job)
     args = ["--host=0.0.0.0", f"--port={SUPERLINK_PORT}", f"--health-server-address=0.0.0.0:{HEALTH_PORT}"]
     args += ["--disable-runtime-dependency-installation", f"--database={directory}/superlink.db"]
+    # The executor container, not Flower's SuperExec, starts the ServerApp: its connection presents the job's
+    # ServerApp certificate, which a process Flower starts cannot.
+    args.append("--isolation=process")
     mounts: list[dict[str, Any]] = [
         {"name": "model", "mountPath": directory},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    executor_mounts: list[dict[str, Any]] = [
+        {"name": "model", "mountPath": directory},
+        {"name": "executor-tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "executor-tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    env: list[dict[str, Any]] = []
+    executor_args = [f"--serve=flwr-serverapp={LOCAL_SUPERLINK}"]
+    executor_env: list[dict[str, Any]] = []
     if spec.tls:
+        command = [*LAUNCHER, "superlink"]
         args += [f"--ssl-ca-certfile={_TLS_DIR}/ca.crt", f"--ssl-certfile={_TLS_DIR}/tls.crt"]
         args += [f"--ssl-keyfile={_TLS_DIR}/tls.key", "--enable-supernode-auth"]
-        mounts.append({"name": "tls", "mountPath": _TLS_DIR, "readOnly": True})
-        volumes.append({"name": "tls", "secret": {"secretName": tls_secret_name(job), "defaultMode": 0o440}})
+        # Client certificates must chain to the hub CA and be on the job's allow-list (re-read as it changes).
+        env += [
+            {"name": CLIENT_CA, "value": f"{_TLS_DIR}/ca.crt"},
+            {"name": ALLOWED_CLIENTS, "value": f"{_CLIENTS_DIR}/{CLIENTS_FILE}"},
+        ]
+        mounts += [
+            {"name": "tls", "mountPath": _TLS_DIR, "readOnly": True},
+            {"name": "clients", "mountPath": _CLIENTS_DIR, "readOnly": True},
+        ]
+        executor_args.append(f"--root-certificates={_SERVERAPP_DIR}/ca.crt")
+        executor_env += [
+            {"name": CLIENT_CERT, "value": f"{_SERVERAPP_DIR}/tls.crt"},
+            {"name": CLIENT_KEY, "value": f"{_SERVERAPP_DIR}/tls.key"},
+        ]
+        executor_mounts.append({"name": "serverapp", "mountPath": _SERVERAPP_DIR, "readOnly": True})
+        secret = tls_secret_name(job)
+        # Each container sees only its own key: the SuperLink its server key, the executor the ServerApp's.
+        volumes += [
+            {"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440, "items": _items("ca", "tls")}},
+            {
+                "name": "serverapp",
+                "secret": {"secretName": secret, "defaultMode": 0o440, "items": _items("ca", "serverapp")},
+            },
+            {"name": "clients", "configMap": {"name": clients_name(job)}},
+        ]
     else:
+        command = ["flower-superlink"]
         args.append("--insecure")
     storage = spec.server.storage
-    env: list[dict[str, Any]] = []
     if storage.type is StorageType.PVC and storage.name:
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": storage.name}})
     else:
         volumes.append({"name": "model", "emptyDir": {}})
         if storage.s3 is not None:
-            env += [
+            executor_env += [
                 {"name": "FLEET_S3_BUCKET", "value": storage.s3.bucket_name},
                 {"name": "FLEET_S3_PREFIX", "value": storage.s3.prefix},
                 {"name": "FLEET_S3_REGION", "value": storage.s3.region},
@@ -316,7 +424,7 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
     superlink = {
         "name": "superlink",
         "image": spec.server.image,
-        "command": ["flower-superlink"],
+        "command": command,
         "args": args,
         "env": env,
         "ports": [
@@ -325,9 +433,20 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
         ],
         "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 5},
         "livenessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 20, "failureThreshold": 6},
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
         "securityContext": _LOCKED_DOWN,
         "volumeMounts": mounts,
+    }
+    # The ServerApp runs here (aggregation, the model): the larger share of the pod's resources.
+    executor = {
+        "name": "executor",
+        "image": spec.server.image,
+        "command": ["python", "-m", "fleet.federation.executor"],
+        "args": executor_args,
+        "env": executor_env,
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        "securityContext": _LOCKED_DOWN,
+        "volumeMounts": executor_mounts,
     }
     sidecar = {
         "name": "progress",
@@ -358,13 +477,28 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
                     "spec": {
                         "automountServiceAccountToken": False,
                         "securityContext": _NON_ROOT,
-                        "containers": [superlink, sidecar],
+                        "containers": [superlink, executor, sidecar],
                         "volumes": volumes,
                     },
                 },
             }
         },
     )
+
+
+def _items(*pairs: str) -> list[dict[str, str]]:
+    """Secret keys mounted under the names the processes read: ``ca`` -> ca.crt, ``<x>`` -> tls.crt, tls.key."""
+    items = []
+    for pair in pairs:
+        if pair == "ca":
+            items.append({"key": "ca.crt", "path": "ca.crt"})
+        else:
+            key_prefix = "tls" if pair == "tls" else pair
+            items += [
+                {"key": f"{key_prefix}.crt", "path": "tls.crt"},
+                {"key": f"{key_prefix}.key", "path": "tls.key"},
+            ]
+    return items
 
 
 def _listener_objects(job: JobRef, listener: Listener) -> list[dict[str, Any]]:
@@ -484,8 +618,11 @@ def collaborator_work(
     data_path: str,
     superlink_address: str,
     ca_pem: str,
+    client_key: str | None = None,
 ) -> dict[str, Any]:
-    """The ManifestWork running the job's collaborator on ``cluster``."""
+    """The ManifestWork running the job's collaborator on ``cluster``, with the hub CA it verifies the SuperLink
+    against; ``client_key``: the digest of the cluster's registration key the SuperLink knows (None while the
+    hub has seen no certificate of the cluster's)."""
     name = collaborator_name(job)
     labels = {
         JOB_LABEL: job.name,
@@ -507,7 +644,7 @@ def collaborator_work(
             "workload": {
                 "manifests": [
                     ca_config_map,
-                    _supernode(spec, name, labels, cluster, data_path, superlink_address, ca_config_map),
+                    _supernode(spec, name, labels, cluster, data_path, superlink_address, ca_config_map, client_key),
                 ]
             },
             "deleteOption": {"propagationPolicy": "Foreground"},
@@ -550,6 +687,7 @@ def _supernode(
     data_path: str,
     superlink_address: str,
     ca_config_map: dict[str, Any],
+    client_key: str | None,
 ) -> dict[str, Any]:
     node_config = f"data-path={json.dumps(data_path)} cluster-name={json.dumps(cluster)}"
     args = [f"--superlink={superlink_address}", f"--node-config={node_config}", "--isolation=subprocess"]
@@ -563,22 +701,35 @@ def _supernode(
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
     init_containers: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    annotations: dict[str, str] = {}
     if spec.tls:
+        command = [*LAUNCHER, "supernode"]
         args += [f"--root-certificates={_CA_DIR}/ca.crt", f"--auth-supernode-private-key={_AUTH_KEY}"]
+        # The add-on registration certificate: presented at the TLS handshake, its key signs Flower's requests.
+        env += [
+            {"name": CLIENT_CERT, "value": f"{_CERT_DIR}/tls.crt"},
+            {"name": CLIENT_KEY, "value": f"{_CERT_DIR}/tls.key"},
+        ]
         mounts += [
             {"name": "ca", "mountPath": _CA_DIR, "readOnly": True},
             {"name": "auth", "mountPath": _AUTH_DIR, "readOnly": True},
+            {"name": "client-certificate", "mountPath": _CERT_DIR, "readOnly": True},
         ]
         volumes += [
             {"name": "ca", "configMap": {"name": ca_config_map["metadata"]["name"]}},
             {"name": "client-certificate", "secret": {"secretName": CLIENT_CERT_SECRET}},
             {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         ]
+        key_args = [f"{_CERT_DIR}/tls.key", _AUTH_KEY]
+        if client_key:
+            key_args.append(client_key)
+            annotations[CLIENT_KEY_ANNOTATION] = client_key
         init_containers.append(
             {
                 "name": "auth-key",
                 "image": spec.client.image,
-                "command": ["python", "-c", SUPERNODE_KEY_TO_OPENSSH, f"{_CERT_DIR}/tls.key", _AUTH_KEY],
+                "command": ["python", "-c", SUPERNODE_KEY_PROGRAM, *key_args],
                 "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                 "securityContext": _LOCKED_DOWN,
                 "volumeMounts": [
@@ -588,6 +739,7 @@ def _supernode(
             }
         )
     else:
+        command = ["flower-supernode"]
         args.append("--insecure")
     wanted = spec.client.resources
     requests: dict[str, str] = {}
@@ -598,26 +750,30 @@ def _supernode(
     resources: dict[str, Any] = {"requests": requests} if requests else {}
     if wanted.gpu:
         resources["limits"] = {"nvidia.com/gpu": str(wanted.gpu)}
+    container: dict[str, Any] = {
+        "name": "supernode",
+        "image": spec.client.image,
+        "command": command,
+        "args": args,
+        "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 10},
+        "resources": resources,
+        "securityContext": _LOCKED_DOWN,
+        "volumeMounts": mounts,
+    }
+    if env:
+        container["env"] = env
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # a collaborator never talks to a Kubernetes API
         "securityContext": _NON_ROOT,
-        "containers": [
-            {
-                "name": "supernode",
-                "image": spec.client.image,
-                "command": ["flower-supernode"],
-                "args": args,
-                "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-                "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 10},
-                "resources": resources,
-                "securityContext": _LOCKED_DOWN,
-                "volumeMounts": mounts,
-            }
-        ],
+        "containers": [container],
         "volumes": volumes,
     }
     if init_containers:
         pod_spec["initContainers"] = init_containers
+    template_metadata: dict[str, Any] = {"labels": labels}
+    if annotations:
+        template_metadata["annotations"] = annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -627,8 +783,10 @@ def _supernode(
             # A collaborator that cannot start within this (an image that cannot be pulled, a missing
             # secret) turns the Deployment's Progressing condition False, which the status feedback carries.
             "progressDeadlineSeconds": 300,
+            # One SuperNode per cluster at a time: after a key renewal the old one's key is unregistered.
+            "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": template_metadata, "spec": pod_spec},
         },
     }
 

@@ -1,7 +1,8 @@
 """The kopf operator: handlers, indices and the I/O of one reconcile.
 
 Reads cost no request: kopf indices keep what a reconcile needs in memory, fed by watch streams (the objects
-the controller owns, by job; PlacementDecisions, by Placement; ManagedClusters' ClusterClaims). A reconcile
+the controller owns, by job; PlacementDecisions, by Placement; ManagedClusters' ClusterClaims; the subject of
+each cluster's add-on registration, from its ManagedClusterAddOn; the collaborators' identity records). A reconcile
 runs `fleet.controller.reconcile.reconcile` on that state and writes only the difference: objects missing or
 changed, objects no longer wanted, the status when it changed, an Event per transition. A job is reconciled
 on create, update and resume, and by a timer (``interval``) that picks up what the indices saw change
@@ -16,13 +17,21 @@ controller's Role there has gone first.
 A restarted controller starts from the indices, so it finds every object it made (no duplicates), and from
 the run id annotation, so it never submits a run twice; it reads the run's progress from the start again,
 which the phase machine merges by round number.
+
+Collaborator identities (`fleet.controller.identity`): every add-on registration CSR the hub signs is checked
+as it is seen (its requester must be the cluster's klusterlet) and recorded in a ConfigMap of the controller's
+namespace, which outlives the CSR (deleted an hour after issuance) and a restart. Each job registers the key of
+its placed clusters' current identities with its SuperLink and records (cluster -> key digest, node id) in the
+``federation.fleet.dev/collaborators`` annotation; when OCM renews a certificate (a new key), the new key is
+registered, the old node unregistered and the collaborator's pod replaced (its ManifestWork names the key); a
+cluster that leaves the job is unregistered and dropped from the SuperLink's allow-list.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
+import json
 import logging
 import threading
 import time
@@ -36,13 +45,35 @@ from pydantic import ValidationError
 
 from fleet.claims import API_GROUP
 from fleet.federation.progress import Event
-from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE, JOB_LABEL
+from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE, JOB_LABEL, serverapp_user
 from fleet.lifecycle import FEDERATION_READY, TERMINAL, EmitEvent
 from fleet.models import FederatedLearningSpec
 
-from .hub import ApiError, HubCA, HubClient, TransientError, load_or_create_hub_ca
+from .hub import (
+    ApiError,
+    Credentials,
+    HubCA,
+    HubClient,
+    TransientError,
+    load_or_create_hub_ca,
+    load_or_create_operator,
+    still_good,
+)
+from .identity import (
+    CLUSTER_LABEL,
+    IDENTITY_COMPONENT,
+    CollaboratorIdentity,
+    CollaboratorRejectedError,
+    Subject,
+    expected_subject,
+    identity_from_csr,
+    identity_from_record,
+    identity_record,
+)
 from .metrics import HealthServer, Metrics
 from .objects import (
+    COMPONENT_LABEL,
+    CONFIG_MAP,
     CSR,
     CSR_ADDON_LABEL,
     CSR_CLUSTER_LABEL,
@@ -51,6 +82,7 @@ from .objects import (
     KINDS_BY_NAME,
     MANAGED_BY_LABEL,
     MANAGED_CLUSTER,
+    MANAGED_CLUSTER_ADDON,
     MANIFEST_WORK,
     NAMESPACE,
     OWNED_KINDS,
@@ -67,13 +99,7 @@ from .objects import (
 from .observe import cluster_claims, selected_clusters
 from .progress import HttpProgress, ProgressSource, ProgressUnavailableError
 from .reconcile import JobState, Settings, current_status, job_ref, reconcile, run_id, status_body
-from .runs import (
-    CollaboratorRejectedError,
-    FlowerRunBackend,
-    RunBackend,
-    RunSubmissionError,
-    collaborator_public_key,
-)
+from .runs import FlowerRunBackend, KeyRetiredError, RunBackend, RunSubmissionError
 
 logger = logging.getLogger("fleet.controller")
 
@@ -81,6 +107,9 @@ _SUBMIT_ATTEMPTS = 5
 """Failed submissions before the job fails (a SuperLink just started may refuse the first ones)."""
 _RUN_STATE_SECONDS = 10.0
 """How often a running job's run state is asked of its SuperLink (progress events come on every reconcile)."""
+COLLABORATORS_ANNOTATION = f"{API_GROUP}/collaborators"
+"""On the FederatedLearning resource: cluster -> {"key": digest, "node": node id} of every collaborator key
+registered with the job's SuperLink, so that a restarted controller knows what to replace and unregister."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +138,11 @@ class _JobMemory:
     run_id: int | None = None
     pending: list[Event] = field(default_factory=list)
     """Progress events read but not yet in a written status."""
-    registered: set[str] = field(default_factory=set)
-    """Clusters whose collaborator key is registered with the job's SuperLink."""
-    rejected: set[str] = field(default_factory=set)
+    registered: dict[str, tuple[str, int]] | None = None
+    """Cluster -> (key digest, node id) registered with the job's SuperLink (None: not read from the resource
+    yet)."""
+    warned: set[str] = field(default_factory=set)
+    """Clusters whose refused or retired identity this job's Events told already."""
     submit_failures: int = 0
     last_run_check: float = 0.0
     run_failure: str | None = None
@@ -152,6 +183,12 @@ class Controller:
         hub.on_request = self.metrics.count_request
         self.clock = clock
         self.ca: HubCA | None = None
+        self._operator: Credentials | None = None
+        self.identities: dict[str, CollaboratorIdentity] = {}
+        """The newest accepted identity of each cluster (recorded, or read from its record)."""
+        self.rejections: dict[str, str] = {}
+        """Cluster (as a refused CSR was labelled) -> why: told to the jobs the cluster is placed for."""
+        self._identity_lock = threading.Lock()
         self.jobs: dict[JobRef, _JobMemory] = {}
         self.outcomes: deque[Outcome] = deque(maxlen=100_000)
         """The latest reconciles' costs, for the benchmark."""
@@ -169,6 +206,86 @@ class Controller:
                 self.ca = load_or_create_hub_ca(self.hub, self.options.ca_namespace)
             return self.ca
 
+    def operator_credentials(self) -> Credentials:
+        """The controller's own client certificate (its Secret; renewed when a fifth of its life is left)."""
+        ca = self.hub_ca()
+        with self._ca_lock:
+            found = self._operator
+            if found is None or not still_good(found.certificate, ca.certificate, self.clock()):
+                found = self._operator = load_or_create_operator(self.hub, ca, self.clock(), self.options.ca_namespace)
+            return found
+
+    def credentials(self, spec: FederatedLearningSpec) -> Credentials | None:
+        return self.operator_credentials() if spec.tls else None
+
+    # --- identities ------------------------------------------------------------------------------------------
+
+    def record_identity(
+        self,
+        csr: Mapping[str, Any],
+        subjects: Mapping[str, Subject],
+        records: Mapping[str, Mapping[str, Any]],
+    ) -> CollaboratorIdentity | None:
+        """Check an add-on registration CSR and record its certificate as its requester's cluster's identity when
+        it is newer than the one known; the identity recorded, or None. ``records``: the identity records by
+        cluster (the index), consulted when this controller has not seen the cluster yet."""
+        labelled = str(((csr.get("metadata") or {}).get("labels") or {}).get(CSR_CLUSTER_LABEL) or "?")
+        try:
+            identity = identity_from_csr(csr, self.hub_ca().certificate, subjects, self.clock())
+        except CollaboratorRejectedError as error:
+            logger.warning("refused an add-on registration certificate: %s", error)
+            with self._identity_lock:
+                self.rejections[labelled] = str(error)
+            return None
+        if identity is None:
+            return None
+        cluster = identity.cluster
+        known = self._known_identity(cluster, subjects, records)
+        if not identity.newer_than(known):
+            return None
+        self.hub.apply(CONFIG_MAP, identity_record(identity, self.options.ca_namespace))
+        with self._identity_lock:
+            self.identities[cluster] = identity
+            self.rejections.pop(cluster, None)
+        logger.info("recorded cluster %s's registration certificate from CSR %s", cluster, identity.source)
+        return identity
+
+    def _known_identity(
+        self, cluster: str, subjects: Mapping[str, Subject], records: Mapping[str, Mapping[str, Any]]
+    ) -> CollaboratorIdentity | None:
+        """The newest identity of ``cluster`` this controller knows: recorded by it, or kept in the record."""
+        with self._identity_lock:
+            known = self.identities.get(cluster)
+        record = records.get(cluster)
+        if record is not None:
+            try:
+                stored = identity_from_record(
+                    record, self.hub_ca().certificate, subjects.get(cluster) or expected_subject(cluster)
+                )
+            except CollaboratorRejectedError as error:
+                logger.warning("ignored the identity record of cluster %s: %s", cluster, error)
+            else:
+                if stored.newer_than(known):
+                    known = stored
+                    with self._identity_lock:
+                        self.identities[cluster] = stored
+        return known
+
+    def current_identities(
+        self,
+        clusters: Iterable[str],
+        subjects: Mapping[str, Subject],
+        records: Mapping[str, Mapping[str, Any]],
+    ) -> dict[str, CollaboratorIdentity]:
+        """The identity valid now of each of ``clusters`` that has one."""
+        now = self.clock()
+        found = {}
+        for cluster in clusters:
+            identity = self._known_identity(cluster, subjects, records)
+            if identity is not None and identity.valid_at(now):
+                found[cluster] = identity
+        return found
+
     # --- one reconcile --------------------------------------------------------------------------------------
 
     def reconcile_job(
@@ -177,16 +294,21 @@ class Controller:
         owned: Mapping[ObjectKey, Mapping[str, Any]],
         decisions: list[Mapping[str, Any]],
         claims: Mapping[str, Mapping[str, str]],
-        certificates: Mapping[str, str] | None = None,
+        subjects: Mapping[str, Subject] | None = None,
+        records: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Outcome:
-        """One reconcile of the job ``body``; ``certificates`` are the selected clusters' add-on registration
-        certificates (PEM), whose keys the job's SuperLink must know before their SuperNodes may connect."""
+        """One reconcile of the job ``body``. ``subjects``: the selected clusters' add-on registration subjects
+        where the hub reports them; ``records``: their identity records (whose keys the job's SuperLink must know
+        before their SuperNodes may connect)."""
         started, wall, before = time.thread_time(), time.perf_counter(), self.hub.thread_request_count()
         waited = self.hub.waited_seconds()
+        subjects, records = subjects or {}, records or {}
         job = job_ref(body)
         memory = self.memory(job)
         resource = self._freshest(body, memory)
         events, run_failure = self._follow_run(job, resource, memory)
+        clusters = selected_clusters(decisions) or ()
+        identities = self.current_identities(clusters, subjects, records)
         state = JobState(
             resource=resource,
             decisions=decisions,
@@ -197,12 +319,15 @@ class Controller:
             events=tuple(events),
             run_failure=run_failure,
             settings=Settings(node_host=self.options.node_host),
+            collaborator_users={c: (subjects.get(c) or expected_subject(c)).user for c in clusters},
+            client_keys={c: identity.key_digest for c, identity in identities.items()},
         )
         plan = reconcile(state)
         if plan.needs_tls:
             spec = FederatedLearningSpec.model_validate(resource["spec"])
             hosts = server_hosts(spec, job, self.options.node_host)
-            plan = reconcile(replace(state, issued_tls=self.hub_ca().issue_server(superlink_name(job), hosts)))
+            issued = self.hub_ca().issue_federation(superlink_name(job), hosts, serverapp_user(job.namespace, job.name))
+            plan = reconcile(replace(state, issued_tls=issued))
 
         for obj in plan.apply:
             self.hub.apply(KINDS_BY_NAME[obj["kind"]], obj)
@@ -210,13 +335,12 @@ class Controller:
             self.hub.delete(KINDS_BY_NAME[key.kind], key.namespace, key.name)
         events_out = list(plan.events)
         status = plan.status
-        if certificates and _condition_true(status, FEDERATION_READY) and _tls(resource):
-            self._register_collaborators(job, certificates, memory, events_out)
+        if _condition_true(status, FEDERATION_READY) and _tls(resource) and status.phase not in TERMINAL:
+            self._sync_collaborators(job, resource, plan.collaborators, identities, memory, events_out)
         if plan.submit is not None and memory.run_id is None:
             spec = FederatedLearningSpec.model_validate(resource["spec"])
-            ca = self.hub_ca().certificate if spec.tls else None
             try:
-                memory.run_id = self.runs.submit(job, spec, model_dir(spec, job), ca)
+                memory.run_id = self.runs.submit(job, spec, model_dir(spec, job), self.credentials(spec))
             except RunSubmissionError as error:
                 memory.submit_failures += 1
                 if memory.submit_failures < _SUBMIT_ATTEMPTS:
@@ -232,7 +356,7 @@ class Controller:
         if plan.stop_run and memory.run_id is not None:
             spec = FederatedLearningSpec.model_validate(resource["spec"])
             try:
-                self.runs.stop(job, memory.run_id, self.hub_ca().certificate if spec.tls else None)
+                self.runs.stop(job, memory.run_id, self.credentials(spec))
             except Exception as error:  # the job fails either way; the SuperLink is being scaled down
                 logger.warning("stopping run %s of %s/%s: %s", memory.run_id, job.namespace, job.name, error)
         if plan.status_changed:
@@ -251,28 +375,80 @@ class Controller:
         self.outcomes.append(outcome)
         return outcome
 
-    def _register_collaborators(
-        self, job: JobRef, certificates: Mapping[str, str], memory: _JobMemory, events: list[EmitEvent]
+    def _sync_collaborators(
+        self,
+        job: JobRef,
+        resource: Mapping[str, Any],
+        collaborators: tuple[str, ...],
+        identities: Mapping[str, CollaboratorIdentity],
+        memory: _JobMemory,
+        events: list[EmitEvent],
     ) -> None:
-        ca = self.hub_ca().certificate
-        for cluster, certificate in sorted(certificates.items()):
-            if cluster in memory.registered or cluster in memory.rejected:
+        """Make the SuperLink's registered keys those of ``collaborators``' current identities: register new and
+        renewed keys (unregistering the replaced node), unregister clusters that left the job."""
+        if memory.registered is None:
+            memory.registered = registered_collaborators(resource)
+        registered = memory.registered
+        before = dict(registered)
+        credentials = self.operator_credentials()
+        for cluster in collaborators:
+            identity = identities.get(cluster)
+            if identity is None:
+                with self._identity_lock:
+                    reason = self.rejections.get(cluster)
+                if reason is not None and cluster not in memory.warned:
+                    memory.warned.add(cluster)
+                    events.append(EmitEvent("Warning", "CollaboratorRejected", reason))
+                continue
+            have = registered.get(cluster)
+            if have is not None and have[0] == identity.key_digest:
                 continue
             try:
-                key = collaborator_public_key(certificate, ca, cluster)
-            except CollaboratorRejectedError as error:
-                memory.rejected.add(cluster)
-                events.append(EmitEvent("Warning", "CollaboratorRejected", str(error)))
+                node = self.runs.register(job, cluster, identity.public_key, credentials)
+            except KeyRetiredError as error:
+                if f"{cluster}:{identity.key_digest}" not in memory.warned:
+                    memory.warned.add(f"{cluster}:{identity.key_digest}")
+                    message = f"{error}: it can rejoin once OCM renews its certificate (within 24 h)"
+                    events.append(EmitEvent("Warning", "CollaboratorKeyRetired", message))
                 continue
-            try:
-                self.runs.register(job, cluster, key, ca)
-            except Exception as error:  # the SuperLink not answering yet, or the key known from before a restart
+            except Exception as error:  # the SuperLink not answering yet: the next reconcile tries again
                 logger.info("registering %s with %s/%s: %s", cluster, job.namespace, job.name, error)
-                if "already" in str(error).lower():
-                    memory.registered.add(cluster)
                 continue
-            memory.registered.add(cluster)
-            events.append(EmitEvent("Normal", "CollaboratorRegistered", f"cluster {cluster}'s key registered"))
+            registered[cluster] = (identity.key_digest, node)
+            if have is None:
+                events.append(EmitEvent("Normal", "CollaboratorRegistered", f"cluster {cluster}'s key registered"))
+                continue
+            events.append(
+                EmitEvent(
+                    "Normal",
+                    "CollaboratorKeyRenewed",
+                    f"cluster {cluster}'s renewed key registered (CSR {identity.source}); its collaborator restarts",
+                )
+            )
+            self._unregister(job, cluster, have[1], credentials)
+        for cluster in sorted(set(registered) - set(collaborators)):
+            if self._unregister(job, cluster, registered[cluster][1], credentials):
+                del registered[cluster]
+                events.append(EmitEvent("Normal", "CollaboratorRemoved", f"cluster {cluster} left the job"))
+        if registered != before:
+            value = json.dumps({c: {"key": k, "node": n} for c, (k, n) in sorted(registered.items())})
+            self.hub.patch(
+                FEDERATED_LEARNING,
+                job.namespace,
+                job.name,
+                {"metadata": {"annotations": {COLLABORATORS_ANNOTATION: value}}},
+            )
+
+    def _unregister(self, job: JobRef, cluster: str, node: int, credentials: Credentials) -> bool:
+        """Unregister a node; False when the SuperLink did not answer (tried again on the next reconcile)."""
+        try:
+            self.runs.unregister(job, node, credentials)
+        except Exception as error:
+            if "not found" in str(error).lower():
+                return True  # gone already
+            logger.info("unregistering %s's node %s from %s/%s: %s", cluster, node, job.namespace, job.name, error)
+            return False
+        return True
 
     def _freshest(self, body: Mapping[str, Any], memory: _JobMemory) -> dict[str, Any]:
         """The resource with the status and run id this controller last wrote, when the watch lags behind."""
@@ -308,7 +484,7 @@ class Controller:
         if failure is None and now - memory.last_run_check >= _RUN_STATE_SECONDS:
             memory.last_run_check = now
             try:
-                failure = self.runs.failure(job, memory.run_id, self.hub_ca().certificate if spec.tls else None)
+                failure = self.runs.failure(job, memory.run_id, self.credentials(spec))
             except Exception as error:  # the SuperLink is unreachable now: its Deployment status tells the rest
                 logger.info("run state of %s/%s unknown: %s", job.namespace, job.name, error)
             if failure is not None:
@@ -331,7 +507,7 @@ class Controller:
         if run is not None and status.phase not in TERMINAL:
             try:
                 spec = FederatedLearningSpec.model_validate(body.get("spec") or {})
-                self.runs.stop(job, run, self.hub_ca().certificate if spec.tls else None)
+                self.runs.stop(job, run, self.credentials(spec))
             except Exception as error:  # the federation goes away with the job anyway
                 logger.info("stopping run %s of %s/%s: %s", run, job.namespace, job.name, error)
         keys = set(owned)
@@ -396,14 +572,26 @@ def _tls(resource: Mapping[str, Any]) -> bool:
     return bool((resource.get("spec") or {}).get("tls", True))
 
 
-def _certificates_snapshot(indices: Mapping[str, Any], clusters: Iterable[str]) -> dict[str, str]:
-    index = indices.get("collaborator_certificates")
+def registered_collaborators(resource: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """The job's registered collaborator keys, from its `COLLABORATORS_ANNOTATION` (empty when unreadable)."""
+    text = ((resource.get("metadata") or {}).get("annotations") or {}).get(COLLABORATORS_ANNOTATION)
+    try:
+        entries = json.loads(text) if text else {}
+        return {str(c): (str(e["key"]), int(e["node"])) for c, e in dict(entries).items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        logger.warning("ignored an unreadable %s annotation: %r", COLLABORATORS_ANNOTATION, text)
+        return {}
+
+
+def _by_cluster(indices: Mapping[str, Any], name: str, clusters: Iterable[str] | None = None) -> dict[str, Any]:
+    """An index keyed by cluster, as cluster -> its (last) value; for ``clusters`` only when given."""
+    index = indices.get(name)
     if index is None:
         return {}
-    found: dict[str, str] = {}
-    for cluster in clusters:
-        for certificate in index.get(cluster, ()):
-            found[cluster] = certificate
+    found: dict[str, Any] = {}
+    for cluster in clusters if clusters is not None else list(index):
+        for value in index.get(cluster, ()):
+            found[cluster] = value
     return found
 
 
@@ -501,16 +689,39 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
     def cluster_claims_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, str]]:
         return {name: cluster_claims(body)}
 
-    @kopf.index(*_gvr(CSR), id="collaborator_certificates", labels={CSR_ADDON_LABEL: ADDON_NAME}, registry=registry)
-    def collaborator_certificates(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, str]:
-        cluster = labels.get(CSR_CLUSTER_LABEL)
-        issued = (body.get("status") or {}).get("certificate")
-        if not cluster or not issued:
+    @kopf.index(*_gvr(MANAGED_CLUSTER_ADDON), id="collaborator_subjects", registry=registry)
+    def collaborator_subjects(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, Subject]:
+        # One ManagedClusterAddOn of this add-on per cluster, in the cluster's namespace.
+        if name != ADDON_NAME or not namespace:
             return {}
+        return {namespace: expected_subject(namespace, body)}
+
+    @kopf.index(
+        *_gvr(CONFIG_MAP),
+        id="collaborator_identities",
+        labels={MANAGED_BY_LABEL: CONTROLLER_NAME, COMPONENT_LABEL: IDENTITY_COMPONENT},
+        registry=registry,
+    )
+    def collaborator_identities(
+        name: str, namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any
+    ) -> dict[str, dict[str, Any]]:
+        cluster = labels.get(CLUSTER_LABEL)
+        # Only the records in the controller's namespace, where no spoke can write.
+        if not cluster or namespace != options.ca_namespace:
+            return {}
+        return {cluster: {"metadata": {"name": name}, "data": dict(body.get("data") or {})}}
+
+    @kopf.on.event(*_gvr(CSR), labels={CSR_ADDON_LABEL: ADDON_NAME}, registry=registry)
+    async def registration(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+        if type == "DELETED":  # Kubernetes' cleaner, an hour after issuance: the record keeps the identity
+            return
+        indices = indices_of(kwargs)
+        subjects = _by_cluster(indices, "collaborator_subjects")
+        records = _by_cluster(indices, "collaborator_identities")
         try:
-            return {cluster: base64.b64decode(issued).decode()}
-        except ValueError:
-            return {}
+            await asyncio.to_thread(controller.record_identity, body, subjects, records)
+        except ApiError as error:  # kopf does not retry event handlers: the next event of the CSR does
+            logger.warning("recording the identity of CSR %s: %s", body.get("metadata", {}).get("name"), error)
 
     async def run(body: kopf.Body, retry: int, indices: Mapping[str, Any]) -> None:
         job = job_ref(body)
@@ -522,11 +733,12 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
             decisions = _decisions_snapshot(indices, job)
             clusters = selected_clusters(decisions) or ()
             claims = _claims_snapshot(indices, clusters)
-            certificates = _certificates_snapshot(indices, clusters)
+            subjects = _by_cluster(indices, "collaborator_subjects", clusters)
+            records = _by_cluster(indices, "collaborator_identities", clusters)
             started = time.perf_counter()
             try:
                 outcome = await asyncio.to_thread(
-                    controller.reconcile_job, body, owned, decisions, claims, certificates
+                    controller.reconcile_job, body, owned, decisions, claims, subjects, records
                 )
             except TransientError as error:
                 controller.metrics.reconcile_errors.labels("transient").inc()
@@ -543,7 +755,7 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
 
     def indices_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         names = [f"owned_{k.plural}" for k in OWNED_KINDS]
-        names += ["placement_decisions", "cluster_claims", "collaborator_certificates"]
+        names += ["placement_decisions", "cluster_claims", "collaborator_subjects", "collaborator_identities"]
         return {name: kwargs[name] for name in names if name in kwargs}
 
     @kopf.on.resume(*fl, registry=registry)

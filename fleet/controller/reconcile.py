@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fleet.federation.progress import Event
+from fleet.hub import collaborator_user
 from fleet.lifecycle import (
     DeployCollaborators,
     EmitEvent,
@@ -78,6 +79,12 @@ class JobState:
     issued_tls: TlsMaterial | None = None
     """A SuperLink certificate issued for this reconcile (after a plan asked for one)."""
     settings: Settings = field(default_factory=Settings)
+    collaborator_users: Mapping[str, str] = field(default_factory=dict)
+    """Cluster -> the user (certificate common name) of its add-on registration, where the hub reports it
+    (`identity.expected_subject`); OCM's default subject otherwise."""
+    client_keys: Mapping[str, str] = field(default_factory=dict)
+    """Cluster -> the digest of its current registration key (`identity.key_digest`): what its collaborator must
+    sign with."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,8 @@ class Plan:
     stop_run: bool = False
     needs_tls: bool = False
     """The SuperLink needs a server certificate and none exists: issue one and reconcile again."""
+    collaborators: tuple[str, ...] = ()
+    """The clusters whose collaborator this plan keeps (their keys belong registered with the SuperLink)."""
 
 
 def job_ref(resource: Mapping[str, Any]) -> JobRef:
@@ -172,17 +181,23 @@ def reconcile(state: JobState) -> Plan:
 
     desired: list[dict[str, Any]] = []
     needs_tls = False
+    collaborators: tuple[str, ...] = ()
+    deploy = next((a for a in result.actions if isinstance(a, DeployCollaborators)), None)
+    placed = [c for c in deploy.clusters if c in data_paths] if deploy is not None else list(data_paths)
+    # Who the SuperLink lets in besides the operators: each placed cluster's add-on registration subject.
+    allowed = {state.collaborator_users.get(c) or collaborator_user(c): c for c in placed}
     for action in result.actions:
         if isinstance(action, EnsureFederation | ScaleDownFederation):
             replicas = 1 if isinstance(action, EnsureFederation) else 0
             needs_tls = replicas == 1 and spec.tls and tls is None
-            desired += federation_objects(spec, job, tls, replicas=replicas)
+            desired += federation_objects(spec, job, tls, replicas=replicas, collaborators=allowed)
         elif isinstance(action, DeployCollaborators) and (tls is not None or not spec.tls):
             address = observe.superlink_address(listeners, job)
+            ca = tls.ca if tls else state.ca_pem
+            collaborators = tuple(placed)
             desired += [
-                collaborator_work(spec, job, cluster, data_paths[cluster], address, tls.ca if tls else state.ca_pem)
-                for cluster in action.clusters
-                if cluster in data_paths
+                collaborator_work(spec, job, cluster, data_paths[cluster], address, ca, state.client_keys.get(cluster))
+                for cluster in collaborators
             ]
     desired_keys = {key_of(o) for o in desired}
     apply = tuple(o for o in desired if _differs(o, state.owned.get(key_of(o))))
@@ -196,6 +211,7 @@ def reconcile(state: JobState) -> Plan:
         submit=next((a for a in result.actions if isinstance(a, SubmitRun)), None),
         stop_run=any(isinstance(a, StopRun) for a in result.actions),
         needs_tls=needs_tls,
+        collaborators=collaborators,
     )
 
 
@@ -227,10 +243,19 @@ def _tls_from_secret(secret: Mapping[str, Any] | None) -> TlsMaterial | None:
         return None
     data = secret.get("data") or {}
     try:
-        texts = {k: base64.b64decode(data[k]).decode() for k in ("ca.crt", "tls.crt", "tls.key")}
+        texts = {
+            k: base64.b64decode(data[k]).decode()
+            for k in ("ca.crt", "tls.crt", "tls.key", "serverapp.crt", "serverapp.key")
+        }
     except (KeyError, ValueError):
-        return None
-    return TlsMaterial(ca=texts["ca.crt"], certificate=texts["tls.crt"], key=texts["tls.key"])
+        return None  # none, or one from before the ServerApp had its own certificate: issued anew
+    return TlsMaterial(
+        ca=texts["ca.crt"],
+        certificate=texts["tls.crt"],
+        key=texts["tls.key"],
+        serverapp_certificate=texts["serverapp.crt"],
+        serverapp_key=texts["serverapp.key"],
+    )
 
 
 def _invalid(status: FederatedLearningStatus, state: JobState, error: ValidationError) -> Plan:

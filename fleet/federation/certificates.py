@@ -128,12 +128,17 @@ class CertificateAuthority:
         return _save_pair(directory, name, key, certificate)
 
     def issue_operator(
-        self, directory: Path, name: str = "operator", validity: datetime.timedelta = LOCAL_VALIDITY
+        self,
+        directory: Path,
+        name: str = "operator",
+        validity: datetime.timedelta = LOCAL_VALIDITY,
+        user: str = OPERATOR_USER,
     ) -> KeyPair:
-        """A client certificate for the operator (`fleet.hub.OPERATOR_USER`): who may use a SuperLink's Control
-        and Runtime APIs (submit and stop runs, the ServerApp's own connection)."""
+        """A client certificate for the operator (`fleet.hub.OPERATOR_USER`, or ``user``: a hub job's ServerApp,
+        `fleet.hub.serverapp_user`): who may use a SuperLink's Control and Runtime APIs (submit and stop runs, the
+        ServerApp's own connection)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = _subject(OPERATOR_USER)
+        subject = _subject(user)
         certificate = self._sign(subject, key.public_key(), (), server=False, client=True, validity=validity)
         return _save_pair(directory, name, key, certificate)
 

@@ -85,6 +85,14 @@ class ControlClient:
 
         self._client.UnregisterNode(UnregisterNodeRequest(node_id=node_id))
 
+    def node_ids_by_key(self) -> dict[bytes, tuple[int, str]]:
+        """SuperNode public key (PEM SubjectPublicKeyInfo, as registered) -> (node id, status), for every node
+        the SuperLink knows, unregistered ones included (their keys cannot be registered again)."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        response = self._client.ListNodes(ListNodesRequest())
+        return {bytes(info.public_key): (info.node_id, info.status) for info in response.nodes_info}
+
     def node_statuses(self) -> dict[int, str]:
         """node id -> registered, online, offline or unregistered."""
         from flwr.proto.control_pb2 import ListNodesRequest

@@ -7,10 +7,14 @@ Permissions: every verb the controller uses and nothing more, no wildcards, and 
 namespaces where it makes that write. The ClusterRole holds reads only: kopf's cluster-wide watch streams
 (one per kind, whatever the number of namespaces) and the namespace lookup of the finalizer. The writes are
 in a Role per namespace, bound to the controller's ServiceAccount: the controller's own namespace (the hub CA
-Secret), each job namespace (the job's hub objects, its status, its Events) and each managed cluster's
-namespace (the collaborators' ManifestWorks). Each Role is written beside the rest of what its namespace gets
-(``controller/``, ``namespaces/<namespace>/``, ``clusters/<cluster>/``), so that GitOps applies it in that
-folder's sync wave, once the namespace exists, and prunes it with the namespace's last job or its cluster.
+and operator Secrets, the collaborators' identity records), each job namespace (the job's hub objects, its
+status, its Events) and each managed cluster's namespace (the collaborators' ManifestWorks). Each Role is
+written beside the rest of what its namespace gets (``controller/``, ``namespaces/<namespace>/``,
+``clusters/<cluster>/``), so that GitOps applies it in that folder's sync wave, once the namespace exists, and
+prunes it with the namespace's last job or its cluster.
+
+The hub CA is also the add-on's CustomSigner CA: OCM's add-on manager reads that one Secret to sign the
+collaborators' registrations, through a Role of its own (`SIGNER_RULES`) bound to its ServiceAccount.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from typing import Any
 
 import fleet
 from fleet.claims import API_GROUP
+from fleet.controller.identity import record_name
 from fleet.crd import PLURAL, federated_learning_crd_spec
-from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE, HUB_CA_SECRET
+from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE, HUB_CA_SECRET, OPERATOR_SECRET
 from fleet.repository import Repository
 from render.charts.base import FleetApp, FolderChart
 from render.constructs.cluster_role import ClusterRole, rule
@@ -48,19 +53,22 @@ _WATCH = ["list", "watch"]
 _WRITE = ["create", "patch", "delete"]  # the controller creates, merge-patches on 409, deletes; never PUTs
 
 CLUSTER_ROLE_RULES: list[dict[str, Any]] = [
-    # A 403 while the finalizer deletes in a namespace being deleted (its RoleBinding goes first) is no
-    # failure: the controller looks the namespace up to tell that from a missing Role.
-    rule("", ["namespaces"], ["get"]),
     # kopf's indices of the objects the controller owns, Secrets included, watch cluster-wide. Served namespace
     # by namespace (`fleet controller --namespace`), kopf would open a stream per kind and namespace (nine per
     # namespace: 9,000 at 1,000 clusters), and a stream refused because OCM made a cluster's namespace before
     # GitOps could write its Role is never reopened: that index would stay empty. The finalizer also lists the
-    # job's ManifestWorks across the cluster namespaces.
-    rule("", ["persistentvolumeclaims", "secrets", "services"], _WATCH),
+    # job's ManifestWorks across the cluster namespaces. ConfigMaps: the jobs' allow-lists and the collaborators'
+    # identity records.
+    rule("", ["configmaps", "persistentvolumeclaims", "secrets", "services"], _WATCH),
+    # A 403 while the finalizer deletes in a namespace being deleted (its RoleBinding goes first) is no
+    # failure: the controller looks the namespace up to tell that from a missing Role.
+    rule("", ["namespaces"], ["get"]),
+    # The subject the hub gives each cluster's add-on registration (status.registrations).
+    rule("addon.open-cluster-management.io", ["managedclusteraddons"], _WATCH),
     # kopf watches CRDs to know which resources are served.
     rule("apiextensions.k8s.io", ["customresourcedefinitions"], _WATCH),
     rule("apps", ["deployments"], _WATCH),
-    # Each collaborator's add-on registration CSR: its key is registered with the job's SuperLink.
+    # Each collaborator's add-on registration CSR: its certificate is recorded as the cluster's identity.
     rule("certificates.k8s.io", ["certificatesigningrequests"], _WATCH),
     # ManagedClusters: their ClusterClaims (where each dataset lies); PlacementDecisions: the jobs' clusters.
     rule("cluster.open-cluster-management.io", ["managedclusters", "placementdecisions"], _WATCH),
@@ -71,18 +79,42 @@ CLUSTER_ROLE_RULES: list[dict[str, Any]] = [
 ]
 """Cluster-wide, read only; sorted by API group, then resource."""
 
-CONTROLLER_NAMESPACE_RULES: list[dict[str, Any]] = [
-    # The hub CA: read at start, made once when missing (a new object's name cannot be limited).
-    rule("", ["secrets"], ["create"]),
+
+def controller_namespace_rules(repository: Repository) -> list[dict[str, Any]]:
+    """In `CONTROLLER_NAMESPACE`: the hub CA and operator Secrets, and each cluster's identity record."""
+    records = sorted(record_name(cluster) for cluster in repository.clusters)
+    return [
+        # A collaborator's identity record, made when the hub first signs its registration (a new object's name
+        # cannot be limited), replaced on each renewal.
+        rule("", ["configmaps"], ["create"]),
+        *([named_rule("", ["configmaps"], records, ["patch"])] if records else []),
+        # The hub CA: read at start, made once when missing; the controller's own certificate, renewed by it.
+        rule("", ["secrets"], ["create"]),
+        named_rule("", ["secrets"], [HUB_CA_SECRET, OPERATOR_SECRET], ["get"]),
+        named_rule("", ["secrets"], [OPERATOR_SECRET], ["patch"]),
+    ]
+
+
+ADDON_MANAGER_ACCOUNT = "addon-manager-controller-sa"
+"""OCM's add-on manager's ServiceAccount (ocm ``manifests/cluster-manager/hub/addon-manager/serviceaccount.yaml``),
+whose credentials sign template add-ons' CustomSigner CSRs."""
+ADDON_MANAGER_NAMESPACE = "open-cluster-management-hub"
+"""Where it runs: the cluster manager's namespace (ocm ``pkg/operator/helpers/queuekey.go``:
+``ClusterManagerDefaultNamespace``)."""
+SIGNER_ROLE = "fleet-hub-ca-signer"
+SIGNER_RULES: list[dict[str, Any]] = [
+    # The AddOnTemplate CRD's signingCA: "the addon manager will not have permission to access the secret by
+    # default"; it gets the Secret by name, nothing else (ocm pkg/addon/templateagent/registration.go:
+    # CustomSignerWithExpiry, Secrets(namespace).Get).
     named_rule("", ["secrets"], [HUB_CA_SECRET], ["get"]),
 ]
-"""In `CONTROLLER_NAMESPACE`: the hub CA Secret."""
+"""What OCM's add-on manager may do in `CONTROLLER_NAMESPACE`: read the hub CA Secret."""
 
 JOB_NAMESPACE_RULES: list[dict[str, Any]] = [
+    # The SuperLink's allow-list, its TLS Secret, the SuperLink and listener Services, the model claim.
+    rule("", ["configmaps", "persistentvolumeclaims", "secrets", "services"], _WRITE),
     # kopf posts the job's Events in the job's namespace.
     rule("", ["events"], ["create"]),
-    # The TLS Secret, the SuperLink and listener Services, the model claim.
-    rule("", ["persistentvolumeclaims", "secrets", "services"], _WRITE),
     rule("apps", ["deployments"], _WRITE),
     # kopf's finalizer and annotations, the run id annotation; the status.
     rule(API_GROUP, [PLURAL, f"{PLURAL}/status"], ["patch"]),
@@ -129,7 +161,7 @@ def role_grants(repository: Repository) -> dict[str, RoleGrant]:
     job_sources: dict[str, list[str]] = defaultdict(list)
     for job in repository.jobs.values():
         job_sources[job.namespace].append(repository.source(job).file)
-    grants = {CONTROLLER_NAMESPACE: RoleGrant("controller", CONTROLLER_NAMESPACE_RULES, SOURCE)}
+    grants = {CONTROLLER_NAMESPACE: RoleGrant("controller", controller_namespace_rules(repository), SOURCE)}
     for namespace, files in job_sources.items():
         grants[namespace] = RoleGrant("namespaces", JOB_NAMESPACE_RULES, ",".join(sorted(files)))
     for cluster in repository.clusters.values():
@@ -195,6 +227,25 @@ def build_controller(app: FleetApp, repository: Repository) -> None:
             component=COMPONENT,
             source=grant.source,
         )
+    # OCM's add-on manager signs the collaborators' registrations with the hub CA: it may read that Secret only.
+    Role(
+        chart,
+        name=SIGNER_ROLE,
+        namespace=CONTROLLER_NAMESPACE,
+        rules=copy.deepcopy(SIGNER_RULES),
+        component=COMPONENT,
+        source=SOURCE,
+    )
+    RoleBinding(
+        chart,
+        name=SIGNER_ROLE,
+        namespace=CONTROLLER_NAMESPACE,
+        role=SIGNER_ROLE,
+        service_account=ADDON_MANAGER_ACCOUNT,
+        service_account_namespace=ADDON_MANAGER_NAMESPACE,
+        component=COMPONENT,
+        source=SOURCE,
+    )
 
 
 def _controller_spec() -> dict[str, Any]:

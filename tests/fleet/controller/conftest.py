@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleet.claims import dataset_claim
+from fleet.controller.identity import OCM_CERTIFICATE_LIFETIME
 from fleet.controller.objects import PLACEMENT_LABEL, JobRef, collaborator_name
 from fleet.models import (
     FederatedLearningSpec,
@@ -133,6 +136,84 @@ def work_status(
             ]
         },
     }
+
+
+def sign_registration(
+    ca_certificate: str,
+    ca_key: str,
+    cluster: str,
+    *,
+    key: ec.EllipticCurvePrivateKey | None = None,
+    not_before: datetime.datetime | None = None,
+    validity: datetime.timedelta = OCM_CERTIFICATE_LIFETIME,
+) -> tuple[str, ec.EllipticCurvePrivateKey]:
+    """A certificate as the hub's add-on manager signs a CustomSigner registration: the add-on's default subject
+    for ``cluster`` (what the CSR asks for), a fresh P-256 key (what the klusterlet makes per CSR)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    from fleet.federation.certificates import collaborator_subject
+
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    authority = x509.load_pem_x509_certificate(ca_certificate.encode())
+    signer: Any = serialization.load_pem_private_key(ca_key.encode(), None)
+    start = not_before or datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(collaborator_subject(cluster))
+        .issuer_name(authority.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + validity)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(signer, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), key
+
+
+def klusterlet_user(cluster: str, agent: str = "x7k2q") -> str:
+    """The user a cluster's klusterlet is on the hub (ocm ``pkg/registration/register/csr/csr.go``)."""
+    return f"system:open-cluster-management:{cluster}:{agent}"
+
+
+def registration_csr(
+    certificate: str | None,
+    cluster: str,
+    *,
+    requester: str | None = None,
+    name: str | None = None,
+    created: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """An add-on registration CSR as the hub's API returns it once signed: labelled for ``cluster`` (a label
+    anyone can set), ``spec.username`` the requester's (the API server sets it; by default ``cluster``'s own
+    klusterlet), the issued certificate in ``status.certificate``."""
+    created = created or datetime.datetime.now(datetime.UTC)
+    body: dict[str, Any] = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {
+            "name": name or f"addon-{cluster}-fleet-collaborator-{created.strftime('%H%M%S%f')}",
+            "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "labels": {
+                "open-cluster-management.io/cluster-name": cluster,
+                "open-cluster-management.io/addon-name": "fleet-collaborator",
+            },
+        },
+        "spec": {
+            "signerName": "fleet.dev/collaborator",
+            "request": "",
+            "usages": ["digital signature", "key encipherment", "client auth"],
+            "username": requester or klusterlet_user(cluster),
+            "groups": ["system:open-cluster-management:managed-clusters", "system:authenticated"],
+        },
+        "status": {
+            "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApprovedByHubCSRApprovingController"}]
+        },
+    }
+    if certificate is not None:
+        body["status"]["certificate"] = base64.b64encode(certificate.encode()).decode()
+    return body
 
 
 def collaborator_deployment_name(namespace: str = "fl-digits", name: str = "digits") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import uuid
 from collections.abc import Callable
@@ -16,11 +17,11 @@ import aiohttp
 import kmock
 import kubernetes
 
-from fleet.controller.hub import HubClient
+from fleet.controller.hub import Credentials, HubClient
 from fleet.controller.objects import JobRef, collaborator_name, work_name
 from fleet.controller.operator import Controller, Options, run_operator
 from fleet.controller.progress import FileProgress
-from fleet.controller.runs import RunBackend
+from fleet.controller.runs import KeyRetiredError, RunBackend
 from fleet.models import FederatedLearningSpec
 
 from .conftest import placement_decision, resource, work_status
@@ -47,6 +48,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "apps/v1/deployments": {"kind": "Deployment", "namespaced": True, "subresources": ["status"]},
     "v1/services": {"kind": "Service", "namespaced": True, "subresources": ["status"]},
     "v1/secrets": {"kind": "Secret", "namespaced": True},
+    "v1/configmaps": {"kind": "ConfigMap", "namespaced": True},
     "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim", "namespaced": True},
     "v1/events": {"kind": "Event", "namespaced": True},
     # What kopf itself looks for before it watches anything.
@@ -69,6 +71,11 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "namespaced": False,
         "subresources": ["status"],
     },
+    "addon.open-cluster-management.io/v1alpha1/managedclusteraddons": {
+        "kind": "ManagedClusterAddOn",
+        "namespaced": True,
+        "subresources": ["status"],
+    },
     "certificates.k8s.io/v1/certificatesigningrequests": {
         "kind": "CertificateSigningRequest",
         "namespaced": False,
@@ -82,6 +89,7 @@ OWNED_PATHS = (
     "apps/v1/deployments",
     "v1/services",
     "v1/secrets",
+    "v1/configmaps",
     "v1/persistentvolumeclaims",
     "route.openshift.io/v1/routes",
     "networking.k8s.io/v1/ingresses",
@@ -91,25 +99,61 @@ OWNED_PATHS = (
 
 @dataclass
 class RecordedRuns:
-    """Records submissions; the test then writes the ServerApp's progress events."""
+    """Records submissions and the SuperLink's node registry, as Flower keeps it (a key is registered once,
+    ever: `KeyRetiredError` after it was unregistered); the test writes the ServerApp's progress events."""
 
     submitted: list[tuple[str, str, int]] = field(default_factory=list)
     stopped: list[int] = field(default_factory=list)
     registered: list[tuple[str, bytes]] = field(default_factory=list)
+    unregistered: list[int] = field(default_factory=list)
+    nodes: dict[bytes, tuple[int, str]] = field(default_factory=dict)
+    """Public key -> (node id, registered or unregistered)."""
+    presented: set[str] = field(default_factory=set)
+    """The common names of the client certificates the controller presented."""
 
-    def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, ca_pem: str | None) -> int:
-        assert ca_pem is not None and "BEGIN CERTIFICATE" in ca_pem
+    def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, credentials: Credentials | None) -> int:
+        self._check(credentials)
         self.submitted.append((job.namespace, job.name, spec.server.rounds))
         return 40 + len(self.submitted)
 
-    def failure(self, job: JobRef, run_id: int, ca_pem: str | None) -> str | None:
+    def failure(self, job: JobRef, run_id: int, credentials: Credentials | None) -> str | None:
+        self._check(credentials)
         return None
 
-    def stop(self, job: JobRef, run_id: int, ca_pem: str | None) -> None:
+    def stop(self, job: JobRef, run_id: int, credentials: Credentials | None) -> None:
+        self._check(credentials)
         self.stopped.append(run_id)
 
-    def register(self, job: JobRef, cluster: str, public_key: bytes, ca_pem: str) -> None:
+    def register(self, job: JobRef, cluster: str, public_key: bytes, credentials: Credentials) -> int:
+        self._check(credentials)
+        known = self.nodes.get(public_key)
+        if known is not None:
+            if known[1] == "unregistered":
+                raise KeyRetiredError(f"cluster {cluster}'s key was unregistered (node {known[0]})")
+            return known[0]
+        node = 1000 + len(self.nodes)
+        self.nodes[public_key] = (node, "registered")
         self.registered.append((cluster, public_key))
+        return node
+
+    def unregister(self, job: JobRef, node_id: int, credentials: Credentials) -> None:
+        self._check(credentials)
+        key = next(k for k, (n, _) in self.nodes.items() if n == node_id)
+        self.nodes[key] = (node_id, "unregistered")
+        self.unregistered.append(node_id)
+
+    def live_keys(self) -> dict[int, bytes]:
+        return {n: k for k, (n, status) in self.nodes.items() if status != "unregistered"}
+
+    def _check(self, credentials: Credentials | None) -> None:
+        """What a mutual-TLS SuperLink checks of the controller: a client certificate of the hub CA."""
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        assert credentials is not None, "the controller presented no client certificate"
+        certificate = x509.load_pem_x509_certificate(credentials.certificate.encode())
+        certificate.verify_directly_issued_by(x509.load_pem_x509_certificate(credentials.ca.encode()))
+        self.presented |= {str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
 
 
 class Hub:
@@ -119,7 +163,9 @@ class Hub:
         self.server = server
         self.url = str(server.servers[0].url).rstrip("/")
         self.models = tmp / "models-root"
-        self.session = aiohttp.ClientSession()
+        # A new connection per request: kopf's shutdown cancels the mock server's handlers, which would leave a
+        # pooled connection dead for the test's next request after an operator stops.
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
     async def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         headers = {"Content-Type": "application/merge-patch+json" if method == "PATCH" else "application/json"}
@@ -178,7 +224,7 @@ async def seed(server: kmock.KubernetesEmulator, api: str, namespace: str | None
 
 
 class Operator:
-    def __init__(self, hub: Hub, runs: RunBackend) -> None:
+    def __init__(self, hub: Hub, runs: RunBackend, clock: Callable[[], datetime.datetime] | None = None) -> None:
         configuration = kubernetes.client.Configuration()
         configuration.host = hub.url
         self.client = HubClient(kubernetes.client.ApiClient(configuration))
@@ -187,6 +233,7 @@ class Operator:
             Options(interval=0.2, node_host="hub.example", exit_timeout=0.2),
             runs=runs,
             progress=FileProgress(hub.models),
+            clock=clock or (lambda: datetime.datetime.now(datetime.UTC)),
         )
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()

@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from fleet.controller.identity import CSR_KEPT_AFTER_ISSUANCE, OCM_RENEWAL_LEFT, expected_subject, key_digest
+from fleet.hub import collaborator_user
 from fleet.validation import validate_documents
 
-from .conftest import placement_decision
+from .conftest import klusterlet_user, placement_decision, registration_csr, sign_registration
 from .operator_support import (
     CLUSTERS,
     FL,
@@ -138,7 +142,8 @@ async def test_deleting_the_job_removes_everything_on_hub_and_spokes(hub: Hub) -
         await hub.request("DELETE", collection(FL, JOB.namespace) + "/digits")
         await eventually(lambda: not hub.job(), what="the job gone")
         for api in OWNED_PATHS:
-            left = [o for o in hub.objects(api) if o["metadata"]["name"] != "fleet-hub-ca"]  # the hub's, shared
+            # The hub's, shared by every job: the CA and the controller's own identity.
+            left = [o for o in hub.objects(api) if o["metadata"]["namespace"] != "fleet-system"]
             assert not left, f"{api} left behind"
         assert runs.stopped == [41]
 
@@ -183,63 +188,197 @@ async def test_too_few_clusters_past_the_timeout_fails_with_a_reason(hub: Hub) -
         assert finished.tzinfo is not None
 
 
-def _collaborator_csr(hub: Hub, cluster: str, *, signer: str = "hub") -> dict[str, Any]:
-    """An add-on registration CSR as OCM leaves it once the hub signed it (or, with signer="other", a forgery)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+CSRS = "certificates.k8s.io/v1/certificatesigningrequests"
+ADDONS = "addon.open-cluster-management.io/v1alpha1/managedclusteraddons"
+CONFIGMAPS = "v1/configmaps"
+WORKS = "work.open-cluster-management.io/v1/manifestworks"
 
+
+def _hub_ca(hub: Hub) -> tuple[str, str]:
     secret = next(s for s in hub.objects("v1/secrets") if s["metadata"]["name"] == "fleet-hub-ca")
-    ca_cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
-    ca_key: Any = serialization.load_pem_private_key(base64.b64decode(secret["data"]["tls.key"]), None)
-    if signer != "hub":
-        ca_key = ec.generate_private_key(ec.SECP384R1())
-    key = ec.generate_private_key(ec.SECP384R1())
-    group = f"system:open-cluster-management:cluster:{cluster}:addon:fleet-collaborator"
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, group),
-            x509.NameAttribute(NameOID.COMMON_NAME, cluster),  # OCM's is longer than cryptography allows
-        ]
+    return base64.b64decode(secret["data"]["tls.crt"]).decode(), base64.b64decode(secret["data"]["tls.key"]).decode()
+
+
+def _openssh(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+
+
+async def _register(
+    hub: Hub, cluster: str, *, at: datetime.datetime | None = None, minutes: float = 24 * 60, **csr: Any
+) -> ec.EllipticCurvePrivateKey:
+    """OCM signs a registration of ``cluster`` (at ``at``, valid ``minutes``): its CSR appears on the hub."""
+    certificate, key = sign_registration(
+        *_hub_ca(hub), cluster, not_before=at, validity=datetime.timedelta(minutes=minutes)
     )
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(ca_key, hashes.SHA384())
-    )
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    await hub.create(CSRS, None, registration_csr(certificate, cluster, created=at, **csr))
+    return key
+
+
+async def _addon(hub: Hub, cluster: str, user: str | None = None) -> None:
+    """The cluster's ManagedClusterAddOn with the registration subject the hub's add-on manager reports."""
+    subject = expected_subject(cluster)
+    status = {
+        "namespace": "fleet-collaborator",
+        "registrations": [
+            {
+                "signerName": "fleet.dev/collaborator",
+                "subject": {"user": user or subject.user, "groups": list(subject.groups)},
+            }
+        ],
+    }
+    body = {
+        "apiVersion": "addon.open-cluster-management.io/v1alpha1",
+        "kind": "ManagedClusterAddOn",
+        "metadata": {"name": "fleet-collaborator", "namespace": cluster},
+        "spec": {"installNamespace": "fleet-collaborator"},
+    }
+    await hub.create(ADDONS, cluster, body)
+    await hub.patch_status(ADDONS, cluster, "fleet-collaborator", status)
+
+
+def _records(hub: Hub) -> dict[str, dict[str, Any]]:
     return {
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "metadata": {
-            "name": f"addon-{cluster}-fleet-collaborator-{signer}",
-            "labels": {
-                "open-cluster-management.io/cluster-name": cluster,
-                "open-cluster-management.io/addon-name": "fleet-collaborator",
-            },
-        },
-        "spec": {"signerName": "fleet.dev/collaborator", "request": "", "usages": ["client auth"]},
-        "status": {"certificate": base64.b64encode(pem).decode()},
+        o["data"]["cluster"]: o
+        for o in hub.objects(CONFIGMAPS)
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "collaborator-identity"
     }
 
 
-async def test_collaborator_keys_from_the_add_on_registration_are_registered_once(hub: Hub) -> None:
+def _work_key(hub: Hub, cluster: str) -> str | None:
+    work = next(w for w in hub.objects(WORKS) if w["metadata"]["namespace"] == cluster)
+    template = work["spec"]["workload"]["manifests"][1]["spec"]["template"]
+    key: str | None = (template["metadata"].get("annotations") or {}).get("fleet.dev/client-key")
+    return key
+
+
+def _allowed(hub: Hub) -> dict[str, str]:
+    clients = next(o for o in hub.objects(CONFIGMAPS) if o["metadata"]["name"] == "digits-clients")
+    allowed: dict[str, str] = json.loads(clients["data"]["allowed-clients.json"])["collaborators"]
+    return allowed
+
+
+def _registered(hub: Hub) -> dict[str, Any]:
+    text = hub.job()["metadata"].get("annotations", {}).get("federation.fleet.dev/collaborators", "{}")
+    found: dict[str, Any] = json.loads(text)
+    return found
+
+
+async def test_a_cluster_s_own_certificate_is_registered_and_one_another_cluster_had_signed_is_refused(
+    hub: Hub,
+) -> None:
     runs = RecordedRuns()
     async with Operator(hub, runs):
-        csrs = "certificates.k8s.io/v1/certificatesigningrequests"
-        await hub.create(csrs, None, _collaborator_csr(hub, "eu-west-a"))
-        await hub.create(csrs, None, _collaborator_csr(hub, "eu-west-b", signer="other"))
+        await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
+        for cluster in CLUSTERS:
+            await _addon(hub, cluster)
+        key_a = await _register(hub, "eu-west-a")
+        # eu-central-c's klusterlet has the hub sign a certificate in eu-west-b's name: OCM approves it.
+        await _register(hub, "eu-west-b", requester=klusterlet_user("eu-central-c"))
+        await eventually(lambda: "eu-west-a" in _records(hub), what="eu-west-a's identity recorded")
         await start_job(hub)
         await make_ready(hub, CLUSTERS)
         await eventually(lambda: phase(hub) == "Running")
         await eventually(lambda: "CollaboratorRejected" in hub.event_reasons(), what="the forgery refused")
+        await eventually(lambda: "eu-west-a" in _registered(hub), what="the registration recorded")
         await asyncio.sleep(0.5)  # more reconciles: nothing registered twice
-    assert [cluster for cluster, _ in runs.registered] == ["eu-west-a"]
-    assert runs.registered[0][1].startswith(b"ecdsa-sha2-nistp384 ")
+    assert runs.registered == [("eu-west-a", _openssh(key_a))]
+    assert set(_records(hub)) == {"eu-west-a"}
+    assert _records(hub)["eu-west-a"]["metadata"]["namespace"] == "fleet-system"
+    assert _work_key(hub, "eu-west-a") == key_digest(_openssh(key_a))
+    assert _work_key(hub, "eu-west-b") is None  # no identity of its own: its SuperNode would be refused
+    assert _registered(hub) == {"eu-west-a": {"key": key_digest(_openssh(key_a)), "node": 1000}}
+    # Every call to the SuperLink presented the controller's own certificate, kept in its Secret.
+    assert runs.presented == {"fleet:operator"}
+    assert any(s["metadata"]["name"] == "fleet-operator" for s in hub.objects("v1/secrets"))
+    assert set(_allowed(hub).values()) == set(CLUSTERS)
+
+
+async def test_the_subject_the_hub_reports_is_the_one_a_certificate_must_carry(hub: Hub) -> None:
+    runs = RecordedRuns()
+    async with Operator(hub, runs):
+        await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
+        await _addon(hub, "eu-central-c", user="custom-user-c")
+        await _register(hub, "eu-central-c")  # the default subject, which the hub no longer gives c
+        await start_job(hub)
+        await eventually(lambda: "custom-user-c" in _allowed(hub), what="c's reported subject in the allow-list")
+    assert "eu-central-c" not in _records(hub)
+    assert collaborator_user("eu-central-c") not in _allowed(hub)
+
+
+async def test_a_controller_restarted_two_hours_after_issuance_still_registers_the_keys(hub: Hub) -> None:
+    issued = datetime.datetime.now(datetime.UTC)
+    keys = {}
+    async with Operator(hub, RecordedRuns(), clock=lambda: issued):
+        await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
+        for cluster in CLUSTERS:
+            keys[cluster] = await _register(hub, cluster, at=issued)
+        await eventually(lambda: set(_records(hub)) == set(CLUSTERS), what="the identities recorded")
+        # Kubernetes' CSR cleaner deletes them an hour after approval (polling hourly): two hours on, none is left.
+        for csr in hub.objects(CSRS):
+            await hub.request("DELETE", collection(CSRS, None) + f"/{csr['metadata']['name']}")
+        assert not hub.objects(CSRS)
+    later = issued + 2 * CSR_KEPT_AFTER_ISSUANCE
+    runs = RecordedRuns()
+    async with Operator(hub, runs, clock=lambda: later):
+        await start_job(hub)
+        await make_ready(hub, CLUSTERS)
+        await eventually(lambda: phase(hub) == "Running")
+        await eventually(lambda: len(runs.registered) == 3, what="three keys registered")
+    assert sorted(runs.registered) == sorted((c, _openssh(k)) for c, k in keys.items())
+    assert {c: _work_key(hub, c) for c in CLUSTERS} == {c: key_digest(_openssh(k)) for c, k in keys.items()}
+
+
+async def test_a_renewed_short_lived_certificate_replaces_the_key_and_restarts_the_collaborator(hub: Hub) -> None:
+    # Certificates of 10 minutes: the spoke renews one with a new key once 20-25% of its life is left.
+    start = datetime.datetime.now(datetime.UTC)
+    now = [start]
+    runs = RecordedRuns()
+    async with Operator(hub, runs, clock=lambda: now[0]):
+        await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
+        first = {c: await _register(hub, c, at=start, minutes=10) for c in CLUSTERS}
+        await eventually(lambda: set(_records(hub)) == set(CLUSTERS), what="the identities recorded")
+        await start_job(hub)
+        await make_ready(hub, CLUSTERS)
+        await eventually(lambda: phase(hub) == "Running")
+        await eventually(lambda: len(_registered(hub)) == 3, what="three keys registered")
+        old_node = _registered(hub)["eu-west-a"]["node"]
+        now[0] = start + datetime.timedelta(minutes=10 * (1 - OCM_RENEWAL_LEFT[1]))
+        renewed = await _register(hub, "eu-west-a", at=now[0], minutes=10)
+        digest = key_digest(_openssh(renewed))
+        await eventually(lambda: _work_key(hub, "eu-west-a") == digest, what="the collaborator restarted")
+        await eventually(lambda: _registered(hub)["eu-west-a"]["key"] == digest, what="the renewed key recorded")
+        await eventually(lambda: "CollaboratorKeyRenewed" in hub.event_reasons(), what="the Event")
+        # Past the first certificates' end the renewed one still serves; the old key is refused for good.
+        now[0] = start + datetime.timedelta(minutes=11)
+        await asyncio.sleep(0.5)
+        assert _work_key(hub, "eu-west-a") == digest
+    assert runs.unregistered == [old_node]
+    assert _openssh(renewed) in runs.live_keys().values()
+    assert _openssh(first["eu-west-a"]) not in runs.live_keys().values()
+    assert _records(hub)["eu-west-a"]["data"]["tls.crt"] != ""
+    assert _work_key(hub, "eu-west-b") is None  # its certificate ended, and it renewed none: no key to sign with
+
+
+async def test_a_cluster_that_leaves_the_job_is_unregistered_and_dropped_from_the_allow_list(hub: Hub) -> None:
+    runs = RecordedRuns()
+    async with Operator(hub, runs):
+        await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
+        for cluster in CLUSTERS:
+            await _register(hub, cluster)
+        await eventually(lambda: set(_records(hub)) == set(CLUSTERS), what="the identities recorded")
+        await start_job(hub)
+        await make_ready(hub, CLUSTERS)
+        await eventually(lambda: len(_registered(hub)) == 3, what="three keys registered")
+        node_c = _registered(hub)["eu-central-c"]["node"]
+        decision = placement_decision(JOB.namespace, JOB.name, CLUSTERS[:2])
+        await hub.patch_status(
+            "cluster.open-cluster-management.io/v1beta1/placementdecisions",
+            JOB.namespace,
+            decision["metadata"]["name"],
+            decision["status"],
+        )
+        await eventually(lambda: "eu-central-c" not in _registered(hub), what="c unregistered")
+        await eventually(lambda: len(hub.objects(WORKS)) == 2, what="c's collaborator removed")
+        await eventually(lambda: "CollaboratorRemoved" in hub.event_reasons(), what="the Event")
+    assert runs.unregistered == [node_c]
+    assert "eu-central-c" not in _allowed(hub).values()

@@ -6,6 +6,8 @@ as Kubernetes' RBAC authorizer decides it. The renderer's own tests pin the rule
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import yaml
 from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from fleet.repository import Repository, load_repository
 
+from .conftest import registration_csr, sign_registration
 from .operator_support import (
     CLUSTERS,
     FL,
@@ -170,9 +173,20 @@ async def test_every_request_from_start_to_deletion_is_allowed_by_the_rendered_r
     permissions = _rendered_permissions(tmp_path / "repo")
     runs = RecordedRuns()
     async with Operator(hub, runs):
+        await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
+        ca = next(s for s in hub.objects("v1/secrets") if s["metadata"]["name"] == "fleet-hub-ca")["data"]
+        pems = (base64.b64decode(ca["tls.crt"]).decode(), base64.b64decode(ca["tls.key"]).decode())
+        csrs = "certificates.k8s.io/v1/certificatesigningrequests"
+        first = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+        for cluster in CLUSTERS:
+            await hub.create(csrs, None, registration_csr(sign_registration(*pems, cluster)[0], cluster, created=first))
         await start_job(hub)
         await make_ready(hub, CLUSTERS)
         await eventually(lambda: phase(hub) == "Running", what="Running")
+        await eventually(lambda: len(runs.registered) == 3, what="the keys registered")
+        # A renewal replaces a record and a collaborator.
+        await hub.create(csrs, None, registration_csr(sign_registration(*pems, CLUSTERS[0])[0], CLUSTERS[0]))
+        await eventually(lambda: len(runs.unregistered) == 1, what="the renewed key registered")
         hub.progress({"event": "round", "round": 1, "participants": CLUSTERS, "metrics": {}, "time": None})
         hub.progress({"event": "completed", "metrics": {"accuracy": 0.9}})
         await eventually(lambda: phase(hub) == "Completed", what="Completed")
@@ -188,6 +202,11 @@ async def test_every_request_from_start_to_deletion_is_allowed_by_the_rendered_r
     expected = {
         ("get", "secrets", CONTROLLER_NAMESPACE),
         ("create", "secrets", CONTROLLER_NAMESPACE),
+        ("create", "configmaps", CONTROLLER_NAMESPACE),  # the identity records
+        ("patch", "configmaps", CONTROLLER_NAMESPACE),  # renewed
+        ("patch", "manifestworks", CLUSTERS[0]),  # the renewed collaborator
+        ("watch", "configmaps", None),
+        ("watch", "managedclusteraddons", None),
         ("create", "events", JOB.namespace),
         ("patch", "federatedlearnings", JOB.namespace),
         ("patch", "federatedlearnings/status", JOB.namespace),
@@ -200,7 +219,15 @@ async def test_every_request_from_start_to_deletion_is_allowed_by_the_rendered_r
         ("watch", "placementdecisions", None),
         ("watch", "customresourcedefinitions", None),
     }
-    for resource in ("secrets", "services", "persistentvolumeclaims", "deployments", "routes", "ingresses"):
+    for resource in (
+        "secrets",
+        "configmaps",
+        "services",
+        "persistentvolumeclaims",
+        "deployments",
+        "routes",
+        "ingresses",
+    ):
         expected |= {("create", resource, JOB.namespace), ("delete", resource, JOB.namespace)}
     for cluster in CLUSTERS:
         expected |= {("create", "manifestworks", cluster), ("delete", "manifestworks", cluster)}
@@ -218,6 +245,9 @@ def test_the_authorizer_here_refuses_what_the_roles_do_not_grant(tmp_path: Path)
     assert not allowed("create", "", "secrets", None)  # nor cluster-wide
     assert not allowed("get", "", "secrets", CONTROLLER_NAMESPACE, "another-secret")  # by name only
     assert allowed("get", "", "secrets", CONTROLLER_NAMESPACE, "fleet-hub-ca")
+    assert not allowed("patch", "", "secrets", CONTROLLER_NAMESPACE, "fleet-hub-ca")  # only the operator's own
+    assert allowed("patch", "", "configmaps", CONTROLLER_NAMESPACE, "fleet-identity-eu-west-a")
+    assert not allowed("patch", "", "configmaps", CONTROLLER_NAMESPACE, "kube-root-ca.crt")
     assert not allowed("create", "work.open-cluster-management.io", "manifestworks", JOB.namespace)
     assert allowed("create", "work.open-cluster-management.io", "manifestworks", CLUSTERS[0])
     assert not allowed("update", "federation.fleet.dev", "federatedlearnings", JOB.namespace)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,13 @@ from fleet.controller.objects import (
     ObjectKey,
     TlsMaterial,
     key_of,
+    server_hosts,
 )
 from fleet.controller.reconcile import JobState, Plan, Settings, reconcile
+from fleet.federation.flower_launcher import ALLOWED_CLIENTS, CLIENT_CA, CLIENT_CERT
 from fleet.federation.progress import Completed, RoundFinished
-from fleet.models import Phase
+from fleet.hub import CLIENT_CERT_SECRET, collaborator_user
+from fleet.models import FederatedLearningSpec, Phase
 from fleet.validation import Status, validate_documents
 
 from .conftest import (
@@ -30,7 +34,7 @@ from .conftest import (
     work_status,
 )
 
-TLS = TlsMaterial(ca="CA PEM\n", certificate="CERT PEM\n", key="KEY PEM\n")
+TLS = TlsMaterial("CA PEM\n", "CERT PEM\n", "KEY PEM\n", "SERVERAPP PEM\n", "SERVERAPP KEY\n")
 CLUSTERS = ["eu-west-a", "eu-west-b", "eu-central-c"]
 
 
@@ -103,7 +107,8 @@ def test_a_new_job_asks_for_a_certificate_and_waits_for_placement() -> None:
     plan = hub.reconcile()
     assert plan.needs_tls
     assert plan.status.phase is Phase.WAITING
-    assert {k.kind for k in hub.owned} == {"PersistentVolumeClaim", "Service", "Route", "Ingress"}
+    # The SuperLink's allow-list is there before the SuperLink; the SuperLink waits for its certificate.
+    assert {k.kind for k in hub.owned} == {"ConfigMap", "PersistentVolumeClaim", "Service", "Route", "Ingress"}
     assert not hub.of_kind("Deployment")  # the SuperLink waits for its certificate
     plan = hub.reconcile(issued_tls=TLS)
     assert not plan.needs_tls
@@ -112,6 +117,7 @@ def test_a_new_job_asks_for_a_certificate_and_waits_for_placement() -> None:
     assert kinds.count("Service") == 5  # the in-hub Service and one per listener
     secret = hub.of_kind("Secret")[0]
     assert base64.b64decode(secret["data"]["tls.crt"]).decode() == TLS.certificate
+    assert base64.b64decode(secret["data"]["serverapp.key"]).decode() == TLS.serverapp_key
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-1" for o in hub.owned.values())
 
 
@@ -294,3 +300,121 @@ def test_job_ref_names_stay_valid_for_long_names() -> None:
     for name in (superlink_name(ref), collaborator_name(ref), listener_name(ref, listener)):
         assert len(name) <= 63 and not name.endswith("-")
     assert collaborator_name(ref) != collaborator_name(JobRef("j" * 63, "n" * 62 + "m", "uid"))
+
+
+def _allowed(hub: Hub) -> dict[str, Any]:
+    (clients,) = hub.of_kind("ConfigMap")
+    return dict(json.loads(clients["data"]["allowed-clients.json"]))
+
+
+def test_the_allow_list_names_the_operators_and_the_placed_clusters_subjects() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    # The hub reports eu-west-b's subject (its ManagedClusterAddOn); the others get OCM's default.
+    plan = hub.reconcile(issued_tls=TLS, collaborator_users={"eu-west-b": "reported-user-b"})
+    assert plan.collaborators == tuple(CLUSTERS)
+    assert _allowed(hub) == {
+        "operators": ["fleet:operator", "fleet:operator:serverapp:fl-digits:digits"],
+        "collaborators": {
+            collaborator_user("eu-central-c"): "eu-central-c",
+            collaborator_user("eu-west-a"): "eu-west-a",
+            "reported-user-b": "eu-west-b",
+        },
+    }
+    # A cluster the Placement drops leaves the allow-list with its collaborator, in the same plan.
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    plan = hub.reconcile(collaborator_users={"eu-west-b": "reported-user-b"})
+    assert plan.collaborators == tuple(CLUSTERS[:2])
+    assert collaborator_user("eu-central-c") not in _allowed(hub)["collaborators"]
+    assert ObjectKey("ManifestWork", "eu-central-c", "fl-fl-digits-digits") in plan.delete
+
+
+def _superlink_pod(hub: Hub) -> dict[str, Any]:
+    (deployment,) = hub.of_kind("Deployment")
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def test_the_superlink_starts_through_the_launcher_and_its_serverapp_presents_the_job_s_certificate() -> None:
+    hub = Hub()
+    hub.reconcile(issued_tls=TLS)
+    pod = _superlink_pod(hub)
+    containers = {c["name"]: c for c in pod["containers"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    superlink, executor = containers["superlink"], containers["executor"]
+    assert superlink["command"] == ["python", "-m", "fleet.federation.flower_launcher", "superlink"]
+    assert "--isolation=process" in superlink["args"]  # no SuperExec: Flower's could present no certificate
+    env = {e["name"]: e["value"] for e in superlink["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in superlink["volumeMounts"]}
+    assert env[CLIENT_CA] == "/var/run/fleet/tls/ca.crt" and mounts["/var/run/fleet/tls"] == "tls"
+    assert env[ALLOWED_CLIENTS] == "/var/run/fleet/clients/allowed-clients.json"
+    assert volumes[mounts["/var/run/fleet/clients"]] == {"name": "clients", "configMap": {"name": "digits-clients"}}
+    # The executor forks Flower's ServerApp from a process presenting the job's ServerApp certificate, and dials
+    # the SuperLink at 127.0.0.1, a name its server certificate carries.
+    assert executor["command"] == ["python", "-m", "fleet.federation.executor"]
+    assert executor["args"] == [
+        "--serve=flwr-serverapp=127.0.0.1:9092",
+        "--root-certificates=/var/run/fleet/serverapp/ca.crt",
+    ]
+    executor_env = {e["name"]: e["value"] for e in executor["env"]}
+    assert executor_env[CLIENT_CERT] == "/var/run/fleet/serverapp/tls.crt"
+    assert "127.0.0.1" in server_hosts(
+        FederatedLearningSpec.model_validate(hub.fl["spec"]), JobRef("digits", "fl-digits", "")
+    )
+    # Each container holds only its own key.
+    keys = {name: {i["key"] for i in volumes[name]["secret"]["items"]} for name in ("tls", "serverapp")}
+    assert keys == {"tls": {"ca.crt", "tls.crt", "tls.key"}, "serverapp": {"ca.crt", "serverapp.crt", "serverapp.key"}}
+    model = next(m for m in executor["volumeMounts"] if m["name"] == "model")
+    assert model["mountPath"] == "/models/digits" and not model.get("readOnly")  # the ServerApp writes the model
+
+
+def _supernode(work: dict[str, Any]) -> dict[str, Any]:
+    deployment: dict[str, Any] = work["spec"]["workload"]["manifests"][1]
+    return deployment
+
+
+def test_a_collaborator_presents_its_registration_certificate_and_signs_with_the_registered_key() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    hub.reconcile(issued_tls=TLS, client_keys={"eu-west-a": "a" * 64})
+    works = {w["metadata"]["namespace"]: w for w in hub.of_kind("ManifestWork")}
+    deployment = _supernode(works["eu-west-a"])
+    template = deployment["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "fleet.federation.flower_launcher", "supernode"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert env[CLIENT_CERT].rpartition("/")[0] == "/var/run/fleet/client"
+    assert volumes[mounts["/var/run/fleet/client"]]["secret"]["secretName"] == CLIENT_CERT_SECRET
+    assert template["metadata"]["annotations"]["fleet.dev/client-key"] == "a" * 64
+    (init,) = template["spec"]["initContainers"]
+    assert init["command"][-1] == "a" * 64  # the init step refuses any other key
+    # A cluster whose certificate the hub has not seen yet starts without the check; its key comes later.
+    assert "annotations" not in _supernode(works["eu-west-b"])["spec"]["template"]["metadata"]
+
+
+def test_a_renewed_key_replaces_only_that_cluster_s_collaborator() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    keys = {c: c[0] * 64 for c in CLUSTERS}
+    hub.reconcile(issued_tls=TLS, client_keys=keys)
+    plan = hub.reconcile(client_keys={**keys, "eu-west-b": "f" * 64})
+    assert [key_of(o) for o in plan.apply] == [ObjectKey("ManifestWork", "eu-west-b", "fl-fl-digits-digits")]
+    template = _supernode(plan.apply[0])["spec"]["template"]
+    assert template["metadata"]["annotations"]["fleet.dev/client-key"] == "f" * 64
+    assert _supernode(plan.apply[0])["spec"]["strategy"] == {"type": "Recreate"}  # never two SuperNodes at once
+
+
+def test_a_job_without_tls_runs_flower_as_is() -> None:
+    hub = Hub(resource(job(tls=False)))
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    hub.reconcile()
+    assert not hub.of_kind("ConfigMap") and not hub.of_kind("Secret")
+    containers = {c["name"]: c for c in _superlink_pod(hub)["containers"]}
+    assert (
+        containers["superlink"]["command"] == ["flower-superlink"] and "--insecure" in containers["superlink"]["args"]
+    )
+    assert containers["executor"]["args"] == ["--serve=flwr-serverapp=127.0.0.1:9092"]
+    (container,) = _supernode(hub.of_kind("ManifestWork")[0])["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["flower-supernode"] and "--insecure" in container["args"]

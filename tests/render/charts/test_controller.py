@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ def test_folder_holds_the_controller_install_and_nothing_else(example: Example) 
         "controller/deployment-fleet-controller.yaml",
         "controller/namespace-fleet-system.yaml",
         "controller/role-fleet-controller.yaml",
+        "controller/role-fleet-hub-ca-signer.yaml",
         "controller/rolebinding-fleet-controller.yaml",
+        "controller/rolebinding-fleet-hub-ca-signer.yaml",
         "controller/serviceaccount-fleet-controller.yaml",
     ]
     for body in objects.values():
@@ -181,6 +183,8 @@ def test_printer_columns_point_at_fields_the_resources_have(example: Example) ->
 
 EXPECTED_CLUSTER_ROLE = {
     "namespaces": {"get"},
+    "configmaps": {"list", "watch"},
+    "addon.open-cluster-management.io/managedclusteraddons": {"list", "watch"},
     "persistentvolumeclaims": {"list", "watch"},
     "secrets": {"list", "watch"},
     "services": {"list", "watch"},
@@ -196,12 +200,24 @@ EXPECTED_CLUSTER_ROLE = {
 }
 """Cluster-wide: reads only."""
 _WRITE = {"create", "patch", "delete"}
-EXPECTED_CONTROLLER_NAMESPACE_ROLE = {
-    "secrets": {"create"},
-    "secrets[fleet-hub-ca]": {"get"},
-}
+
+
+def expected_controller_namespace_role(clusters: Iterable[str]) -> dict[str, set[str]]:
+    """The controller's own namespace: the hub CA (read), its operator certificate (read, renewed), and one
+    identity record per cluster of the repository (made, replaced on renewal)."""
+    records = ",".join(sorted(f"fleet-identity-{c}" for c in clusters))
+    return {
+        "configmaps": {"create"},
+        f"configmaps[{records}]": {"patch"},
+        "secrets": {"create"},
+        "secrets[fleet-hub-ca,fleet-operator]": {"get"},
+        "secrets[fleet-operator]": {"patch"},
+    }
+
+
 EXPECTED_JOB_NAMESPACE_ROLE = {
     "events": {"create"},
+    "configmaps": _WRITE,
     "persistentvolumeclaims": _WRITE,
     "secrets": _WRITE,
     "services": _WRITE,
@@ -217,7 +233,7 @@ EXPECTED_CLUSTER_NAMESPACE_ROLE = {
 }
 EXAMPLE_CLUSTERS = ("eu-central-lab", "eu-west-hospital", "eu-west-university", "us-east-clinic", "us-west-edge")
 EXPECTED_ROLES = {
-    CONTROLLER_NAMESPACE: EXPECTED_CONTROLLER_NAMESPACE_ROLE,
+    CONTROLLER_NAMESPACE: expected_controller_namespace_role(EXAMPLE_CLUSTERS),
     "fl-mnist-digits": EXPECTED_JOB_NAMESPACE_ROLE,
     **dict.fromkeys(EXAMPLE_CLUSTERS, EXPECTED_CLUSTER_NAMESPACE_ROLE),
 }
@@ -311,7 +327,7 @@ def test_roles_follow_the_repositorys_job_and_cluster_namespaces(example_repo: P
         if namespace in job_namespaces
         else EXPECTED_CLUSTER_NAMESPACE_ROLE
         if namespace in repository.clusters
-        else EXPECTED_CONTROLLER_NAMESPACE_ROLE
+        else expected_controller_namespace_role(repository.clusters)
         for namespace in roles
     }
     assert {namespace: _grants(body["rules"]) for namespace, (_, body) in roles.items()} == expected
@@ -356,6 +372,40 @@ def test_every_role_and_the_cluster_role_are_bound_to_the_controllers_account_on
         assert path == roles[namespace][0].replace("/role-", "/rolebinding-")
         assert body["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONTROLLER_NAME}
         assert body["subjects"] == account
+
+
+def test_oc_ms_add_on_manager_may_read_the_hub_ca_secret_and_nothing_else(example: Example, crds_dir: Path) -> None:
+    # The AddOnTemplate CRD's customSigner.signingCA (ocm api addon/v1alpha1, ../shared/crds): "The addon manager
+    # will not have permission to access the secret by default, so the user must grant the permission to the
+    # addon manager (by creating rolebinding/clusterrolebinding for the addon-manager serviceaccount
+    # "addon-manager-controller-sa")". Its namespace: the cluster manager's, open-cluster-management-hub (ocm
+    # pkg/operator/helpers/queuekey.go ClusterManagerDefaultNamespace; manifests/cluster-manager/hub/addon-manager/
+    # serviceaccount.yaml). It reads the Secret with one get by name (ocm pkg/addon/templateagent/registration.go:
+    # CustomSignerWithExpiry), so get on that one name is all it needs.
+    crd = yaml.safe_load(
+        (
+            crds_dir
+            / "addon.open-cluster-management.io"
+            / "0000_03_addon.open-cluster-management.io_addontemplates.crd.yaml"
+        ).read_text(encoding="utf-8")
+    )
+    registration = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    signing_ca = registration["registration"]["items"]["properties"]["customSigner"]["properties"]["signingCA"]
+    assert '"addon-manager-controller-sa"' in signing_ca["description"]
+    _, rendered = example
+    account = [
+        {"kind": "ServiceAccount", "name": "addon-manager-controller-sa", "namespace": "open-cluster-management-hub"}
+    ]
+    bindings = [b for _, b in _rbac(rendered) if b.get("subjects") == account]
+    assert [(b["kind"], b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings] == [
+        ("RoleBinding", CONTROLLER_NAMESPACE, "fleet-hub-ca-signer")
+    ]
+    role = one(_controller(example), "Role", "fleet-hub-ca-signer")
+    assert _grants(role["rules"]) == {"secrets[fleet-hub-ca]": {"get"}}
+    # ... the Secret the add-on's registration names as its signing CA.
+    template = next(b for b in rendered.values() if b["kind"] == "AddOnTemplate")
+    (signer,) = template["spec"]["registration"]
+    assert signer["customSigner"]["signingCA"] == {"name": "fleet-hub-ca", "namespace": CONTROLLER_NAMESPACE}
 
 
 def test_rbac_objects_are_valid_kubernetes(example: Example, crds_dir: Path) -> None:
