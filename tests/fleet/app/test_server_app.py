@@ -180,12 +180,17 @@ def test_rounds_write_progress_checkpoints_metrics_and_a_loadable_model(
     events = _events(settings.model_dir)
     assert [e["event"] for e in events] == ["started", "round", "round", "completed"]
     assert events[0]["rounds"] == 2
+    assert events[0]["min_available_clients"] == settings.min_available_clients
+    assert events[0]["round_timeout"] == settings.round_timeout
     for number, event in enumerate(events[1:3], 1):
         assert event["round"] == number
         assert event["participants"] == ["alpha", "beta", "gamma"]
         assert set(event["metrics"]) == {"train_loss", "accuracy", "eval_loss"}
-        assert "dropped" not in event
+        assert "dropped" not in event and "dropped_clusters" not in event
         assert event["time"].endswith("Z")
+        # Each participant's update: the model's float32 weights, as many bytes from each.
+        assert set(event["received_bytes"]) == {"alpha", "beta", "gamma"}
+        assert len(set(event["received_bytes"].values())) == 1 and event["received_bytes"]["alpha"] > 1000
     assert events[3]["metrics"] == final
     assert set(final) >= {"accuracy", "train_loss"} | {f"accuracy_{d}" for d in range(10)}
     assert (settings.model_dir / "checkpoints" / "round-1.pt").is_file()
@@ -195,6 +200,7 @@ def test_rounds_write_progress_checkpoints_metrics_and_a_loadable_model(
     assert metrics["final"] == final
     assert metrics["settings"]["num_rounds"] == 2
     timing = metrics["rounds"][0]["seconds"]
+    assert [e["seconds"] for e in events[1:3]] == [r["seconds"]["round"] for r in metrics["rounds"]]
     assert set(timing) == {"round", "waiting_for_nodes", "train_exchange", "client_training_max"}
     assert timing["client_training_max"] > 0
     _model, shape = load_model(settings.model_dir / "model.pt")
@@ -232,6 +238,8 @@ def test_a_node_that_disconnects_is_left_out_while_the_others_meet_the_minimum(
         ["alpha", "gamma"],
         ["alpha", "gamma"],
     ]
+    assert [r.get("dropped_clusters", []) for r in rounds] == [[], ["beta"], []]
+    assert set(rounds[1]["received_bytes"]) == {"alpha", "gamma"}
     assert events[-1]["event"] == "completed"
 
 

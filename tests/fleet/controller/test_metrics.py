@@ -58,3 +58,26 @@ async def test_concurrent_requests_are_counted_once_each(kmock: kmock.Kubernetes
         await asyncio.gather(*(asyncio.wrap_future(pool.submit(reads, 25)) for _ in range(4)))
     assert _gauge(controller.metrics, "fleet_api_requests_total", 'method="GET"') == 100
     assert hub.request_count() == 100
+
+
+def test_each_jobs_phase_round_and_collaborators_as_the_hub_sees_them() -> None:
+    metrics = Metrics()
+    running = FederatedLearningStatus(
+        phase=Phase.RUNNING, current_round=2, total_rounds=5, participating_clusters=("alpha", "beta")
+    )
+    metrics.observe("fl-a", "a", running)
+    assert _gauge(metrics, "fleet_job_phase", 'job="a",namespace="fl-a",phase="Running"') == 1
+    assert _gauge(metrics, "fleet_job_phase", 'job="a",namespace="fl-a",phase="Waiting"') == 0
+    assert _gauge(metrics, "fleet_job_current_round", 'job="a",namespace="fl-a"') == 2
+    assert _gauge(metrics, "fleet_job_total_rounds", 'job="a",namespace="fl-a"') == 5
+    # beta's collaborator goes down: it reads 0 (it was up), and gamma, expected but never up, reads 0 too.
+    lost = running.model_copy(update={"participating_clusters": ("alpha",)})
+    metrics.observe("fl-a", "a", lost, expected=("gamma",))
+    values = {
+        cluster: _gauge(metrics, "fleet_collaborator_up", f'collaborator="{cluster}",job="a",namespace="fl-a"')
+        for cluster in ("alpha", "beta", "gamma")
+    }
+    assert values == {"alpha": 1, "beta": 0, "gamma": 0}
+    metrics.forget("fl-a", "a")
+    text = metrics.exposition().decode()
+    assert 'job="a"' not in text
