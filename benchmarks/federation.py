@@ -437,6 +437,8 @@ def main() -> None:
             shutil.rmtree(scratch, ignore_errors=True)
         else:
             print(f"kept {scratch}")
+    end_load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    machine.append(f"- load average at the end: {end_load} (above 2, the rows' times include other sessions' work)")
     _write(results, machine, time.monotonic() - started)
     print(RESULTS.read_text())
 
