@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -13,8 +14,13 @@ from rich.table import Table
 from fleet.cli._options import work_dir_option
 from fleet.errors import EXIT_INVALID
 from fleet.federation.status import InvalidStatusError, JobStatus, LocalStatusSource, StatusSource
+from fleet.models import Phase
+
+_FINISHED = (Phase.COMPLETED, Phase.FAILED)
 
 EXIT_NOT_FOUND = 1
+EXIT_JOB_FAILED = 1
+"""With --watch: the watched job failed."""
 
 
 def _sources(
@@ -56,6 +62,20 @@ def _last_metric(status: JobStatus) -> str:
 @click.option("--context", default=None, help="The kubeconfig context (implies --hub).")
 @click.option("--namespace", "-n", default=None, help="With --hub: only jobs in this namespace.")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--watch",
+    "-w",
+    is_flag=True,
+    help="Follow the job(s) live: show the status again whenever it changes, until JOB completes or fails "
+    "(without JOB: until Ctrl-C).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds between two reads.",
+)
 def command(
     job: str | None,
     work_dir: Path,
@@ -64,29 +84,22 @@ def command(
     context: str | None,
     namespace: str | None,
     output: str,
+    watch: bool,
+    interval: float,
 ) -> None:
     """Show the status of JOB (or of every job): phase, round, collaborators, last metric.
 
     Jobs run here with `fleet run` by default; with --hub (or --kubeconfig), the jobs on an OCM hub. A local
     run that died without recording its end shows as Failed ("crashed"). Exit 1 when JOB has no status, 2 when
-    a status file cannot be read (every other job is still shown).
+    a status file cannot be read (every other job is still shown). With --watch, the status is shown again on
+    every change, until JOB completes or fails (exit 1 if it failed) or Ctrl-C.
     """
-    found: list[JobStatus] = []
     sources, unreachable = _sources(work_dir, hub, kubeconfig, context, namespace)
     where = "the hub" if sources and not isinstance(sources[0], LocalStatusSource) else str(work_dir)
-    try:
-        for source in sources:
-            found.extend(source.statuses(job))
-    except InvalidStatusError as error:
-        click.echo(f"fleet status: {error}", err=True)
-        sys.exit(EXIT_INVALID)
-    except unreachable as error:  # the hub could not be asked: say why, never a traceback
-        click.echo(f"fleet status: cannot read the jobs on the hub: {error}", err=True)
-        sys.exit(EXIT_INVALID)
-    unreadable = [s for s in found if s.problem]
-    found = [s for s in found if not s.problem]
-    for item in unreadable:
-        click.echo(f"fleet status: {item.problem}", err=True)
+    if watch:
+        _watch(job, sources, unreachable, where, output, interval)
+        return
+    found, unreadable = _read(job, sources, unreachable)
     if job is not None and not found and not unreadable:
         hint = "" if where == "the hub" else f" (has `fleet run {job}` run?)"
         click.echo(f"fleet status: no status for job {job!r} on {where}{hint}", err=True)
@@ -103,6 +116,32 @@ def command(
             click.echo(f"no job status on {where}")
         _exit_if(unreadable)
         return
+    # Piped output has no terminal width: keep rows on one line rather than folding at 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(_table(found))
+    _exit_if(unreadable)
+
+
+def _read(
+    job: str | None, sources: list[StatusSource], unreachable: tuple[type[Exception], ...]
+) -> tuple[list[JobStatus], list[JobStatus]]:
+    """The readable statuses and the unreadable ones (each reported on stderr); exit 2 when a source fails."""
+    found: list[JobStatus] = []
+    try:
+        for source in sources:
+            found.extend(source.statuses(job))
+    except InvalidStatusError as error:
+        click.echo(f"fleet status: {error}", err=True)
+        sys.exit(EXIT_INVALID)
+    except unreachable as error:  # the hub could not be asked: say why, never a traceback
+        click.echo(f"fleet status: cannot read the jobs on the hub: {error}", err=True)
+        sys.exit(EXIT_INVALID)
+    unreadable = [s for s in found if s.problem]
+    for item in unreadable:
+        click.echo(f"fleet status: {item.problem}", err=True)
+    return [s for s in found if not s.problem], unreadable
+
+
+def _table(found: list[JobStatus]) -> Table:
     table = Table(show_header=True, header_style="bold")
     for column in ("job", "phase", "round", "clusters", "last metric", "message"):
         table.add_column(column, overflow="fold")
@@ -116,9 +155,54 @@ def command(
             _last_metric(item),
             current.message.splitlines()[0] if current.message else "",
         )
-    # Piped output has no terminal width: keep rows on one line rather than folding at 80 columns.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
-    _exit_if(unreadable)
+    return table
+
+
+def _watch(
+    job: str | None,
+    sources: list[StatusSource],
+    unreachable: tuple[type[Exception], ...],
+    where: str,
+    output: str,
+    interval: float,
+) -> None:
+    """Show the statuses again whenever they change; a line (or a JSON document) per change when the output is
+    not a terminal, so that a log of the watch reads as the job's history."""
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    shown: str | None = None
+    try:
+        while True:
+            found, _unreadable = _read(job, sources, unreachable)
+            if output == "json":
+                payload = [
+                    {"job": s.job, "source": s.source, "status": s.status.model_dump(mode="json", by_alias=True)}
+                    for s in found
+                ]
+                view = json.dumps(payload)
+            else:
+                view = (
+                    "\n".join(
+                        f"{s.job} {s.status.phase.value} {s.status.current_round}/{s.status.total_rounds} "
+                        f"{','.join(s.status.participating_clusters)} {_last_metric(s)} {s.status.message}"
+                        for s in found
+                    )
+                    or f"no job status on {where} yet"
+                )
+            if view != shown:
+                shown = view
+                if output == "json":
+                    click.echo(view)
+                elif found:
+                    console.print(_table(found))
+                else:
+                    console.print(view)
+            if job is not None and found and all(s.status.phase in _FINISHED for s in found):
+                if any(s.status.phase is Phase.FAILED for s in found):
+                    sys.exit(EXIT_JOB_FAILED)
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 def _exit_if(unreadable: list[JobStatus]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -81,3 +83,49 @@ def test_a_corrupt_status_file_hides_no_other_job(tmp_path: Path) -> None:
     assert [entry["job"] for entry in json.loads(listed.stdout)] == ["alpha", "gamma"]
     one = CliRunner().invoke(main, ["status", "beta", "--work-dir", str(tmp_path)])
     assert one.exit_code == EXIT_INVALID and "beta/status.json" in one.stderr and "no status for" not in one.output
+
+
+def test_watch_follows_a_job_until_it_completes(tmp_path: Path) -> None:
+    job = tmp_path / "digits"
+    running = FederatedLearningStatus(
+        phase=Phase.RUNNING, current_round=1, total_rounds=3, participating_clusters=("a", "b")
+    )
+    _status(tmp_path, "digits", running)
+    started = threading.Event()
+
+    def run_the_job() -> None:
+        with exclusive_run(job):  # as a live `fleet run` holds it: Running is not read as crashed
+            started.set()
+            for number in (2, 3):
+                time.sleep(0.4)
+                _status(tmp_path, "digits", running.model_copy(update={"current_round": number}))
+            time.sleep(0.4)
+            done = running.model_copy(update={"phase": Phase.COMPLETED, "current_round": 3, "message": "completed"})
+            _status(tmp_path, "digits", done)
+
+    worker = threading.Thread(target=run_the_job)
+    worker.start()
+    started.wait(5)
+    try:
+        arguments = ["status", "digits", "--work-dir", str(tmp_path), "--watch", "--interval", "0.05"]
+        result = CliRunner().invoke(main, arguments, terminal_width=200)
+    finally:
+        worker.join()
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "digits" in line]
+    # Each change shown once, in order: round 1, 2, 3 while Running, then Completed; then the watch ends.
+    assert [("Completed" if "Completed" in r else "Running", r.split()[5]) for r in rows] == [
+        ("Running", "1/3"),
+        ("Running", "2/3"),
+        ("Running", "3/3"),
+        ("Completed", "3/3"),
+    ]
+
+
+def test_watch_exits_1_when_the_job_fails(tmp_path: Path) -> None:
+    _status(tmp_path, "digits", FederatedLearningStatus(phase=Phase.FAILED, message="failed: round 2 timed out"))
+    result = CliRunner().invoke(
+        main, ["status", "digits", "--work-dir", str(tmp_path), "--watch", "--interval", "0.05"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "round 2 timed out" in result.output
