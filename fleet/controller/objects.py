@@ -65,6 +65,8 @@ SUPERLINK_PORT = 9092
 PROGRESS_PORT = 8080
 """The progress sidecar: serves the ServerApp's progress.jsonl from the model storage, read-only."""
 HEALTH_PORT = 8081
+RUNTIME_PORT = 9094
+"""A SuperNode's own Runtime API, for the ClientApps of its pod only (loopback; Flower's default, made explicit)."""
 LOCAL_SUPERLINK = f"127.0.0.1:{SUPERLINK_PORT}"
 """Where the executor in the SuperLink's pod reaches it: the server certificate names 127.0.0.1 too."""
 CLIENTS_FILE = "allowed-clients.json"
@@ -691,7 +693,7 @@ def _supernode(
 ) -> dict[str, Any]:
     node_config = f"data-path={json.dumps(data_path)} cluster-name={json.dumps(cluster)}"
     args = [f"--superlink={superlink_address}", f"--node-config={node_config}", "--isolation=subprocess"]
-    args.append(f"--health-server-address=0.0.0.0:{HEALTH_PORT}")
+    args += [f"--health-server-address=0.0.0.0:{HEALTH_PORT}", "--host=127.0.0.1", f"--port={RUNTIME_PORT}"]
     mounts = [
         {"name": "data", "mountPath": DATA_ROOT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},

@@ -27,7 +27,10 @@ from fleet.hub import ADDON_AGENT, ADDON_NAME, ADDON_SIGNER, collaborator_groups
 
 from .conftest import klusterlet_user, registration_csr, sign_registration
 
-NOW = datetime.datetime.now(datetime.UTC)
+
+def _now() -> datetime.datetime:
+    # Per check, not per module: a module imported minutes before its test would predate the certificates.
+    return datetime.datetime.now(datetime.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +89,12 @@ def test_the_subject_the_hub_reports_wins() -> None:
 
 def test_a_cluster_s_own_csr_gives_its_identity(hub_ca: tuple[str, str]) -> None:
     certificate, key = sign_registration(*hub_ca, "eu-west-a")
-    identity = identity_from_csr(registration_csr(certificate, "eu-west-a"), hub_ca[0], {}, NOW)
+    identity = identity_from_csr(registration_csr(certificate, "eu-west-a"), hub_ca[0], {}, _now())
     assert identity is not None and identity.cluster == "eu-west-a"
     openssh = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     assert identity.public_key == openssh
     assert identity.requester == klusterlet_user("eu-west-a")
-    assert identity_from_csr(registration_csr(None, "eu-west-a"), hub_ca[0], {}, NOW) is None  # not signed yet
+    assert identity_from_csr(registration_csr(None, "eu-west-a"), hub_ca[0], {}, _now()) is None  # not signed yet
 
 
 def test_a_certificate_another_cluster_had_signed_in_this_one_s_name_is_refused(hub_ca: tuple[str, str]) -> None:
@@ -102,10 +105,10 @@ def test_a_certificate_another_cluster_had_signed_in_this_one_s_name_is_refused(
     certificate, _ = sign_registration(*hub_ca, "eu-west-a")
     forged = registration_csr(certificate, "eu-west-a", requester=klusterlet_user("eu-west-b"))
     with pytest.raises(CollaboratorRejectedError, match="requested by cluster eu-west-b's klusterlet"):
-        identity_from_csr(forged, hub_ca[0], {}, NOW)
+        identity_from_csr(forged, hub_ca[0], {}, _now())
     anyone = registration_csr(certificate, "eu-west-a", requester="system:serviceaccount:default:builder")
     with pytest.raises(CollaboratorRejectedError, match="not by a managed cluster's klusterlet"):
-        identity_from_csr(anyone, hub_ca[0], {}, NOW)
+        identity_from_csr(anyone, hub_ca[0], {}, _now())
 
 
 def test_other_cas_other_subjects_expired_or_rsa_certificates_are_refused(
@@ -114,23 +117,23 @@ def test_other_cas_other_subjects_expired_or_rsa_certificates_are_refused(
     other = CertificateAuthority.create(tmp_path / "other")
     foreign, _ = sign_registration(other.path.read_text(), (tmp_path / "other" / "ca.key").read_text(), "a")
     with pytest.raises(CollaboratorRejectedError, match="not signed by the hub CA"):
-        identity_from_csr(registration_csr(foreign, "a"), hub_ca[0], {}, NOW)
+        identity_from_csr(registration_csr(foreign, "a"), hub_ca[0], {}, _now())
     theirs, _ = sign_registration(*hub_ca, "b")  # b's subject, requested by a's klusterlet for a
     with pytest.raises(CollaboratorRejectedError, match="not the subject of the cluster's add-on registration"):
-        identity_from_csr(registration_csr(theirs, "a"), hub_ca[0], {}, NOW)
-    old, _ = sign_registration(*hub_ca, "a", not_before=NOW - datetime.timedelta(hours=30))
+        identity_from_csr(registration_csr(theirs, "a"), hub_ca[0], {}, _now())
+    old, _ = sign_registration(*hub_ca, "a", not_before=_now() - datetime.timedelta(hours=30))
     with pytest.raises(CollaboratorRejectedError, match="not valid now"):
-        identity_from_csr(registration_csr(old, "a"), hub_ca[0], {}, NOW)
+        identity_from_csr(registration_csr(old, "a"), hub_ca[0], {}, _now())
     valid, _ = sign_registration(*hub_ca, "a")
     wrong_signer = registration_csr(valid, "a")
     wrong_signer["spec"]["signerName"] = "kubernetes.io/kube-apiserver-client"
     with pytest.raises(CollaboratorRejectedError, match="signer"):
-        identity_from_csr(wrong_signer, hub_ca[0], {}, NOW)
+        identity_from_csr(wrong_signer, hub_ca[0], {}, _now())
 
 
 def test_the_record_keeps_the_identity_and_is_checked_again(hub_ca: tuple[str, str], tmp_path: Path) -> None:
     certificate, _ = sign_registration(*hub_ca, "a")
-    identity = identity_from_csr(registration_csr(certificate, "a"), hub_ca[0], {}, NOW)
+    identity = identity_from_csr(registration_csr(certificate, "a"), hub_ca[0], {}, _now())
     assert identity is not None
     record = identity_record(identity, "fleet-system")
     assert record["metadata"]["namespace"] == "fleet-system"  # where no spoke can write
@@ -154,11 +157,11 @@ def test_the_latest_requested_certificate_is_the_one_the_klusterlet_holds(hub_ca
     # ocm pkg/registration/register/csr/csr.go (and clientcert/cert_controller.go): each CSR is made with a
     # fresh key (keyutil.MakeEllipticPrivateKeyPEM) and the agent keeps only the key of its latest CSR, so the
     # CSR created last wins, even when the hub signs an earlier one later.
-    first_at = NOW - datetime.timedelta(minutes=10)
-    later_signed, _ = sign_registration(*hub_ca, "a", not_before=NOW - datetime.timedelta(minutes=1))
-    earlier_signed, _ = sign_registration(*hub_ca, "a", not_before=NOW - datetime.timedelta(minutes=5))
-    first = identity_from_csr(registration_csr(later_signed, "a", created=first_at), hub_ca[0], {}, NOW)
-    second = identity_from_csr(registration_csr(earlier_signed, "a", created=NOW), hub_ca[0], {}, NOW)
+    first_at = _now() - datetime.timedelta(minutes=10)
+    later_signed, _ = sign_registration(*hub_ca, "a", not_before=_now() - datetime.timedelta(minutes=1))
+    earlier_signed, _ = sign_registration(*hub_ca, "a", not_before=_now() - datetime.timedelta(minutes=5))
+    first = identity_from_csr(registration_csr(later_signed, "a", created=first_at), hub_ca[0], {}, _now())
+    second = identity_from_csr(registration_csr(earlier_signed, "a", created=_now()), hub_ca[0], {}, _now())
     assert first is not None and second is not None
     assert second.newer_than(first) and not first.newer_than(second)
 
