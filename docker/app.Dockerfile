@@ -1,8 +1,10 @@
 # The federated-learning app image: Flower's SuperLink (server role, with the ServerApp and the progress sidecar)
 # and SuperNode (client role, with the ClientApp), plus the `fleet` package they run.
 # Build from the repository root:  docker build -f docker/app.Dockerfile -t ghcr.io/fleet-fl/fleet-app:0.1.0 .
-# Roles are chosen by the command the controller's objects give: `flower-superlink`, `flower-supernode`,
-# `python -m fleet.controller.progress`.
+# Roles are chosen by the command the controller's objects give: `python -m fleet.federation.flower_launcher
+# superlink|supernode` (Flower's entry points with mutual TLS; `flower-superlink`/`flower-supernode` for tls: false),
+# `python -m fleet.federation.executor` (the ServerApp), `python -m fleet.controller.progress`, and the
+# collaborator add-on's agent `python -m fleet.addon_agent`.
 
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src

@@ -76,3 +76,42 @@ def test_the_controller_image_requirements_are_the_projects_own() -> None:
     assert "torch" not in runs
     cmd = [a for k, a in _final_stage(ROOT / "docker" / "controller.Dockerfile") if k == "CMD"]
     assert cmd == ['["fleet", "controller"]'] and "fleet" in project["scripts"]
+
+
+def test_every_module_the_rendered_pods_run_is_in_the_package_the_app_image_installs() -> None:
+    """The hub's pods and the add-on's agent run ``python -m <module>`` in the app image, which installs this
+    package: each such module must be one of its modules (the launcher, the executor, the sidecar, the agent)."""
+    import importlib.util
+
+    from fleet.controller.objects import JobRef, TlsMaterial, collaborator_work, federation_objects
+    from fleet.models import FederatedLearningSpec
+    from render.charts.addon import _agent
+    from tests.fleet.controller.conftest import job
+
+    spec = FederatedLearningSpec.from_job(job(), {})
+    ref = JobRef("digits", "fl-digits", "uid")
+    tls = TlsMaterial("ca", "crt", "key", "sa-crt", "sa-key")
+    pods = [
+        o["spec"]["template"]["spec"]
+        for o in federation_objects(spec, ref, tls, replicas=1)
+        if o["kind"] == "Deployment"
+    ]
+    work = collaborator_work(spec, ref, "a", "/data/a", "hub:1", "ca", "0" * 64)
+    pods.append(work["spec"]["workload"]["manifests"][1]["spec"]["template"]["spec"])
+    pods.append(_agent("image")["spec"]["template"]["spec"])
+    modules = {
+        c["command"][2]
+        for pod in pods
+        for c in [*pod["containers"], *pod.get("initContainers", [])]
+        if c["command"][:2] == ["python", "-m"]
+    }
+    assert modules == {
+        "fleet.federation.flower_launcher",
+        "fleet.federation.executor",
+        "fleet.controller.progress",
+        "fleet.addon_agent",
+    }
+    for module in modules:
+        found = importlib.util.find_spec(module)
+        assert found is not None and found.origin is not None
+        assert Path(found.origin).resolve().is_relative_to(ROOT / "fleet"), module
