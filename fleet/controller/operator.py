@@ -396,9 +396,12 @@ class Controller:
             if identity is None:
                 with self._identity_lock:
                     reason = self.rejections.get(cluster)
-                if reason is not None and cluster not in memory.warned:
+                if cluster not in memory.warned:
                     memory.warned.add(cluster)
-                    events.append(EmitEvent("Warning", "CollaboratorRejected", reason))
+                    if reason is not None:
+                        events.append(EmitEvent("Warning", "CollaboratorRejected", reason))
+                    else:
+                        events.append(EmitEvent("Warning", "NoRegistrationCertificate", _no_identity(cluster)))
                 continue
             have = registered.get(cluster)
             if have is not None and have[0] == identity.key_digest:
@@ -570,6 +573,15 @@ def _condition_true(status: Any, kind: str) -> bool:
 
 def _tls(resource: Mapping[str, Any]) -> bool:
     return bool((resource.get("spec") or {}).get("tls", True))
+
+
+def _no_identity(cluster: str) -> str:
+    return (
+        f"cluster {cluster} has no hub-signed registration certificate valid now that the controller has seen: it "
+        "waits for one (OCM signs it once the cluster's fleet-collaborator add-on registers, and renews it when "
+        "20-25% of its 24 hours are left; a certificate whose CSR was deleted before the controller saw it is "
+        "replaced at the next renewal)"
+    )
 
 
 def registered_collaborators(resource: Mapping[str, Any]) -> dict[str, tuple[str, int]]:

@@ -148,7 +148,9 @@ def reconcile(state: JobState) -> Plan:
             continue
         data_paths[cluster] = path
         ready, problem = observe.collaborator_state(state.owned.get(ObjectKey("ManifestWork", cluster, work_name(job))))
-        if ready:
+        # With TLS, a collaborator whose hub-signed identity the controller does not know cannot sign in: its pod
+        # may run, its SuperNode is refused.
+        if ready and (not spec.tls or cluster in state.client_keys):
             available.add(cluster)
         if problem is not None:
             problems[cluster] = problem

@@ -4,6 +4,7 @@ the operator run in the test's event loop."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import json
@@ -24,7 +25,7 @@ from fleet.controller.progress import FileProgress
 from fleet.controller.runs import KeyRetiredError, RunBackend
 from fleet.models import FederatedLearningSpec
 
-from .conftest import placement_decision, resource, work_status
+from .conftest import placement_decision, registration_csr, resource, sign_registration, work_status
 
 
 class ApiServer(kmock.KubernetesEmulator):
@@ -295,7 +296,28 @@ def job_resource(**spec: Any) -> dict[str, Any]:
     return job
 
 
-async def start_job(hub: Hub) -> None:
+async def register_identities(hub: Hub, clusters: list[str]) -> None:
+    """OCM signs each cluster's add-on registration (its CSR appears on the hub) and the controller records it."""
+    await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
+    ca = next(s for s in hub.objects("v1/secrets") if s["metadata"]["name"] == "fleet-hub-ca")["data"]
+    pems = (base64.b64decode(ca["tls.crt"]).decode(), base64.b64decode(ca["tls.key"]).decode())
+    for cluster in clusters:
+        certificate, _ = sign_registration(*pems, cluster)
+        await hub.create(
+            "certificates.k8s.io/v1/certificatesigningrequests", None, registration_csr(certificate, cluster)
+        )
+
+    def recorded() -> bool:
+        names = {o["metadata"]["name"] for o in hub.objects("v1/configmaps")}
+        return all(f"fleet-identity-{c}" in names for c in clusters)
+
+    await eventually(recorded, what="the identities recorded")
+
+
+async def start_job(hub: Hub, *, identities: bool = True) -> None:
+    """The job created and placed on `CLUSTERS`; ``identities``: their registrations signed first."""
+    if identities:
+        await register_identities(hub, CLUSTERS)
     await hub.create(FL, JOB.namespace, job_resource())
     await eventually(lambda: hub.objects("apps/v1/deployments"), what="the SuperLink Deployment")
     await hub.create(

@@ -275,18 +275,24 @@ async def test_a_cluster_s_own_certificate_is_registered_and_one_another_cluster
         # eu-central-c's klusterlet has the hub sign a certificate in eu-west-b's name: OCM approves it.
         await _register(hub, "eu-west-b", requester=klusterlet_user("eu-central-c"))
         await eventually(lambda: "eu-west-a" in _records(hub), what="eu-west-a's identity recorded")
-        await start_job(hub)
+        await start_job(hub, identities=False)
         await make_ready(hub, CLUSTERS)
-        await eventually(lambda: phase(hub) == "Running")
-        await eventually(lambda: "CollaboratorRejected" in hub.event_reasons(), what="the forgery refused")
         await eventually(lambda: "eu-west-a" in _registered(hub), what="the registration recorded")
+        await eventually(lambda: "CollaboratorRejected" in hub.event_reasons(), what="the forgery refused")
+        await eventually(lambda: "NoRegistrationCertificate" in hub.event_reasons(), what="c's missing one told")
         await asyncio.sleep(0.5)  # more reconciles: nothing registered twice
-    assert runs.registered == [("eu-west-a", _openssh(key_a))]
-    assert set(_records(hub)) == {"eu-west-a"}
+        # Pods run on all three, but only eu-west-a can sign in: the job waits for a second collaborator.
+        assert phase(hub) == "Waiting" and "waiting for eu-west-b, eu-central-c" in hub.job()["status"]["message"]
+        assert runs.registered == [("eu-west-a", _openssh(key_a))]
+        assert set(_records(hub)) == {"eu-west-a"}
+        assert _work_key(hub, "eu-west-b") is None  # no identity of its own: its SuperNode would be refused
+        key_c = await _register(hub, "eu-central-c")  # its own, at last
+        await eventually(lambda: phase(hub) == "Running", what="Running with a and c")
+        await eventually(lambda: "eu-central-c" in _registered(hub), what="c registered")
+    assert sorted(runs.registered) == sorted([("eu-west-a", _openssh(key_a)), ("eu-central-c", _openssh(key_c))])
     assert _records(hub)["eu-west-a"]["metadata"]["namespace"] == "fleet-system"
     assert _work_key(hub, "eu-west-a") == key_digest(_openssh(key_a))
-    assert _work_key(hub, "eu-west-b") is None  # no identity of its own: its SuperNode would be refused
-    assert _registered(hub) == {"eu-west-a": {"key": key_digest(_openssh(key_a)), "node": 1000}}
+    assert _registered(hub)["eu-west-a"] == {"key": key_digest(_openssh(key_a)), "node": 1000}
     # Every call to the SuperLink presented the controller's own certificate, kept in its Secret.
     assert runs.presented == {"fleet:operator"}
     assert any(s["metadata"]["name"] == "fleet-operator" for s in hub.objects("v1/secrets"))
@@ -299,7 +305,7 @@ async def test_the_subject_the_hub_reports_is_the_one_a_certificate_must_carry(h
         await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
         await _addon(hub, "eu-central-c", user="custom-user-c")
         await _register(hub, "eu-central-c")  # the default subject, which the hub no longer gives c
-        await start_job(hub)
+        await start_job(hub, identities=False)
         await eventually(lambda: "custom-user-c" in _allowed(hub), what="c's reported subject in the allow-list")
     assert "eu-central-c" not in _records(hub)
     assert collaborator_user("eu-central-c") not in _allowed(hub)
@@ -320,7 +326,7 @@ async def test_a_controller_restarted_two_hours_after_issuance_still_registers_t
     later = issued + 2 * CSR_KEPT_AFTER_ISSUANCE
     runs = RecordedRuns()
     async with Operator(hub, runs, clock=lambda: later):
-        await start_job(hub)
+        await start_job(hub, identities=False)
         await make_ready(hub, CLUSTERS)
         await eventually(lambda: phase(hub) == "Running")
         await eventually(lambda: len(runs.registered) == 3, what="three keys registered")
@@ -337,7 +343,7 @@ async def test_a_renewed_short_lived_certificate_replaces_the_key_and_restarts_t
         await eventually(lambda: any(s["metadata"]["name"] == "fleet-hub-ca" for s in hub.objects("v1/secrets")))
         first = {c: await _register(hub, c, at=start, minutes=10) for c in CLUSTERS}
         await eventually(lambda: set(_records(hub)) == set(CLUSTERS), what="the identities recorded")
-        await start_job(hub)
+        await start_job(hub, identities=False)
         await make_ready(hub, CLUSTERS)
         await eventually(lambda: phase(hub) == "Running")
         await eventually(lambda: len(_registered(hub)) == 3, what="three keys registered")
@@ -366,7 +372,7 @@ async def test_a_cluster_that_leaves_the_job_is_unregistered_and_dropped_from_th
         for cluster in CLUSTERS:
             await _register(hub, cluster)
         await eventually(lambda: set(_records(hub)) == set(CLUSTERS), what="the identities recorded")
-        await start_job(hub)
+        await start_job(hub, identities=False)
         await make_ready(hub, CLUSTERS)
         await eventually(lambda: len(_registered(hub)) == 3, what="three keys registered")
         node_c = _registered(hub)["eu-central-c"]["node"]

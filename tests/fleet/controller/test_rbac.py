@@ -180,7 +180,7 @@ async def test_every_request_from_start_to_deletion_is_allowed_by_the_rendered_r
         first = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
         for cluster in CLUSTERS:
             await hub.create(csrs, None, registration_csr(sign_registration(*pems, cluster)[0], cluster, created=first))
-        await start_job(hub)
+        await start_job(hub, identities=False)
         await make_ready(hub, CLUSTERS)
         await eventually(lambda: phase(hub) == "Running", what="Running")
         await eventually(lambda: len(runs.registered) == 3, what="the keys registered")

@@ -57,6 +57,8 @@ class Hub:
             "ca_pem": TLS.ca,
             "now": self.now,
             "settings": Settings(node_host="hub.example"),
+            # Every cluster has a hub-signed identity unless a test says otherwise.
+            "client_keys": {c: c[-1] * 64 for c in self.claims},
         }
         fields.update(changes)
         return JobState(**fields)
@@ -418,3 +420,27 @@ def test_a_job_without_tls_runs_flower_as_is() -> None:
     assert containers["executor"]["args"] == ["--serve=flwr-serverapp=127.0.0.1:9092"]
     (container,) = _supernode(hub.of_kind("ManifestWork")[0])["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["flower-supernode"] and "--insecure" in container["args"]
+
+
+def test_a_collaborator_without_a_known_identity_is_not_available() -> None:
+    hub = Hub()
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    only_a = {"eu-west-a": "a" * 64}  # eu-west-b's certificate not seen
+    hub.reconcile(issued_tls=TLS, client_keys=only_a)
+    _ready_federation(hub)
+    _collaborators_available(hub, CLUSTERS[:2])  # its pod runs: its SuperNode cannot sign in
+    plan = hub.reconcile(client_keys=only_a)
+    assert plan.submit is None and plan.status.phase is Phase.WAITING
+    assert "waiting for eu-west-b" in plan.status.message
+    # Its certificate seen: it counts, and its collaborator is replaced to sign with that key.
+    plan = hub.reconcile(client_keys={**only_a, "eu-west-b": "b" * 64})
+    assert plan.submit is not None and plan.status.phase is Phase.RUNNING
+    assert [key_of(o) for o in plan.apply] == [ObjectKey("ManifestWork", "eu-west-b", "fl-fl-digits-digits")]
+    # Without TLS no identity is needed.
+    plain = Hub(resource(job(tls=False)))
+    plain.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    plain.reconcile()
+    _ready_federation(plain)
+    _collaborators_available(plain, CLUSTERS[:2])
+    plan = plain.reconcile(client_keys={})
+    assert plan.submit is not None, plan.status.message
