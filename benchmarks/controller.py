@@ -47,6 +47,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "apps/v1/deployments": ("Deployment", True),
     "v1/services": ("Service", True),
     "v1/secrets": ("Secret", True),
+    "v1/configmaps": ("ConfigMap", True),
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True),
     "v1/events": ("Event", True),
     "v1/namespaces": ("Namespace", False),
@@ -57,6 +58,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "cluster.open-cluster-management.io/v1beta1/placementdecisions": ("PlacementDecision", True),
     "cluster.open-cluster-management.io/v1/managedclusters": ("ManagedCluster", False),
     "certificates.k8s.io/v1/certificatesigningrequests": ("CertificateSigningRequest", False),
+    "addon.open-cluster-management.io/v1alpha1/managedclusteraddons": ("ManagedClusterAddOn", True),
 }
 FL = "federation.fleet.dev/v1alpha1/federatedlearnings"
 
@@ -162,19 +164,68 @@ def _job(index: int) -> tuple[str, str, dict[str, Any]]:
 class _RecordedRuns:
     def __init__(self) -> None:
         self.submitted = 0
+        self.nodes = 0
 
-    def submit(self, job: Any, spec: Any, model_dir: str, ca_pem: str | None) -> int:
+    def submit(self, job: Any, spec: Any, model_dir: str, credentials: Any) -> int:
         self.submitted += 1
         return self.submitted
 
-    def failure(self, job: Any, run_id: int, ca_pem: str | None) -> str | None:
+    def failure(self, job: Any, run_id: int, credentials: Any) -> str | None:
         return None
 
-    def stop(self, job: Any, run_id: int, ca_pem: str | None) -> None:
+    def stop(self, job: Any, run_id: int, credentials: Any) -> None:
         return None
 
-    def register(self, job: Any, cluster: str, public_key: bytes, ca_pem: str) -> None:
+    def register(self, job: Any, cluster: str, public_key: bytes, credentials: Any) -> int:
+        self.nodes += 1
+        return self.nodes
+
+    def unregister(self, job: Any, node_id: int, credentials: Any) -> None:
         return None
+
+
+def _identity_records(ca: dict[str, str], clusters: int) -> list[dict[str, Any]]:
+    """Each cluster's identity record, as the controller keeps it once it has seen the cluster's registration (the
+    state of a hub the controller has run on): a certificate of the hub CA with the add-on's subject."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fleet.controller.identity import expected_subject, identity_record, verify
+    from fleet.federation.certificates import collaborator_subject
+
+    ca_pem = base64.b64decode(ca["tls.crt"]).decode()
+    authority = x509.load_pem_x509_certificate(ca_pem.encode())
+    signer: Any = serialization.load_pem_private_key(base64.b64decode(ca["tls.key"]), None)
+    now = datetime.datetime.now(datetime.UTC)
+    records = []
+    for i in range(clusters):
+        name = f"cluster-{i:04d}"
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(collaborator_subject(name))
+            .issuer_name(authority.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=24))
+            .sign(signer, hashes.SHA256())
+        )
+        pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        identity = verify(
+            name,
+            pem,
+            ca_pem,
+            expected_subject(name),
+            requester=f"system:open-cluster-management:{name}:bench",
+            source=f"{name}-csr",
+            requested_at=now,
+        )
+        records.append(identity_record(identity, "fleet-system"))
+    return records
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -285,6 +336,11 @@ async def run_benchmark(jobs: int, clusters: int, rounds: int) -> dict[str, Any]
 
     operator = asyncio.create_task(run_operator(controller, stop_flag=stop, ready_flag=ready, serve_health=False))
     await asyncio.wait_for(ready.wait(), timeout=60)
+    # Set-up, not measured: the clusters' identities the controller recorded from their add-on registrations.
+    hub_ca = await call("GET", "/api/v1/namespaces/fleet-system/secrets/fleet-hub-ca")
+    for record in _identity_records(hub_ca["data"], clusters):
+        await call("POST", "/api/v1/namespaces/fleet-system/configmaps", record)
+    await asyncio.sleep(3.0)  # the controller's index takes them in
     process_cpu_start = time.process_time()
     try:
 
@@ -436,10 +492,13 @@ def _machine() -> str:
 
 _REQUESTS_NOTE = """
 What a job's requests are (no reads: the controller reads from kopf's watch-fed indices, never relisting):
-create: its objects (TLS Secret, model PVC, SuperLink Deployment, in-hub Service, one listener Service, one
-ManifestWork per selected cluster), the status, kopf's finalizer and last-handled-configuration patches, Events;
-ready: the status (Running), the run id annotation, Events; a round: the status and one Event; completion: one
-ManifestWork deletion per cluster, the SuperLink scaled to 0, the status, Events. Idle: nothing.
+create: its objects (TLS Secret, allow-list ConfigMap, model PVC, SuperLink Deployment, in-hub Service, one
+listener Service, one ManifestWork per selected cluster), the status, kopf's finalizer and last-handled-configuration
+patches, Events; ready: the status (Running), the run id annotation, the registered collaborators' annotation,
+Events (the key registrations themselves go to the recorded SuperLink, not the API); a round: the status and one
+Event; completion: one ManifestWork deletion per cluster, the SuperLink scaled to 0, the status, Events. Idle:
+nothing. Before the phases (not measured), each cluster's identity record is in place, as the controller keeps it
+once it has seen the cluster's add-on registration.
 """
 
 

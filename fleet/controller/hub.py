@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import tempfile
 import threading
@@ -29,6 +30,8 @@ from fleet.hub import CONTROLLER_NAMESPACE, HUB_CA_SECRET, OPERATOR_SECRET
 from .objects import SECRET, Kind, TlsMaterial
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     from fleet.federation.certificates import CertificateAuthority
 
 _TIMEOUT_SECONDS = 30.0
@@ -250,10 +253,18 @@ class HubCA:
 
     def _authority(self, folder: Path) -> CertificateAuthority:
         from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
 
         from fleet.federation.certificates import CertificateAuthority
+
+        certificate = x509.load_pem_x509_certificate(self.certificate.encode())
+        return CertificateAuthority(certificate, self._private_key, folder / "ca.pem")
+
+    @functools.cached_property
+    def _private_key(self) -> rsa.RSAPrivateKey:
+        # Loaded once: cryptography checks an RSA-3072 key for consistency as it loads it (~140 ms), which every
+        # job's certificates would pay again.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
 
         key = serialization.load_pem_private_key(self.key.encode(), None)
         if not isinstance(key, rsa.RSAPrivateKey):
@@ -262,7 +273,7 @@ class HubCA:
                 f"the hub CA secret {CONTROLLER_NAMESPACE}/{HUB_CA_SECRET}: expected an RSA key in PKCS #1, the "
                 "one form OCM's add-on CSR signer reads; replace the Secret (delete it: the controller makes one)",
             )
-        return CertificateAuthority(x509.load_pem_x509_certificate(self.certificate.encode()), key, folder / "ca.pem")
+        return key
 
 
 @dataclass(frozen=True)
