@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import pytest
 
 from fleet.errors import InvalidRepository, Problem
 from fleet.repository import load_repository
+from tests.fleet.deadline import deadline
 
 JOB = "jobs/mnist-digits.yaml"
 CLUSTER = "clusters/eu-west-hospital.yaml"
@@ -713,36 +711,13 @@ def test_there_are_at_least_thirty_cases() -> None:
     assert len(CASES) >= 30
 
 
-class StillLoading(Exception):
-    """Not an OSError, which the loader would report as a problem of the file it was reading."""
-
-
-@contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Fail, rather than hang, past ``seconds``: a loader that opened a FIFO would wait for a writer forever."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise StillLoading(f"still loading after {seconds} s: was a FIFO opened?")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_reported_with_file_line_field_and_expectation(example_repo: Path, case: str) -> None:
     edit, expected = CASES[case]
     edit(example_repo)
     before = sorted(p.relative_to(example_repo) for p in example_repo.rglob("*"))
 
-    with pytest.raises(InvalidRepository) as raised, _deadline(60):
+    with pytest.raises(InvalidRepository) as raised, deadline(60):
         load_repository(example_repo)
 
     assert_problems(example_repo, raised.value.problems, expected)
@@ -827,7 +802,7 @@ def test_an_entry_swapped_after_its_check_is_not_read(
         return real_stat(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "stat", stat_before_the_swap)
-    with pytest.raises(InvalidRepository) as raised, _deadline(60):
+    with pytest.raises(InvalidRepository) as raised, deadline(60):
         load_repository(example_repo)
     monkeypatch.undo()
 

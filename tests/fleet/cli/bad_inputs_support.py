@@ -9,10 +9,8 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
-import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -86,25 +84,6 @@ def no_process_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         patch.setattr(os, "posix_spawn", refuse)
         patch.setattr(os, "posix_spawnp", refuse)
         yield
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Fail, rather than hang, past ``seconds`` (a command that opened a FIFO waits for a writer forever)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the command still runs after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def describe(result: Result) -> str:

@@ -34,13 +34,13 @@ from tests.fleet.cli.bad_inputs_support import (
     ProcessStartedError,
     assert_no_traceback,
     changes,
-    deadline,
     describe,
     no_process_starts,
     snapshot,
     violations,
 )
 from tests.fleet.cli.test_render_bad_input import assert_reported
+from tests.fleet.deadline import deadline
 from tests.fleet.test_repository import CASES, JOB
 
 SECRET: str | None = getattr(test_repository, "SECRET", None)
