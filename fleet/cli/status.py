@@ -13,7 +13,7 @@ from rich.table import Table
 
 from fleet.cli._options import work_dir_option
 from fleet.errors import EXIT_INVALID
-from fleet.federation.status import InvalidStatusError, JobStatus, LocalStatusSource, StatusSource
+from fleet.federation.status import JobStatus, LocalStatusSource, StatusSource
 from fleet.models import Phase
 
 _FINISHED = (Phase.COMPLETED, Phase.FAILED)
@@ -129,9 +129,6 @@ def _read(
     try:
         for source in sources:
             found.extend(source.statuses(job))
-    except InvalidStatusError as error:
-        click.echo(f"fleet status: {error}", err=True)
-        sys.exit(EXIT_INVALID)
     except unreachable as error:  # the hub could not be asked: say why, never a traceback
         click.echo(f"fleet status: cannot read the jobs on the hub: {error}", err=True)
         sys.exit(EXIT_INVALID)

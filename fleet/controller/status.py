@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from fleet.federation.status import InvalidStatusError, JobStatus
+from fleet.federation.status import JobStatus
 from fleet.models import FederatedLearningStatus
 
 from .hub import HubClient
@@ -29,8 +29,8 @@ class HubStatusSource:
     def statuses(self, job: str | None = None) -> list[JobStatus]:
         """The status of every FederatedLearning resource (named ``job``, when given), by namespace and name.
 
-        Raises `InvalidStatusError` for a resource whose status this version cannot read, and
-        `fleet.controller.hub.ApiError` when the hub cannot be asked."""
+        A resource whose status this version cannot read comes back with its ``problem`` (it hides no other job);
+        raises `fleet.controller.hub.ApiError` when the hub cannot be asked."""
         client = self._client or HubClient.from_kubeconfig(self.kubeconfig, self.context)
         self._client = client
         if job is not None and self.namespace is not None:
@@ -47,7 +47,9 @@ class HubStatusSource:
             try:
                 status = FederatedLearningStatus.model_validate(item.get("status") or {})
             except ValidationError as error:
-                raise InvalidStatusError(f"{where}: expected a FederatedLearningStatus: {error}") from error
+                problem = f"{where}: expected a FederatedLearningStatus: {error}"
+                found.append(JobStatus(metadata["name"], FederatedLearningStatus(), where, problem=problem))
+                continue
             found.append(JobStatus(metadata["name"], status, where))
         return found
 

@@ -10,7 +10,6 @@ import pytest
 
 from fleet.controller.hub import HubClient
 from fleet.controller.status import HubStatusSource
-from fleet.federation.status import InvalidStatusError
 from fleet.models import Phase
 
 from .conftest import resource
@@ -47,11 +46,13 @@ async def test_hub_statuses_by_namespace_and_name(kmock: kmock.KubernetesEmulato
     assert await _in_thread(_source(kmock, "team-b").statuses, "absent") == []
 
 
-async def test_an_unreadable_status_names_the_resource(kmock: kmock.KubernetesEmulator) -> None:
+async def test_an_unreadable_status_names_the_resource_and_hides_no_other(kmock: kmock.KubernetesEmulator) -> None:
     fl = "federation.fleet.dev/v1alpha1/federatedlearnings"
     kmock.objects[fl, "team-a", "bad"] = _job("bad", "team-a", {"phase": "Sleeping"})
-    with pytest.raises(InvalidStatusError, match="team-a/bad"):
-        await _in_thread(_source(kmock).statuses)
+    kmock.objects[fl, "team-a", "good"] = _job("good", "team-a", {"phase": "Completed"})
+    bad, good = await _in_thread(_source(kmock).statuses)
+    assert bad.job == "bad" and "team-a/bad: expected a FederatedLearningStatus" in bad.problem
+    assert good.job == "good" and not good.problem and good.status.phase is Phase.COMPLETED
 
 
 async def _in_thread(function: Any, *args: Any) -> Any:
