@@ -316,11 +316,6 @@ class _Run:
         plan, job = self.plan, self.job
         for reason in plan.excluded.values():
             self.observer.warning(reason)
-        if len(plan.collaborators) < job.min_available_clients:
-            raise RunError(
-                f"only {len(plan.collaborators)} collaborators have their data, job {job.name!r} needs "
-                f"minAvailableClients={job.min_available_clients}: " + "; ".join(plan.excluded.values())
-            )
         self.attempt.storage.mkdir(parents=True)
         tls = self._credentials()
         if tls is None:
