@@ -12,10 +12,10 @@ from pathlib import Path
 import aiohttp
 import kmock
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from fleet.cli.controller import command
+from tests.fleet.kubeconfig import write_kubeconfig
 
 
 def test_an_unusable_kubeconfig_exits_2_naming_the_file(tmp_path: Path) -> None:
@@ -46,21 +46,7 @@ async def test_the_controller_serves_health_and_metrics_and_stops_on_sigterm(
         kmock.resources[api] = kmock.ResourceInfo(
             kind=kind, namespaced=namespaced, verbs={"get", "list", "watch", "create", "patch"}
         )
-    server = str(kmock.servers[0].url).rstrip("/")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "mock", "cluster": {"server": server}}],
-                "users": [{"name": "me", "user": {"token": "t"}}],
-                "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "me"}}],
-                "current-context": "mock",
-            }
-        ),
-        encoding="utf-8",
-    )
+    kubeconfig = write_kubeconfig(tmp_path, str(kmock.servers[0].url).rstrip("/"))
     metrics, health = _free_port(), _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fleet", "controller", "--kubeconfig", str(kubeconfig),

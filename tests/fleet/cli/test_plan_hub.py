@@ -17,6 +17,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from fleet.cli import main
+from tests.fleet.kubeconfig import write_kubeconfig
 
 CLUSTERS_API = "cluster.open-cluster-management.io/v1/managedclusters"
 DECISIONS_API = "cluster.open-cluster-management.io/v1beta1/placementdecisions"
@@ -29,24 +30,6 @@ def _edit(path: Path, **changes: Any) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def _kubeconfig(tmp_path: Path, server: str) -> Path:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "mock", "cluster": {"server": server}}],
-                "users": [{"name": "me", "user": {"token": "t"}}],
-                "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "me"}}],
-                "current-context": "mock",
-            }
-        ),
-        encoding="utf-8",
-    )
-    return kubeconfig
-
-
 class MockHub:
     def __init__(self, server: kmock.KubernetesEmulator, tmp_path: Path) -> None:
         for api, kind, namespaced in [
@@ -57,7 +40,7 @@ class MockHub:
                 kind=kind, namespaced=namespaced, verbs={"get", "list", "create", "patch"}, subresources={"status"}
             )
         self.url = str(server.servers[0].url).rstrip("/")
-        self.kubeconfig = _kubeconfig(tmp_path, self.url)
+        self.kubeconfig = write_kubeconfig(tmp_path, self.url)
 
     async def add(self, api: str, obj: dict[str, Any]) -> None:
         group_version, plural = api.rsplit("/", 1)
@@ -281,7 +264,7 @@ def _free_port() -> int:
 
 
 def test_an_unreachable_hub_exits_2(example_repo: Path, tmp_path: Path) -> None:
-    kubeconfig = _kubeconfig(tmp_path, f"http://127.0.0.1:{_free_port()}")
+    kubeconfig = write_kubeconfig(tmp_path, f"http://127.0.0.1:{_free_port()}")
     result = CliRunner().invoke(main, ["plan", "--repo", str(example_repo), "--kubeconfig", str(kubeconfig)])
     assert result.exit_code == 2
     assert "cannot read the hub's PlacementDecisions and ManagedClusters" in result.output

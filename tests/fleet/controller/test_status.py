@@ -11,6 +11,7 @@ import pytest
 from fleet.controller.hub import HubClient
 from fleet.controller.status import HubStatusSource
 from fleet.models import Phase
+from tests.fleet.kubeconfig import write_kubeconfig
 
 from .conftest import resource
 
@@ -72,14 +73,7 @@ async def test_fleet_status_reads_the_hub_through_a_kubeconfig(kmock: kmock.Kube
     fl = "federation.fleet.dev/v1alpha1/federatedlearnings"
     status = {"phase": "Running", "currentRound": 3, "totalRounds": 5, "participatingClusters": ["eu-a", "eu-b"]}
     kmock.objects[fl, "team-a", "mnist"] = _job("mnist", "team-a", status)
-    kubeconfig = tmp_path / "kubeconfig"
-    server = str(kmock.servers[0].url).rstrip("/")
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: hub\n"
-        f"clusters: [{{name: hub, cluster: {{server: '{server}'}}}}]\n"
-        "users: [{name: me, user: {token: t}}]\n"
-        "contexts: [{name: hub, context: {cluster: hub, user: me}}]\n"
-    )
+    kubeconfig = write_kubeconfig(tmp_path, str(kmock.servers[0].url).rstrip("/"))
     runner = CliRunner()
     result = await _in_thread(runner.invoke, main, ["status", "--kubeconfig", str(kubeconfig), "--output", "json"])
     assert result.exit_code == 0, result.output
