@@ -20,7 +20,9 @@ from fleet.errors import EXIT_INVALID
 from fleet.federation.status import STATUS_FILE, read_status
 from fleet.models import Phase
 from tests.fleet.federation.federation_support import (
+    FLEET,
     TINY_APP,
+    fleet_run_tiny,
     flower_processes,
     no_leftovers,
     wait_until,
@@ -29,8 +31,6 @@ from tests.fleet.federation.federation_support import (
 )
 
 __all__ = ["no_leftovers"]  # a fixture
-
-FLEET = str(Path(sys.executable).parent / "fleet")
 
 
 def test_invalid_repository_exits_2_listing_the_problems(example_repo: Path, tmp_path: Path) -> None:
@@ -82,28 +82,13 @@ def test_malformed_app_folder_exits_2_naming_file_and_field(
     assert not runs.exists()
 
 
-def _fleet_run(tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        FLEET,
-        "run",
-        "tiny",
-        "--repo",
-        str(tmp_path / "repo"),
-        "--data-root",
-        str(tmp_path / "data"),
-        "--work-dir",
-        str(tmp_path / "runs"),
-        *extra,
-    ]
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("federation")
 def test_run_prints_the_final_metrics_and_where_the_model_is(tmp_path: Path, no_leftovers: None) -> None:
     write_repository(tmp_path / "repo", ["alpha", "beta"])
     write_data(tmp_path / "data", ["alpha", "beta"])
     result = subprocess.run(
-        _fleet_run(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=180, check=False
+        fleet_run_tiny(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=180, check=False
     )
     assert result.returncode == 0, result.stderr
     assert "running job tiny: 2 rounds, 2 collaborators, TLS on" in result.stderr
@@ -121,7 +106,7 @@ def _start_long_run(tmp_path: Path, write: bool = True) -> tuple[subprocess.Pope
         write_data(tmp_path / "data", ["alpha", "beta"])
     status_file = tmp_path / "runs" / "tiny" / STATUS_FILE
     process = subprocess.Popen(
-        _fleet_run(tmp_path, "--app", str(TINY_APP)),
+        fleet_run_tiny(tmp_path, "--app", str(TINY_APP)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -200,7 +185,7 @@ def test_a_second_run_of_the_same_job_is_refused_with_the_first_ones_pid(tmp_pat
         attempts = sorted((job_dir / "attempts").iterdir())
         first = _checksums(attempts[0] / "certs")
         second = subprocess.run(
-            _fleet_run(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=60, check=False
+            fleet_run_tiny(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=60, check=False
         )
         assert second.returncode == EXIT_INVALID, second.stderr
         assert f"job 'tiny' is already running on this machine (pid {process.pid}" in second.stderr
@@ -222,7 +207,7 @@ def test_a_killed_run_shows_as_crashed_and_the_last_completed_model_stays_whole(
     write_repository(tmp_path / "repo", ["alpha", "beta"], rounds=2)
     write_data(tmp_path / "data", ["alpha", "beta"])
     completed = subprocess.run(
-        _fleet_run(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=180, check=False
+        fleet_run_tiny(tmp_path, "--app", str(TINY_APP)), capture_output=True, text=True, timeout=180, check=False
     )
     assert completed.returncode == 0, completed.stderr
     storage = tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ import pytest
 from fleet.federation.progress import RoundFinished
 
 TINY_APP = Path(__file__).resolve().parent / "tinyapp"
+FLEET = str(Path(sys.executable).parent / "fleet")
+"""The `fleet` command of this environment, to run as a user does (a process of its own)."""
 """A Flower app with fleet's run config and progress events and no torch (tests/fleet/federation/tinyapp)."""
 
 
@@ -59,6 +62,13 @@ capacity: {{cpu: "2", memory: 4Gi}}
     rules = f"rules: {{requireTls: {str(tls).lower()}, minClientsPerRound: 1}}\n"
     (root / "policies" / "digits.yaml").write_text(f"name: digits\ndatasets: [digits]\n{policy}{rules}")
     return root
+
+
+def fleet_run_tiny(tmp_path: Path, *extra: str) -> list[str]:
+    """``fleet run tiny`` over the repository, data and work folders `write_repository` and `write_data` made
+    under ``tmp_path``."""
+    repo, data, runs = (str(tmp_path / name) for name in ("repo", "data", "runs"))
+    return [FLEET, "run", "tiny", "--repo", repo, "--data-root", data, "--work-dir", runs, *extra]
 
 
 def write_data(data_root: Path, clusters: list[str]) -> None:

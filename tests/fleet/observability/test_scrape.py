@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,12 +18,17 @@ from fleet.federation.processes import free_port
 from fleet.observability.allowlist import platform_names
 from fleet.observability.dashboard import ACM_METRICS, dashboard, parse_label_values, queries, variable_queries
 from fleet.observability.rules import ALERTS, rule_file_yaml
-from tests.fleet.federation.federation_support import TINY_APP, no_leftovers, write_data, write_repository
+from tests.fleet.federation.federation_support import (
+    TINY_APP,
+    fleet_run_tiny,
+    no_leftovers,
+    write_data,
+    write_repository,
+)
 from tests.fleet.observability.prometheus_support import needs_prometheus, prometheus
 
 __all__ = ["no_leftovers"]  # a fixture
 
-FLEET = str(Path(sys.executable).parent / "fleet")
 GRAFANA = {"$namespace": ".*", "$job": ".*", "$__rate_interval": "30s"}
 """What Grafana puts for the dashboard's variables: "All" of a multi-value variable is the regex ``.*``."""
 
@@ -45,21 +49,7 @@ def test_prometheus_scrapes_a_run_and_answers_every_dashboard_query(tmp_path: Pa
     rules.write_text(rule_file_yaml())
     port = free_port()
     with prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"], [rules]) as server:
-        command = [
-            FLEET,
-            "run",
-            "tiny",
-            "--repo",
-            str(tmp_path / "repo"),
-            "--data-root",
-            str(tmp_path / "data"),
-            "--work-dir",
-            str(tmp_path / "runs"),
-            "--app",
-            str(TINY_APP),
-            "--metrics-port",
-            str(port),
-        ]
+        command = fleet_run_tiny(tmp_path, "--app", str(TINY_APP), "--metrics-port", str(port))
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
             try:
                 # Look once three rounds are in and scraped: time enough for two samples in every rate window.
