@@ -58,6 +58,9 @@ def test_prometheus_scrapes_a_run_and_answers_every_dashboard_query(tmp_path: Pa
                     assert run.poll() is None, f"fleet run ended early: {run.communicate()[1]}"
                     assert time.monotonic() < deadline, "fleet run did not reach round 3 within 120 s"
                     time.sleep(0.2)
+                # Rounds take well under a second now: five more scrapes, so that every series that appeared with
+                # round 3 has two samples in its rate window.
+                time.sleep(1.0)
                 at = time.time()
                 answers = {expr: server.query(_grafana(expr), at) for expr in queries(dashboard())}
                 variables = {
