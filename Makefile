@@ -8,6 +8,11 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LOCK := requirements/fleet.txt
+# The OpenFL runtime's environment: OpenFL 1.9 pins grpcio<1.66 and Flower 1.41 needs >=1.70, so it has a virtualenv
+# and a lock of its own (requirements/openfl.txt, from requirements/openfl.in); `fleet run` starts OpenFL from it.
+OPENFL_VENV ?= .venv-openfl
+OPENFL_STAMP := $(OPENFL_VENV)/.installed-stamp
+OPENFL_LOCK := requirements/openfl.txt
 
 # torch's CPU wheel (torch==2.13.0+cpu in the lock). PyPI has only the CUDA build; the development machines' pip
 # configuration offers the CPU wheel from local disk, elsewhere it comes from PyTorch's own index.
@@ -19,11 +24,11 @@ UV_TORCH := $(if $(TORCH_WHEELS),--find-links $(dir $(TORCH_WHEELS)),--find-link
 MNIST_CACHE := .fleet/cache/mnist
 EXAMPLE_STORAGE := .fleet/runs/mnist-digits/storage/models/mnist-digits
 
-.PHONY: example test lint lock mnist
+.PHONY: example test lint lock mnist openfl-env
 # The bundled example end to end: render and validate the hub manifests, write each cluster's private data
 # partition, train the job with real Flower processes over mutual TLS, and check the model on every digit (the
 # report and its pictures go beside the model, linked from its model card).
-example: $(STAMP) mnist
+example: $(STAMP) $(OPENFL_STAMP) mnist
 	$(BIN)/fleet render
 	$(BIN)/fleet data prepare --job mnist-digits --cache-dir $(MNIST_CACHE)
 	$(BIN)/fleet run mnist-digits
@@ -35,7 +40,7 @@ example: $(STAMP) mnist
 mnist: $(STAMP)
 	$(BIN)/fleet data fetch-mnist --cache-dir $(MNIST_CACHE)
 
-test: $(STAMP) mnist
+test: $(STAMP) $(OPENFL_STAMP) mnist
 	$(BIN)/ruff check fleet render tests benchmarks
 	$(BIN)/ruff format --check fleet render tests benchmarks
 	$(BIN)/mypy
@@ -51,8 +56,23 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/pip check
 	touch $(STAMP)
 
+# OpenFL's environment alone (both README commands make it too).
+openfl-env: $(OPENFL_STAMP)
+
+# The same for OpenFL's environment: exactly its lock, torch from the same CPU wheel; fleet itself is not installed
+# there (its Flower dependency cannot be): each run stages the OpenFL workspace code it needs (fleet/app_openfl).
+$(OPENFL_STAMP): $(OPENFL_LOCK)
+	rm -rf $(OPENFL_VENV)
+	$(PYTHON) -m venv $(OPENFL_VENV)
+	$(OPENFL_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps $(PIP_TORCH) \
+		-r $(OPENFL_LOCK)
+	$(OPENFL_VENV)/bin/pip check
+	touch $(OPENFL_STAMP)
+
 # Refresh the lock: the newest versions pyproject.toml allows, resolved for CPython 3.11 on Linux x86_64, with
 # the hashes of every file. uv (pinned in the lock itself) resolves; review the diff, then `make test`.
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra dev --generate-hashes --upgrade \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(UV_TORCH) -o $(LOCK)
+	$(BIN)/uv pip compile requirements/openfl.in --generate-hashes --upgrade \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(UV_TORCH) -o $(OPENFL_LOCK)
