@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,12 +177,21 @@ def read_history(path: Path) -> History:
     rounds = document.get("rounds") if isinstance(document, dict) else None
     if not isinstance(rounds, list) or not rounds:
         raise EvaluationError(f"{path}: expected a 'rounds' list with one entry per completed round, found none")
-    numbers, metrics_by_round = [], []
+    entries = []
     for position, entry in enumerate(rounds):
         metrics = entry.get("metrics") if isinstance(entry, dict) else None
         number = entry.get("round") if isinstance(entry, dict) else None
         if not isinstance(number, int) or not isinstance(metrics, dict):
             raise EvaluationError(f"{path}: rounds[{position}]: expected {{'round': <n>, 'metrics': {{...}}}}")
+        entries.append((number, metrics))
+    return history_of_rounds(path, entries)
+
+
+def history_of_rounds(source: Path, rounds: Iterable[tuple[int, Mapping[str, object]]]) -> History:
+    """The `History` of rounds given as (round, metrics), in order; ``source`` names where they were read."""
+    numbers: list[int] = []
+    metrics_by_round: list[Mapping[str, object]] = []
+    for number, metrics in rounds:
         numbers.append(number)
         metrics_by_round.append(metrics)
 
@@ -193,7 +202,7 @@ def read_history(path: Path) -> History:
         min((_number(m[f"accuracy_{d}"]) for d in range(NUM_CLASSES) if f"accuracy_{d}" in m), default=math.nan)
         for m in metrics_by_round
     )
-    return History(path, tuple(numbers), series("accuracy"), series("eval_loss"), series("train_loss"), lowest)
+    return History(source, tuple(numbers), series("accuracy"), series("eval_loss"), series("train_loss"), lowest)
 
 
 def _number(value: object) -> float:
@@ -255,6 +264,21 @@ def curve_figure(history: History) -> Any:
         axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def write_training_curve(history: History, destination: Path) -> Path:
+    """Draw `curve_figure` of ``history`` into the PNG ``destination``, atomically (a reader sees the old picture or
+    the new one, never half of one)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}-", suffix=".png")
+    os.close(handle)
+    staging = Path(name)
+    try:
+        curve_figure(history).savefig(staging)
+        staging.replace(destination)
+    finally:
+        staging.unlink(missing_ok=True)
+    return destination
 
 
 def markdown(evaluation: Evaluation, history: History | None = None) -> str:

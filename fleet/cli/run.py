@@ -55,6 +55,8 @@ class _ProgressView:
         )
         self.task: Any = None
         self.status = console.status("starting")
+        self.rounds: dict[int, dict[str, float]] = {}
+        """Each aggregated round's metrics, for the training curve drawn at the end."""
 
     def phase(self, message: str) -> None:
         self.status.update(message)
@@ -74,6 +76,7 @@ class _ProgressView:
     def round(self, event: RoundFinished) -> None:
         if self.metrics is not None:
             self.metrics.apply([event])
+        self.rounds[event.round] = dict(event.metrics)  # a round's event may come again: the last one stands
         metrics = " ".join(f"{k}={v:.3f}" for k, v in sorted(event.metrics.items()))
         detail = f"{', '.join(event.participants)} | {metrics}"
         if self.task is not None:
@@ -202,6 +205,7 @@ def command(
         console.print(table)
         click.echo(f"model: {status.model_path}", err=True)
         click.echo(f"model card: {plan.storage_dir / MODEL_CARD}", err=True)
+        _training_curve(plan, view.rounds)
         click.echo(f"status: {plan.job_dir / 'status.json'}; logs: {result.attempt.logs}", err=True)
         return
     # The status message is the resource's ("failed: <reason>"); the line already says the job failed.
@@ -209,6 +213,23 @@ def command(
     click.echo(f"logs: {result.attempt.logs}; status: {plan.job_dir / 'status.json'}", err=True)
     click.echo(f"the model storage {plan.storage_dir} is as the last completed run left it", err=True)
     sys.exit(EXIT_FAILED)
+
+
+def _training_curve(plan: LocalPlan, rounds: dict[int, dict[str, float]]) -> None:
+    """Draw the run's accuracy and loss per round (`fleet evaluate --report`'s curve) beside its model."""
+    from fleet.evaluation import CURVE_FILE, history_of_rounds, write_training_curve
+    from fleet.federation.progress import PROGRESS_FILE
+
+    if not rounds:
+        return  # a run of zero rounds has no curve
+    history = history_of_rounds(plan.storage_dir / PROGRESS_FILE, sorted(rounds.items()))
+    try:
+        curve = write_training_curve(history, plan.storage_dir / CURVE_FILE)
+    except OSError as error:
+        # The model is in place; a picture that cannot be written does not undo a completed run.
+        click.echo(f"warning: the training curve could not be written: {error}", err=True)
+        return
+    click.echo(f"training curve: {curve}", err=True)
 
 
 def _metrics_server(plan: LocalPlan, host: str, port: int) -> tuple[RunMetrics, ThreadingHTTPServer]:

@@ -93,9 +93,16 @@ def test_run_prints_the_final_metrics_and_where_the_model_is(tmp_path: Path, no_
     assert result.returncode == 0, result.stderr
     assert "running job tiny: 2 rounds, 2 collaborators, TLS on" in result.stderr
     assert "tiny: completed" in result.stderr and "files" in result.stderr
-    assert str(tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny" / "model.pt") in result.stderr
+    storage = tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny"
+    assert str(storage / "model.pt") in result.stderr
     status = read_status(tmp_path / "runs" / "tiny" / STATUS_FILE)
     assert status.phase is Phase.COMPLETED and status.current_round == 2
+    # The training curve beside the model: fleet evaluate's figure (1000 x 380 pixels) of the run's rounds.
+    assert f"training curve: {storage / 'training-curve.png'}" in result.stderr
+    png = (storage / "training-curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1000, 380)
+    assert not [p.name for p in storage.iterdir() if p.name.startswith(".")]  # no staging file left behind
 
 
 def _start_long_run(tmp_path: Path, write: bool = True) -> tuple[subprocess.Popen[str], Path, list[psutil.Process]]:
