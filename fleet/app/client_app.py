@@ -9,8 +9,10 @@ the first round when the server does not know the input shape: then every collab
 ``learning-rate``, ``batch-size``, ``proximal-mu`` (0 for FedAvg), ``seed``). A train reply carries
 ``arrays``, ``metrics`` (``num-examples``, ``train_loss``, ``train-seconds``) and ``info`` (``cluster-name``,
 ``input-shape``); an evaluate reply carries ``metrics`` (``num-examples``, ``eval_loss``, ``accuracy``) and
-``info``. A cluster whose data cannot be read replies with an error naming the path and the cluster, which the
-ServerApp reports.
+``info``. Both replies' metrics also carry ``started-at`` and ``finished-at``: the Unix times at which the
+handler began and built its reply (reading the data included), the collaborator's own span of the round. A
+cluster whose data cannot be read replies with an error naming the path and the cluster, which the ServerApp
+reports.
 
 Imports torch, numpy and Flower's client side only: the SuperNode starts a new process for every message.
 """
@@ -35,6 +37,7 @@ app = ClientApp()
 
 @app.train()
 def _train(message: Message, context: Context) -> Message:
+    began = time.time()
     torch.set_num_threads(1)  # collaborators on one machine share its cores; threads only add contention
     cluster = str(context.node_config.get("cluster-name", ""))
     try:
@@ -59,7 +62,12 @@ def _train(message: Message, context: Context) -> Message:
         {
             "arrays": ArrayRecord(model.state_dict()),
             "metrics": MetricRecord(
-                {"num-examples": len(data.labels), "train_loss": loss, "train-seconds": time.perf_counter() - started}
+                {
+                    "num-examples": len(data.labels),
+                    "train_loss": loss,
+                    "train-seconds": time.perf_counter() - started,
+                    **_span(began),
+                }
             ),
             "info": ConfigRecord({"cluster-name": cluster, "input-shape": list(data.input_shape)}),
         }
@@ -69,6 +77,7 @@ def _train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def _evaluate(message: Message, context: Context) -> Message:
+    began = time.time()
     torch.set_num_threads(1)
     cluster = str(context.node_config.get("cluster-name", ""))
     try:
@@ -80,12 +89,22 @@ def _evaluate(message: Message, context: Context) -> Message:
     content = RecordDict(
         {
             "metrics": MetricRecord(
-                {"num-examples": result.num_examples, "eval_loss": result.loss, "accuracy": result.accuracy}
+                {
+                    "num-examples": result.num_examples,
+                    "eval_loss": result.loss,
+                    "accuracy": result.accuracy,
+                    **_span(began),
+                }
             ),
             "info": ConfigRecord({"cluster-name": cluster}),
         }
     )
     return Message(content, reply_to=message)
+
+
+def _span(began: float) -> dict[str, float]:
+    """The handler's span in Unix time, so the ServerApp can tell its own waits from the collaborator's work."""
+    return {"started-at": began, "finished-at": time.time()}
 
 
 def _salt(context: Context) -> int:

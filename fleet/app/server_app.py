@@ -21,7 +21,10 @@ Written into ``model-dir`` (the contract with ``fleet run``):
   ``{"event": "completed", "metrics": {...}}`` or ``{"event": "failed", "reason": "..."}``; each with ``"time"``
   (RFC 3339, UTC). The aggregator's Prometheus metrics are made from these lines (`fleet.observability`).
 - ``checkpoints/round-<n>.pt`` after each round and ``model.pt`` at the end (`fleet.app.task.save_model`).
-- ``metrics.json``: the settings, every round's metrics, participants and where its time went, and the final
+- ``metrics.json``: the settings, every round's metrics, participants and where its time went (``seconds``:
+  the round, its steps, ``client_max``, the slowest collaborator's train plus evaluate handlers, and
+  ``overhead``, the round less that; ``spans``: each collaborator's handlers as ``[began, ended, received]``
+  in seconds from the round's start, the ClientApp's own Unix times beside the ServerApp's), and the final
   metrics.
 """
 
@@ -146,6 +149,8 @@ class _Replies:
 
     ok: dict[int, Message] = field(default_factory=dict)
     missing: dict[int, str] = field(default_factory=dict)
+    received_at: dict[int, float] = field(default_factory=dict)
+    """Unix time at which each reply in ``ok`` was pulled."""
 
 
 @dataclass
@@ -204,7 +209,7 @@ def _rounds(federation: _Federation) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     for server_round in range(1, settings.num_rounds + 1):
-        started = federation.clock()
+        started, began = federation.clock(), time.time()
         nodes = _wait_for_nodes(federation, server_round)
         sampled = _sample(nodes, settings, server_round)
         pushed = federation.clock()
@@ -215,19 +220,29 @@ def _rounds(federation: _Federation) -> dict[str, float]:
         if len(replies.ok) < settings.min_available_clients:
             raise FederationError(_too_few_replies(federation, server_round, "training", len(sampled), replies))
         weights, train_loss = _aggregate(federation, server_round, replies.ok)
-        metrics = {"train_loss": train_loss, **_evaluate(federation, server_round, weights, replies)}
+        aggregated = federation.clock()
+        evaluation, evaluated = _evaluate(federation, server_round, weights, replies)
+        metrics = {"train_loss": train_loss, **evaluation}
+        evaluated_at = federation.clock()
         participants = sorted(federation.name(node) for node in replies.ok)
         dropped = [_why(federation, node, reason) for node, reason in sorted(replies.missing.items())]
         lost = sorted(federation.names[node] for node in replies.missing if node in federation.names)
         _save(federation, weights, Path(CHECKPOINTS) / f"round-{server_round}.pt")
+        spans = _spans(federation, began, {"train": replies, "evaluate": evaluated})
+        client_max = max((sum(end - start for start, end, _ in steps.values()) for steps in spans.values()), default=0)
+        seconds = federation.clock() - started
         timing = {
-            "round": federation.clock() - started,
+            "round": seconds,
             "waiting_for_nodes": pushed - started,
             "train_exchange": exchanged - pushed,
+            "aggregate": aggregated - exchanged,
+            "evaluate": evaluated_at - aggregated,
             "client_training_max": max((_train_seconds(reply) for reply in replies.ok.values()), default=0.0),
         }
+        if spans:  # a ClientApp of fleet's own: its handlers say how long they took
+            timing.update(client_max=client_max, overhead=seconds - client_max)
         received = {federation.name(node): _array_bytes(reply) for node, reply in replies.ok.items()}
-        federation.progress.round(server_round, participants, metrics, dropped, timing, received, lost)
+        federation.progress.round(server_round, participants, metrics, dropped, timing, received, lost, spans)
 
     assert weights is not None  # at least one round ran
     _save(federation, weights, Path(MODEL_FILE))
@@ -291,6 +306,7 @@ def _exchange(
                 result.missing[node] = _error_reason(reply)
             else:
                 result.ok[node] = reply
+                result.received_at[node] = time.time()
                 _learn_name(federation, node, reply)
         if not waiting:
             break
@@ -377,11 +393,11 @@ def _aggregate(
 
 def _evaluate(
     federation: _Federation, server_round: int, weights: Mapping[str, NDArray[Any]], trained: _Replies
-) -> dict[str, float]:
+) -> tuple[dict[str, float], _Replies]:
     """Server-side evaluation on the held-out split when there is one, else federated evaluation on the
-    round's participants (weighted by their examples)."""
+    round's participants (weighted by their examples); the metrics and the evaluate replies (none server-side)."""
     if federation.test is not None:
-        return evaluate(_model(federation, weights), federation.test).metrics()
+        return evaluate(_model(federation, weights), federation.test).metrics(), _Replies()
     content = _content(federation.settings, server_round, weights)
     replies = _exchange(federation, server_round, sorted(trained.ok), MessageType.EVALUATE, content)
     totals = {"accuracy": 0.0, "eval_loss": 0.0}
@@ -394,7 +410,7 @@ def _evaluate(
         examples += n
         for key in totals:
             totals[key] += float(metrics.get(key, 0.0)) * n  # type: ignore[arg-type]
-    return {key: value / examples for key, value in totals.items()} if examples else {}
+    return ({key: value / examples for key, value in totals.items()} if examples else {}), replies
 
 
 def _model(federation: _Federation, weights: Mapping[str, NDArray[Any]]) -> torch.nn.Module:
@@ -413,6 +429,23 @@ def _save(federation: _Federation, weights: Mapping[str, NDArray[Any]], relative
 def _array_bytes(reply: Message) -> int:
     """The size of the model update a reply carried: the bytes of its arrays as they came over the wire."""
     return sum(len(array.data) for record in reply.content.array_records.values() for array in record.values())
+
+
+def _spans(
+    federation: _Federation, began: float, exchanges: Mapping[str, _Replies]
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """cluster -> step -> (handler began, handler ended, reply pulled), in seconds since ``began`` (Unix time);
+    a reply without the ClientApp's ``started-at``/``finished-at`` has no span."""
+    spans: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for step, replies in exchanges.items():
+        for node, reply in replies.ok.items():
+            metrics = reply.content.metric_records.get("metrics")
+            start, end = (metrics.get(k) if metrics is not None else None for k in ("started-at", "finished-at"))
+            if isinstance(start, float) and isinstance(end, float):
+                received = replies.received_at.get(node, end)
+                at = (round(start - began, 4), round(end - began, 4), round(received - began, 4))
+                spans.setdefault(federation.name(node), {})[step] = at
+    return spans
 
 
 def _train_seconds(reply: Message) -> float:
@@ -482,10 +515,13 @@ class Progress:
         seconds: Mapping[str, float],
         received: Mapping[str, int] | None = None,
         dropped_clusters: list[str] | None = None,
+        spans: Mapping[str, Mapping[str, tuple[float, float, float]]] | None = None,
     ) -> None:
         """``seconds``: where the round's time went (``round`` in all, ``train_exchange`` from push to the
-        last reply, ``client_training_max`` the slowest client's own training); ``received``: bytes of model
-        update per participant; ``dropped_clusters``: the names, where known, of the nodes left out."""
+        last reply, ``client_training_max`` the slowest client's own training, ``client_max`` its train plus
+        evaluate handlers, ``overhead`` the round less that); ``received``: bytes of model update per
+        participant; ``dropped_clusters``: the names, where known, of the nodes left out; ``spans``: each
+        collaborator's handlers (metrics.json only)."""
         event: dict[str, Any] = {
             "event": "round",
             "round": server_round,
@@ -506,6 +542,9 @@ class Progress:
                 "metrics": {k: float(v) for k, v in metrics.items()},
                 "dropped": dropped,
                 "seconds": {k: round(v, 3) for k, v in seconds.items()},
+                "spans": {
+                    cluster: {step: list(at) for step, at in steps.items()} for cluster, steps in (spans or {}).items()
+                },
                 "time": time_,
             }
         )

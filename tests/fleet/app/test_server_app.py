@@ -201,8 +201,17 @@ def test_rounds_write_progress_checkpoints_metrics_and_a_loadable_model(
     assert metrics["settings"]["num_rounds"] == 2
     timing = metrics["rounds"][0]["seconds"]
     assert [e["seconds"] for e in events[1:3]] == [r["seconds"]["round"] for r in metrics["rounds"]]
-    assert set(timing) == {"round", "waiting_for_nodes", "train_exchange", "client_training_max"}
+    steps = {"round", "waiting_for_nodes", "train_exchange", "aggregate", "evaluate", "client_training_max"}
+    assert set(timing) == steps | {"client_max", "overhead"}
     assert timing["client_training_max"] > 0
+    # Each collaborator's train handler as it measured it: began <= ended <= pulled by the ServerApp.
+    spans = metrics["rounds"][0]["spans"]
+    assert set(spans) == {"alpha", "beta", "gamma"} and all(set(s) == {"train"} for s in spans.values())
+    assert all(0 <= began <= ended <= pulled for began, ended, pulled in (s["train"] for s in spans.values()))
+    slowest = max(ended - began for began, ended, _ in (s["train"] for s in spans.values()))
+    assert timing["client_max"] == pytest.approx(slowest, abs=0.002)
+    assert timing["client_max"] >= timing["client_training_max"]  # the handler holds the training
+    assert timing["overhead"] == pytest.approx(timing["round"] - timing["client_max"], abs=0.002)
     _model, shape = load_model(settings.model_dir / "model.pt")
     assert shape == (1, 8, 8)
     # Server-side evaluation: no node ever got an evaluate message.
@@ -221,6 +230,13 @@ def test_without_test_data_the_participants_evaluate(tmp_path: Path, partitions:
     assert all(node.received == ["train", "evaluate"] for node in grid.nodes.values())
     _, shape = load_model(settings.model_dir / "model.pt")
     assert shape == (1, 8, 8)  # learned from the clients' replies
+    # The slowest collaborator's work is its train and its evaluate handler together.
+    round_ = json.loads((settings.model_dir / "metrics.json").read_text())["rounds"][0]
+    spans = round_["spans"]
+    assert all(set(s) == {"train", "evaluate"} for s in spans.values()) and set(spans) == {"alpha", "beta"}
+    assert all(s["train"][2] <= s["evaluate"][0] for s in spans.values())  # evaluated after the update came in
+    work = max(sum(end - began for began, end, _ in s.values()) for s in spans.values())
+    assert round_["seconds"]["client_max"] == pytest.approx(work, abs=0.002)
 
 
 def test_a_node_that_disconnects_is_left_out_while_the_others_meet_the_minimum(
