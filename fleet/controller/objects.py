@@ -49,6 +49,7 @@ from fleet.hub import (
     OPERATOR_USER,
 )
 from fleet.models import FederatedLearningSpec, Listener, ListenerType, StorageType
+from fleet.storage import S3Location, hub_run_name, run_folder, s3_environment
 
 JOB_NAMESPACE_LABEL = "fleet.dev/job-namespace"
 """The job's hub namespace, on objects that live elsewhere (ManifestWorks in cluster namespaces)."""
@@ -70,6 +71,14 @@ RUNTIME_PORT = 9094
 LOCAL_SUPERLINK = f"127.0.0.1:{SUPERLINK_PORT}"
 """Where the executor in the SuperLink's pod reaches it: the server certificate names 127.0.0.1 too."""
 CLIENTS_FILE = "allowed-clients.json"
+COLLABORATOR_PROGRESS_DEADLINE = 300
+"""Seconds a collaborator Deployment may take to become available before its Progressing condition turns False
+(ProgressDeadlineExceeded), which the job reads through the ManifestWork's status feedback."""
+PROGRESSING_REASON = "ProgressingReason"
+PROGRESSING_MESSAGE = "ProgressingMessage"
+_PROGRESSING = '.status.conditions[?(@.type=="Progressing")]'
+"""JSONPaths of status feedback: the work agent evaluates them from the object's root (ocm
+``pkg/work/spoke/statusfeedback/reader.go``: ``FindResults(obj.UnstructuredContent())``)."""
 CLIENT_KEY_ANNOTATION = "fleet.dev/client-key"
 """On a collaborator's pod template: the SHA-256 of the registration key the job's SuperLink knows for the
 cluster (`identity.key_digest`); a renewed key changes it, which replaces the pod."""
@@ -235,12 +244,12 @@ def model_dir(spec: FederatedLearningSpec, job: JobRef) -> str:
     return f"/models/{job.name}"
 
 
-def model_path(spec: FederatedLearningSpec, job: JobRef) -> str:
-    """Where the ServerApp writes the final model (as ``fleet run`` does: ``<model dir>/model.pt``)."""
+def model_path(spec: FederatedLearningSpec, job: JobRef, run: int | None = None) -> str:
+    """Where the final model is: ``<model dir>/model.pt`` (as ``fleet run`` writes it), or with S3 storage the
+    run's object, which the ServerApp publishes (`fleet.storage`) before it reports completion."""
     storage = spec.server.storage
     if storage.type is StorageType.S3 and storage.s3 is not None:
-        prefix = storage.s3.prefix.strip("/")
-        return f"s3://{storage.s3.bucket_name}/{prefix + '/' if prefix else ''}model.pt"
+        return S3Location.of(storage.s3).url(f"{run_folder(hub_run_name(run))}/model.pt")
     return f"{model_dir(spec, job)}/model.pt"
 
 
@@ -417,11 +426,7 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
     else:
         volumes.append({"name": "model", "emptyDir": {}})
         if storage.s3 is not None:
-            executor_env += [
-                {"name": "FLEET_S3_BUCKET", "value": storage.s3.bucket_name},
-                {"name": "FLEET_S3_PREFIX", "value": storage.s3.prefix},
-                {"name": "FLEET_S3_REGION", "value": storage.s3.region},
-            ]
+            executor_env += s3_environment(storage.s3)
     labels = _superlink_labels(job)
     superlink = {
         "name": "superlink",
@@ -663,14 +668,8 @@ def collaborator_work(
                         {
                             "type": "JSONPaths",
                             "jsonPaths": [
-                                {
-                                    "name": "ProgressingReason",
-                                    "path": '.conditions[?(@.type=="Progressing")].reason',
-                                },
-                                {
-                                    "name": "ProgressingMessage",
-                                    "path": '.conditions[?(@.type=="Progressing")].message',
-                                },
+                                {"name": PROGRESSING_REASON, "path": f"{_PROGRESSING}.reason"},
+                                {"name": PROGRESSING_MESSAGE, "path": f"{_PROGRESSING}.message"},
                             ],
                         },
                     ],
@@ -784,7 +783,7 @@ def _supernode(
             "replicas": 1,
             # A collaborator that cannot start within this (an image that cannot be pulled, a missing
             # secret) turns the Deployment's Progressing condition False, which the status feedback carries.
-            "progressDeadlineSeconds": 300,
+            "progressDeadlineSeconds": COLLABORATOR_PROGRESS_DEADLINE,
             # One SuperNode per cluster at a time: after a key renewal the old one's key is unregistered.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": labels},

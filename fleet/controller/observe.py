@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -9,20 +10,30 @@ from fleet.claims import dataset_claim
 from fleet.lifecycle import Problem
 from fleet.models import FederatedLearningSpec, ListenerStatus, ListenerType
 
-from .objects import JobRef, internal_address, listener_name
-
-_IMAGE_ERRORS = (
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "manifest unknown",
+from .objects import (
+    COLLABORATOR_PROGRESS_DEADLINE,
+    PROGRESSING_MESSAGE,
+    PROGRESSING_REASON,
+    JobRef,
+    internal_address,
+    listener_name,
 )
+
+_DECISION_INDEX = re.compile(r"-decision-([0-9]+)$")
+
+
+def decision_order(decision: Mapping[str, Any]) -> tuple[int, str]:
+    """Where a PlacementDecision stands among its Placement's: OCM pages decisions into objects named
+    ``<placement>-decision-<n>``, n counting from 1, so ``-decision-10`` comes after ``-decision-2``."""
+    name = str((decision.get("metadata") or {}).get("name") or "")
+    found = _DECISION_INDEX.search(name)
+    return (int(found.group(1)) if found else -1), name
 
 
 def selected_clusters(decisions: Iterable[Mapping[str, Any]]) -> tuple[str, ...] | None:
-    """The clusters a Placement selected, from its PlacementDecisions; None while it has decided nothing."""
-    ordered = sorted(decisions, key=lambda d: d.get("metadata", {}).get("name", ""))
+    """The clusters a Placement selected, from its PlacementDecisions in OCM's page order; None while it has
+    decided nothing."""
+    ordered = sorted(decisions, key=decision_order)
     if not ordered:
         return None
     clusters: list[str] = []
@@ -54,12 +65,19 @@ def deployment_available(deployment: Mapping[str, Any] | None) -> bool:
 
 
 def collaborator_state(work: Mapping[str, Any] | None) -> tuple[bool, Problem | None]:
-    """(available, problem) of the collaborator a ManifestWork carries: its status feedback and conditions."""
+    """(available, problem) of the collaborator a ManifestWork carries: its status feedback and conditions.
+
+    The feedback is what `objects.collaborator_work` asks of the SuperNode Deployment: its available replicas
+    and its Progressing condition. A Pod that cannot start (an image that cannot be pulled, a missing Secret)
+    shows on the Deployment only once its progress deadline passes: Progressing turns False with reason
+    ProgressDeadlineExceeded and a message naming the ReplicaSet, never the Pod's waiting reason.
+    """
     if work is None:
         return False, None
     status = work.get("status") or {}
     available = False
     texts: list[str] = []
+    stalled = False
     for manifest in (status.get("resourceStatus") or {}).get("manifests") or []:
         if (manifest.get("resourceMeta") or {}).get("kind") != "Deployment":
             continue
@@ -68,12 +86,11 @@ def collaborator_state(work: Mapping[str, Any] | None) -> tuple[bool, Problem | 
         }
         replicas = values.get("AvailableReplicas", {}).get("integer")
         available = isinstance(replicas, int) and replicas >= 1
-        reason = str(values.get("ProgressingReason", {}).get("string") or "")
-        message = str(values.get("ProgressingMessage", {}).get("string") or "")
+        reason = str(values.get(PROGRESSING_REASON, {}).get("string") or "")
         if reason == "ProgressDeadlineExceeded":
+            stalled = True
+            message = str(values.get(PROGRESSING_MESSAGE, {}).get("string") or "")
             texts.append(f"{reason}: {message}".rstrip(": "))
-        elif any(marker in message for marker in _IMAGE_ERRORS):
-            texts.append(message)
         texts += [
             f"{c.get('type')}: {c.get('message', '')}"
             for c in manifest.get("conditions") or []
@@ -87,13 +104,11 @@ def collaborator_state(work: Mapping[str, Any] | None) -> tuple[bool, Problem | 
     if available or not texts:
         return available, None
     text = "; ".join(dict.fromkeys(texts))
-    if any(marker in text for marker in _IMAGE_ERRORS):
-        return False, Problem("ImagePullError", f"the collaborator's image cannot be pulled: {text}")
-    if "ProgressDeadlineExceeded" in text:
+    if stalled:
         return False, Problem(
             "CollaboratorNotStarting",
-            "the collaborator did not start (check its image, pull secret and the add-on's client "
-            f"certificate): {text}",
+            f"the collaborator did not become available within {COLLABORATOR_PROGRESS_DEADLINE} s (check its "
+            f"image and pull secret, and the add-on's client certificate Secret): {text}",
         )
     return False, Problem("CollaboratorNotApplied", f"the collaborator could not be applied: {text}")
 

@@ -95,49 +95,6 @@ def managed_cluster(name: str, dataset: str = "digits") -> dict[str, Any]:
     }
 
 
-def work_status(
-    namespace: str, name: str, available: int, *, progressing: tuple[str, str] | None = None
-) -> dict[str, Any]:
-    """A ManifestWork status as the work agent reports it: applied, with the Deployment's feedback."""
-    values: list[dict[str, Any]] = [
-        {"name": "ReadyReplicas", "fieldValue": {"type": "Integer", "integer": available}},
-        {"name": "Replicas", "fieldValue": {"type": "Integer", "integer": 1}},
-        {"name": "AvailableReplicas", "fieldValue": {"type": "Integer", "integer": available}},
-    ]
-    if progressing is not None:
-        values += [
-            {"name": "ProgressingReason", "fieldValue": {"type": "String", "string": progressing[0]}},
-            {"name": "ProgressingMessage", "fieldValue": {"type": "String", "string": progressing[1]}},
-        ]
-    condition = {
-        "type": "Applied",
-        "status": "True",
-        "reason": "AppliedManifestWorkComplete",
-        "message": "Apply manifest work complete",
-        "lastTransitionTime": "2026-01-01T00:00:05Z",
-    }
-    return {
-        "conditions": [condition],
-        "resourceStatus": {
-            "manifests": [
-                {
-                    "resourceMeta": {
-                        "ordinal": 1,
-                        "group": "apps",
-                        "version": "v1",
-                        "kind": "Deployment",
-                        "resource": "deployments",
-                        "namespace": namespace,
-                        "name": name,
-                    },
-                    "statusFeedback": {"values": values},
-                    "conditions": [condition],
-                }
-            ]
-        },
-    }
-
-
 def sign_registration(
     ca_certificate: str,
     ca_key: str,

@@ -19,13 +19,14 @@ import kmock
 import kubernetes
 
 from fleet.controller.hub import Credentials, HubClient
-from fleet.controller.objects import JobRef, collaborator_name, work_name
+from fleet.controller.objects import JobRef, work_name
 from fleet.controller.operator import Controller, Options, run_operator
 from fleet.controller.progress import FileProgress
 from fleet.controller.runs import KeyRetiredError, RunBackend
 from fleet.models import FederatedLearningSpec
 
-from .conftest import placement_decision, registration_csr, resource, sign_registration, work_status
+from .conftest import placement_decision, registration_csr, resource, sign_registration
+from .work_agent import collaborator_status, served_deployment
 
 
 class ApiServer(kmock.KubernetesEmulator):
@@ -277,16 +278,20 @@ def phase(hub: Hub) -> str:
 
 
 async def make_ready(hub: Hub, clusters: list[str]) -> None:
-    """The hub's Deployment controller and the spokes' work agents report the federation up."""
-    await hub.patch_status("apps/v1/deployments", JOB.namespace, "digits-superlink", {"availableReplicas": 1})
-    name = collaborator_name(JOB)
+    """The hub's Deployment controller and the spokes' work agents report the federation up: the SuperLink's
+    status as the Deployment controller writes it, each collaborator ManifestWork's as the work agent reports it
+    from its own feedback rules over the SuperNode Deployment the spoke serves."""
+    superlink = next(d for d in hub.objects("apps/v1/deployments") if d["metadata"]["name"] == "digits-superlink")
+    status = served_deployment(superlink, available=1)["status"]
+    await hub.patch_status("apps/v1/deployments", JOB.namespace, "digits-superlink", status)
+    works = "work.open-cluster-management.io/v1/manifestworks"
     for cluster in clusters:
-        await hub.patch_status(
-            "work.open-cluster-management.io/v1/manifestworks",
-            cluster,
-            work_name(JOB),
-            work_status("fleet-collaborator", name, 1),
+        work = next(
+            w
+            for w in hub.objects(works)
+            if w["metadata"]["namespace"] == cluster and w["metadata"]["name"] == work_name(JOB)
         )
+        await hub.patch_status(works, cluster, work_name(JOB), collaborator_status(work, 1))
 
 
 def job_resource(**spec: Any) -> dict[str, Any]:

@@ -37,9 +37,10 @@ from fleet.hub import CLIENT_CERT_SECRET
 from fleet.models import Listener, ListenerType, ModelStorage, PVCStorage, Training
 from fleet.quantity import Quantity
 
-from .conftest import job, placement_decision, registration_csr, resource, sign_registration, work_status
+from .conftest import job, placement_decision, registration_csr, resource, sign_registration
 from .operator_support import CLUSTERS, FL, JOB, ApiServer, Hub, Operator, eventually, phase
 from .pods import Kubelet, LocalPod, secret_files
+from .work_agent import collaborator_status
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -238,9 +239,8 @@ async def test_a_mutual_tls_federation_from_the_controller_s_objects_completes_a
             assert "Failed to activate SuperNode" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
 
             for cluster in PLACED:
-                await hub.patch_status(
-                    WORKS, cluster, "fl-fl-digits-digits", work_status("fleet-collaborator", "fl-fl-digits-digits", 1)
-                )
+                work = next(w for w in hub.objects(WORKS) if w["metadata"]["namespace"] == cluster)
+                await hub.patch_status(WORKS, cluster, "fl-fl-digits-digits", collaborator_status(work, 1))
             status = await eventually(
                 lambda: hub.job()["status"] if phase(hub) in ("Completed", "Failed") else None,
                 timeout=180,

@@ -31,8 +31,8 @@ from .conftest import (
     managed_cluster,
     placement_decision,
     resource,
-    work_status,
 )
+from .work_agent import collaborator_status, deadline_exceeded
 
 TLS = TlsMaterial("CA PEM\n", "CERT PEM\n", "KEY PEM\n", "SERVERAPP PEM\n", "SERVERAPP KEY\n")
 CLUSTERS = ["eu-west-a", "eu-west-b", "eu-central-c"]
@@ -99,9 +99,9 @@ def _ready_federation(hub: Hub) -> None:
 
 
 def _collaborators_available(hub: Hub, clusters: list[str]) -> None:
-    name = collaborator_deployment_name()
     for cluster in clusters:
-        hub.set_status("ManifestWork", cluster, "fl-fl-digits-digits", work_status("fleet-collaborator", name, 1))
+        work = hub.owned[ObjectKey("ManifestWork", cluster, "fl-fl-digits-digits")]
+        hub.set_status("ManifestWork", cluster, "fl-fl-digits-digits", collaborator_status(work, 1))
 
 
 def test_a_new_job_asks_for_a_certificate_and_waits_for_placement() -> None:
@@ -195,22 +195,20 @@ def test_waiting_running_completed_round_by_round() -> None:
     assert hub.reconcile().apply == ()
 
 
-def test_an_image_pull_error_in_the_feedback_fails_the_job() -> None:
+def test_a_collaborator_past_its_progress_deadline_fails_the_job() -> None:
+    # The work agent's feedback, from the whole SuperNode Deployment the spoke serves (its Pod cannot pull its
+    # image: the Deployment controller says only that the ReplicaSet timed out).
     hub = Hub()
     hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
     hub.reconcile(issued_tls=TLS)
-    name = collaborator_deployment_name()
-    status = work_status(
-        "fleet-collaborator",
-        name,
-        0,
-        progressing=("ProgressDeadlineExceeded", 'ReplicaSet "x" has timed out progressing'),
-    )
+    work = hub.owned[ObjectKey("ManifestWork", "eu-west-a", "fl-fl-digits-digits")]
+    status = collaborator_status(work, 0, deadline_exceeded(collaborator_deployment_name()))
     hub.set_status("ManifestWork", "eu-west-a", "fl-fl-digits-digits", status)
     plan = hub.reconcile()
     assert plan.status.phase is Phase.FAILED
     assert plan.status.conditions[3].reason == "CollaboratorNotStarting"
-    assert "eu-west-a" in plan.status.message
+    assert "eu-west-a" in plan.status.message and "has timed out progressing" in plan.status.message
+    assert "within 300 s" in plan.status.message and "image" in plan.status.message
     assert not hub.of_kind("ManifestWork")
 
 
