@@ -77,7 +77,10 @@ def test_every_rendered_manifest_is_valid_against_upstream_crds(rendered: dict[s
     documents = [(path, yaml.safe_load(text)) for path, text in rendered.items()]
     report = validate_documents(documents, crds_dir)
     assert report.ok, "\n".join(report.lines())
-    assert report.count(Status.SKIPPED) == 0, "\n".join(report.lines())
+    # prometheus-operator's CRDs are not among the upstream CRDs: its ServiceMonitors alone go unvalidated here
+    # (kubeconform validates them in the pull-request workflow, against the CRDs catalog's schema).
+    skipped = {(r.api_version, r.kind) for r in report.resources if r.status is Status.SKIPPED}
+    assert skipped <= {("monitoring.coreos.com/v1", "ServiceMonitor")}, "\n".join(report.lines())
     # ManifestWork payloads are free-form to the ManifestWork CRD: validate the ClusterClaims they carry too.
     payloads = [
         (path, manifest)
@@ -142,7 +145,13 @@ def test_job_objects(rendered: dict[str, str]) -> None:
 
 def test_cluster_claims(rendered: dict[str, str]) -> None:
     work = yaml.safe_load(rendered["hub/clusters/eu-central-lab/manifestwork-fleet-cluster-claims.yaml"])
-    claims = {m["metadata"]["name"]: m["spec"]["value"] for m in work["spec"]["workload"]["manifests"]}
+    manifests = work["spec"]["workload"]["manifests"]
+    # Delivered first: the role that lets the work agent apply ClusterClaims (tests/fleet/controller/
+    # test_upstream_rules.py checks it against the klusterlet's own roles).
+    assert manifests[0]["kind"] == "ClusterRole"
+    assert manifests[0]["metadata"]["labels"]["open-cluster-management.io/aggregate-to-work"] == "true"
+    claims = {m["metadata"]["name"]: m["spec"]["value"] for m in manifests if m["kind"] == "ClusterClaim"}
+    assert len(claims) == len(manifests) - 1
     assert claims == {
         "digits.dataset.fleet.dev": "/data/digits/eu-central-lab",
         "cpu.capacity.fleet.dev": "16000",
