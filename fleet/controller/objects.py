@@ -49,7 +49,6 @@ from fleet.hub import (
     OPERATOR_USER,
 )
 from fleet.models import FederatedLearningSpec, Listener, ListenerType, StorageType
-from fleet.storage import S3Location, hub_run_name, run_folder, s3_environment
 
 JOB_NAMESPACE_LABEL = "fleet.dev/job-namespace"
 """The job's hub namespace, on objects that live elsewhere (ManifestWorks in cluster namespaces)."""
@@ -244,12 +243,12 @@ def model_dir(spec: FederatedLearningSpec, job: JobRef) -> str:
     return f"/models/{job.name}"
 
 
-def model_path(spec: FederatedLearningSpec, job: JobRef, run: int | None = None) -> str:
-    """Where the final model is: ``<model dir>/model.pt`` (as ``fleet run`` writes it), or with S3 storage the
-    run's object, which the ServerApp publishes (`fleet.storage`) before it reports completion."""
+def model_path(spec: FederatedLearningSpec, job: JobRef) -> str:
+    """Where the ServerApp writes the final model (as ``fleet run`` does: ``<model dir>/model.pt``)."""
     storage = spec.server.storage
     if storage.type is StorageType.S3 and storage.s3 is not None:
-        return S3Location.of(storage.s3).url(f"{run_folder(hub_run_name(run))}/model.pt")
+        prefix = storage.s3.prefix.strip("/")
+        return f"s3://{storage.s3.bucket_name}/{prefix + '/' if prefix else ''}model.pt"
     return f"{model_dir(spec, job)}/model.pt"
 
 
@@ -426,7 +425,11 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
     else:
         volumes.append({"name": "model", "emptyDir": {}})
         if storage.s3 is not None:
-            executor_env += s3_environment(storage.s3)
+            executor_env += [
+                {"name": "FLEET_S3_BUCKET", "value": storage.s3.bucket_name},
+                {"name": "FLEET_S3_PREFIX", "value": storage.s3.prefix},
+                {"name": "FLEET_S3_REGION", "value": storage.s3.region},
+            ]
     labels = _superlink_labels(job)
     superlink = {
         "name": "superlink",
