@@ -298,6 +298,8 @@ class Listener(_Model):
     port: Annotated[int, Strict(), Field(ge=1, le=65535)]
     host: Annotated[str | None, Field(pattern=_DNS_SUBDOMAIN, max_length=253)] = None
     """The host name for Route and Ingress listeners."""
+    # A LoadBalancer listener may name one too: the DNS name published for its address, which collaborators dial
+    # and the SuperLink's certificate names.
 
     @field_validator("port")
     @classmethod
@@ -312,8 +314,11 @@ class Listener(_Model):
         kind = info.data.get("type")
         if kind in (ListenerType.ROUTE, ListenerType.INGRESS) and host is None:
             raise ValueError(f"expected a host name for a {kind.value} listener")
-        if kind in (ListenerType.NODE_PORT, ListenerType.LOAD_BALANCER) and host is not None:
-            raise ValueError(f"expected no host: it applies only to Route and Ingress listeners, not {kind.value}")
+        if kind is ListenerType.NODE_PORT and host is not None:
+            raise ValueError(
+                "expected no host: it applies only to Route, Ingress and LoadBalancer listeners, not NodePort (reached "
+                "at the hub nodes' address, fleet controller --node-host)"
+            )
         return host
 
 

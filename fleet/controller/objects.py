@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,17 @@ PROGRESSING_MESSAGE = "ProgressingMessage"
 _PROGRESSING = '.status.conditions[?(@.type=="Progressing")]'
 """JSONPaths of status feedback: the work agent evaluates them from the object's root (ocm
 ``pkg/work/spoke/statusfeedback/reader.go``: ``FindResults(obj.UnstructuredContent())``)."""
+SERVER_NAMES_ANNOTATION = "fleet.dev/server-names"
+"""On the SuperLink's TLS Secret: the names its certificate is valid for, so that a reconcile sees without parsing
+it when a listener's address is no longer among them (the certificate is issued again)."""
+SERVER_CERTIFICATE_ANNOTATION = "fleet.dev/server-certificate"
+"""On the SuperLink's pod template: a digest of its server certificate. Flower reads the certificate once, at
+start: a certificate issued again replaces the pod."""
+INGRESS_CLASS = "nginx"
+"""The IngressClass of an Ingress listener: ingress-nginx's default, whose ``ssl-passthrough`` annotation the
+listener needs (honoured only by a controller started with ``--enable-ssl-passthrough``)."""
+EXTERNAL_DNS_HOSTNAME = "external-dns.alpha.kubernetes.io/hostname"
+"""On a LoadBalancer listener's Service with a host: the name external-dns publishes for its address."""
 CLIENT_KEY_ANNOTATION = "fleet.dev/client-key"
 """On a collaborator's pod template: the SHA-256 of the registration key the job's SuperLink knows for the
 cluster (`identity.key_digest`); a renewed key changes it, which replaces the pod."""
@@ -180,6 +191,8 @@ class TlsMaterial:
     key: str
     serverapp_certificate: str
     serverapp_key: str
+    hosts: tuple[str, ...] = ()
+    """The names the SuperLink's certificate is valid for (`server_hosts`)."""
 
 
 @dataclass(frozen=True)
@@ -252,15 +265,15 @@ def model_path(spec: FederatedLearningSpec, job: JobRef) -> str:
     return f"{model_dir(spec, job)}/model.pt"
 
 
-def server_hosts(spec: FederatedLearningSpec, job: JobRef, node_host: str = "") -> tuple[str, ...]:
-    """The names the SuperLink's certificate must be valid for: its Services, its listeners, and 127.0.0.1, where
-    the executor in its own pod dials it (`LOCAL_SUPERLINK`) with the host name checked."""
+def server_hosts(spec: FederatedLearningSpec, job: JobRef, addresses: Iterable[str] = ()) -> tuple[str, ...]:
+    """The names the SuperLink's certificate must be valid for: its Services, its listeners' hosts and known
+    ``addresses`` (``host:port``, from `observe.listener_statuses`: a node's, a load balancer's), and 127.0.0.1,
+    where the executor in its own pod dials it (`LOCAL_SUPERLINK`) with the host name checked."""
     service = superlink_name(job)
     hosts = [service, f"{service}.{job.namespace}", f"{service}.{job.namespace}.svc", "127.0.0.1"]
     hosts += [f"{listener_name(job, listener)}.{job.namespace}.svc" for listener in spec.server.listeners]
     hosts += [listener.host for listener in spec.server.listeners if listener.host]
-    if node_host:
-        hosts.append(node_host)
+    hosts += [address.rpartition(":")[0] for address in addresses if address]
     return tuple(dict.fromkeys(hosts))
 
 
@@ -312,7 +325,7 @@ def federation_objects(
             )
         )
     if not spec.tls or tls is not None:
-        objects.append(_superlink_deployment(spec, job, replicas))
+        objects.append(_superlink_deployment(spec, job, replicas, tls))
     objects.append(
         _hub_object(
             SERVICE,
@@ -355,6 +368,7 @@ def _tls_secret(job: JobRef, tls: TlsMaterial) -> dict[str, Any]:
         tls_secret_name(job),
         "superlink",
         {
+            "metadata": {"annotations": {SERVER_NAMES_ANNOTATION: ",".join(tls.hosts)}},
             "type": "kubernetes.io/tls",
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         },
@@ -365,7 +379,9 @@ def _superlink_labels(job: JobRef) -> dict[str, str]:
     return {JOB_LABEL: job.name, COMPONENT_LABEL: "superlink"}
 
 
-def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: int) -> dict[str, Any]:
+def _superlink_deployment(
+    spec: FederatedLearningSpec, job: JobRef, replicas: int, tls: TlsMaterial | None
+) -> dict[str, Any]:
     directory = model_dir(spec, job)
     args = ["--host=0.0.0.0", f"--port={SUPERLINK_PORT}", f"--health-server-address=0.0.0.0:{HEALTH_PORT}"]
     args += ["--disable-runtime-dependency-installation", f"--database={directory}/superlink.db"]
@@ -483,7 +499,7 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
                 "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {"labels": labels, **_certificate_annotation(tls)},
                     "spec": {
                         "automountServiceAccountToken": False,
                         "securityContext": _NON_ROOT,
@@ -494,6 +510,13 @@ def _superlink_deployment(spec: FederatedLearningSpec, job: JobRef, replicas: in
             }
         },
     )
+
+
+def _certificate_annotation(tls: TlsMaterial | None) -> dict[str, Any]:
+    if tls is None:
+        return {}
+    digest = hashlib.sha256(tls.certificate.encode()).hexdigest()[:16]
+    return {"annotations": {SERVER_CERTIFICATE_ANNOTATION: digest}}
 
 
 def _items(*pairs: str) -> list[dict[str, str]]:
@@ -520,13 +543,10 @@ def _listener_objects(job: JobRef, listener: Listener) -> list[dict[str, Any]]:
         service_type, port = "LoadBalancer", {**port, "port": listener.port}
     else:
         service_type, port = "ClusterIP", {**port, "port": SUPERLINK_PORT}
-    service = _hub_object(
-        SERVICE,
-        job,
-        name,
-        "listener",
-        {"spec": {"type": service_type, "selector": _superlink_labels(job), "ports": [port]}},
-    )
+    body: dict[str, Any] = {"spec": {"type": service_type, "selector": _superlink_labels(job), "ports": [port]}}
+    if listener.type is ListenerType.LOAD_BALANCER and listener.host:
+        body["metadata"] = {"annotations": {EXTERNAL_DNS_HOSTNAME: listener.host}}
+    service = _hub_object(SERVICE, job, name, "listener", body)
     objects = [service]
     if listener.type is ListenerType.ROUTE:
         # TLS passes through to the SuperLink: collaborators verify its hub-signed certificate end to end.
@@ -561,6 +581,7 @@ def _listener_objects(job: JobRef, listener: Listener) -> list[dict[str, Any]]:
                         }
                     },
                     "spec": {
+                        "ingressClassName": INGRESS_CLASS,
                         "tls": [{"hosts": [listener.host]}],
                         "rules": [
                             {

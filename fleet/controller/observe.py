@@ -125,6 +125,8 @@ def listener_statuses(
         address = ""
         if listener.type is ListenerType.NODE_PORT:
             address = f"{node_host}:{listener.port}" if node_host else ""
+        elif listener.type is ListenerType.LOAD_BALANCER and listener.host:
+            address = f"{listener.host}:{listener.port}"  # the name published for it, whatever address it gets
         elif listener.type is ListenerType.LOAD_BALANCER:
             service = services.get(listener_name(job, listener)) or {}
             ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []

@@ -93,7 +93,6 @@ from .objects import (
     ObjectKey,
     model_dir,
     progress_url,
-    server_hosts,
     superlink_name,
 )
 from .observe import cluster_claims, selected_clusters
@@ -324,10 +323,9 @@ class Controller:
         )
         plan = reconcile(state)
         if plan.needs_tls:
-            spec = FederatedLearningSpec.model_validate(resource["spec"])
-            hosts = server_hosts(spec, job, self.options.node_host)
+            hosts = plan.server_hosts
             issued = self.hub_ca().issue_federation(superlink_name(job), hosts, serverapp_user(job.namespace, job.name))
-            plan = reconcile(replace(state, issued_tls=issued))
+            plan = reconcile(replace(state, issued_tls=replace(issued, hosts=hosts)))
 
         for obj in plan.apply:
             self.hub.apply(KINDS_BY_NAME[obj["kind"]], obj)

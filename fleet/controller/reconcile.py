@@ -40,6 +40,7 @@ from .objects import (
     MANIFEST_WORK,
     RUN_ID_ANNOTATION,
     SECRET,
+    SERVER_NAMES_ANNOTATION,
     SERVICE,
     JobRef,
     ObjectKey,
@@ -48,6 +49,7 @@ from .objects import (
     federation_objects,
     key_of,
     model_path,
+    server_hosts,
     superlink_name,
     tls_secret_name,
     work_name,
@@ -98,7 +100,10 @@ class Plan:
     submit: SubmitRun | None = None
     stop_run: bool = False
     needs_tls: bool = False
-    """The SuperLink needs a server certificate and none exists: issue one and reconcile again."""
+    """The SuperLink needs a server certificate, and none exists or the one there does not name every address it is
+    reached at: issue one for `server_hosts` and reconcile again."""
+    server_hosts: tuple[str, ...] = ()
+    """The names the SuperLink's certificate must be valid for, as the listeners' addresses stand now."""
     collaborators: tuple[str, ...] = ()
     """The clusters whose collaborator this plan keeps (their keys belong registered with the SuperLink)."""
 
@@ -155,8 +160,15 @@ def reconcile(state: JobState) -> Plan:
         if problem is not None:
             problems[cluster] = problem
 
+    services = {
+        key.name: obj for key, obj in state.owned.items() if key.kind == SERVICE.kind and key.namespace == job.namespace
+    }
+    listeners = observe.listener_statuses(spec, job, services, state.settings.node_host)
+    hosts = server_hosts(spec, job, (listener.address for listener in listeners))
     existing_tls = _tls_from_secret(state.owned.get(ObjectKey(SECRET.kind, job.namespace, tls_secret_name(job))))
-    tls = existing_tls or state.issued_tls
+    # A listener's address appears (a load balancer's) or moves (a node's): the certificate must name it.
+    stale = existing_tls is not None and not set(hosts) <= set(existing_tls.hosts)
+    tls = state.issued_tls or existing_tls
     superlink = state.owned.get(ObjectKey(DEPLOYMENT.kind, job.namespace, superlink_name(job)))
     federation_ready = observe.deployment_available(superlink) and (not spec.tls or existing_tls is not None)
     generation = int((resource.get("metadata") or {}).get("generation") or 1)
@@ -175,10 +187,6 @@ def reconcile(state: JobState) -> Plan:
     )
     result = step(spec, status, observation)
 
-    services = {
-        key.name: obj for key, obj in state.owned.items() if key.kind == SERVICE.kind and key.namespace == job.namespace
-    }
-    listeners = observe.listener_statuses(spec, job, services, state.settings.node_host)
     new_status = result.status.model_copy(update={"listeners": listeners})
 
     desired: list[dict[str, Any]] = []
@@ -191,7 +199,7 @@ def reconcile(state: JobState) -> Plan:
     for action in result.actions:
         if isinstance(action, EnsureFederation | ScaleDownFederation):
             replicas = 1 if isinstance(action, EnsureFederation) else 0
-            needs_tls = replicas == 1 and spec.tls and tls is None
+            needs_tls = replicas == 1 and spec.tls and state.issued_tls is None and (tls is None or stale)
             desired += federation_objects(spec, job, tls, replicas=replicas, collaborators=allowed)
         elif isinstance(action, DeployCollaborators) and (tls is not None or not spec.tls):
             address = observe.superlink_address(listeners, job)
@@ -213,6 +221,7 @@ def reconcile(state: JobState) -> Plan:
         submit=next((a for a in result.actions if isinstance(a, SubmitRun)), None),
         stop_run=any(isinstance(a, StopRun) for a in result.actions),
         needs_tls=needs_tls,
+        server_hosts=hosts,
         collaborators=collaborators,
     )
 
@@ -244,6 +253,7 @@ def _tls_from_secret(secret: Mapping[str, Any] | None) -> TlsMaterial | None:
     if secret is None:
         return None
     data = secret.get("data") or {}
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
     try:
         texts = {
             k: base64.b64decode(data[k]).decode()
@@ -257,6 +267,7 @@ def _tls_from_secret(secret: Mapping[str, Any] | None) -> TlsMaterial | None:
         key=texts["tls.key"],
         serverapp_certificate=texts["serverapp.crt"],
         serverapp_key=texts["serverapp.key"],
+        hosts=tuple(h for h in annotations.get(SERVER_NAMES_ANNOTATION, "").split(",") if h),
     )
 
 

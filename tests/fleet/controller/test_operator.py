@@ -388,3 +388,32 @@ async def test_a_cluster_that_leaves_the_job_is_unregistered_and_dropped_from_th
         await eventually(lambda: "CollaboratorRemoved" in hub.event_reasons(), what="the Event")
     assert runs.unregistered == [node_c]
     assert "eu-central-c" not in _allowed(hub).values()
+
+
+def _server_names(hub: Hub) -> list[str]:
+    from cryptography import x509
+
+    secret = next(s for s in hub.objects("v1/secrets") if s["metadata"]["name"] == "digits-superlink-tls")
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [str(n.value) for n in names]
+
+
+async def test_a_load_balancer_address_that_appears_later_is_in_the_reissued_certificate(hub: Hub) -> None:
+    async with Operator(hub, RecordedRuns()):
+        await start_job(hub)
+        await eventually(lambda: _server_names(hub), what="the SuperLink's certificate")
+        assert "203.0.113.7" not in _server_names(hub)
+        first = hub.objects("apps/v1/deployments")[0]["spec"]["template"]["metadata"]["annotations"]
+        # The cloud provider's load balancer controller reports the address.
+        ingress = {"loadBalancer": {"ingress": [{"ip": "203.0.113.7", "ipMode": "VIP"}]}}
+        await hub.patch_status("v1/services", JOB.namespace, "digits-listener-lb", ingress)
+        await eventually(lambda: "203.0.113.7" in _server_names(hub), what="the certificate issued again")
+
+        def replaced() -> bool:
+            template = hub.objects("apps/v1/deployments")[0]["spec"]["template"]["metadata"]["annotations"]
+            return bool(template["fleet.dev/server-certificate"] != first["fleet.dev/server-certificate"])
+
+        await eventually(replaced, what="the SuperLink replaced to serve it")
+        assert "hub.example" in _server_names(hub)  # the NodePort listener's node, still named
+        await eventually(lambda: hub.job()["status"]["listeners"][1]["address"] == "203.0.113.7:9443")

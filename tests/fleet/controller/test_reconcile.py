@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,10 @@ class Hub:
 
     def reconcile(self, seconds: float = 1, **changes: Any) -> Plan:
         self.now += datetime.timedelta(seconds=seconds)
+        issued = changes.pop("issued_tls", None)
         plan = reconcile(self.state(**changes))
+        if issued is not None:  # issued as the operator issues it: for the names the plan asks for
+            plan = reconcile(self.state(**changes, issued_tls=replace(issued, hosts=plan.server_hosts)))
         self.act(plan)
         return plan
 
@@ -128,6 +132,7 @@ def test_a_reconcile_with_nothing_new_changes_nothing() -> None:
     hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
     hub.reconcile(issued_tls=TLS)
     again = hub.reconcile()
+    assert not again.needs_tls
     assert (again.apply, again.delete, again.events, again.status_changed) == ((), (), (), False)
 
 
@@ -442,3 +447,66 @@ def test_a_collaborator_without_a_known_identity_is_not_available() -> None:
     _collaborators_available(plain, CLUSTERS[:2])
     plan = plain.reconcile(client_keys={})
     assert plan.submit is not None, plan.status.message
+
+
+def _lb_service(hub: Hub) -> ObjectKey:
+    return ObjectKey("Service", "fl-digits", "digits-listener-lb")
+
+
+def _template_certificate(hub: Hub) -> str:
+    (deployment,) = hub.of_kind("Deployment")
+    return str(deployment["spec"]["template"]["metadata"]["annotations"]["fleet.dev/server-certificate"])
+
+
+def test_a_load_balancer_address_that_appears_gets_the_certificate_issued_again_and_the_superlink_replaced() -> None:
+    hub = Hub()
+    hub.reconcile(issued_tls=TLS)
+    assert not hub.reconcile().needs_tls
+    before = _template_certificate(hub)
+    # The cloud's load balancer gets its address after the Service exists.
+    hub.set_status("Service", "fl-digits", "digits-listener-lb", {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})
+    plan = hub.reconcile()
+    assert plan.needs_tls and "203.0.113.7" in plan.server_hosts
+    assert not plan.delete and hub.of_kind("Deployment")  # the old certificate serves until the new one is there
+    renewed = replace(TLS, certificate="RENEWED CERT PEM\n")
+    plan = hub.reconcile(issued_tls=renewed)
+    secret = next(o for o in plan.apply if o["kind"] == "Secret")
+    assert "203.0.113.7" in secret["metadata"]["annotations"]["fleet.dev/server-names"].split(",")
+    assert base64.b64decode(secret["data"]["tls.crt"]).decode() == renewed.certificate
+    # Flower reads its certificate once: the SuperLink's pod is replaced to serve the new one.
+    assert any(o["kind"] == "Deployment" for o in plan.apply) and _template_certificate(hub) != before
+    assert not hub.reconcile().needs_tls
+
+
+def test_a_node_host_that_moves_gets_the_certificate_issued_again_without_the_old_name() -> None:
+    hub = Hub()
+    hub.reconcile(issued_tls=TLS)
+    plan = hub.reconcile(settings=Settings(node_host="10.0.0.9"))
+    assert plan.needs_tls
+    assert "10.0.0.9" in plan.server_hosts and "hub.example" not in plan.server_hosts
+    assert plan.status.listeners[0].address == "10.0.0.9:30093"
+
+
+def test_a_load_balancer_listener_may_declare_its_host() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from fleet.models import Listener, ListenerType
+
+    listener = Listener(name="lb", type=ListenerType.LOAD_BALANCER, port=9443, host="fl.hub.example")
+    hub = Hub(resource(job(listeners=(listener,))))
+    plan = hub.reconcile(issued_tls=TLS)
+    assert plan.status.listeners[0].address == "fl.hub.example:9443"  # known at once, whatever address it gets
+    assert "fl.hub.example" in plan.server_hosts
+    service = next(o for o in hub.of_kind("Service") if o["metadata"]["name"] == "digits-listener-lb")
+    assert service["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] == "fl.hub.example"
+    with pytest.raises(ValidationError, match="not NodePort"):
+        Listener(name="np", type=ListenerType.NODE_PORT, port=30093, host="fl.hub.example")
+
+
+def test_an_ingress_listener_names_its_class_and_passes_tls_through() -> None:
+    hub = Hub()
+    hub.reconcile(issued_tls=TLS)
+    (ingress,) = hub.of_kind("Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
