@@ -1,6 +1,6 @@
-"""The FederatedLearning CustomResourceDefinition, generated from the models: one definition of the project's
-own kind for the renderer (which writes it), `fleet validate` (which checks the kind wherever it is) and the
-controller (which names it). Pure Python: loading it starts no cdk8s.
+"""The project's CustomResourceDefinitions (FederatedLearning, ManagedClusterLabels), generated from the models:
+one definition of each of the project's own kinds for the renderer (which writes it), `fleet validate` (which
+checks the kind wherever it is) and the controller (which names it). Pure Python: loading it starts no cdk8s.
 """
 
 from __future__ import annotations
@@ -83,4 +83,76 @@ def federated_learning_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{PLURAL}.{API_GROUP}"},  # the API server requires <plural>.<group>
         "spec": federated_learning_crd_spec(),
+    }
+
+
+LABELS_KIND = "ManagedClusterLabels"
+LABELS_PLURAL = "managedclusterlabels"
+
+
+def managed_cluster_labels_crd_spec() -> dict[str, Any]:
+    """The ``spec`` of the ManagedClusterLabels CustomResourceDefinition (a fresh copy each call): one
+    cluster-scoped object per ``clusters/`` file, named after its ManagedCluster."""
+    return copy.deepcopy(_labels_crd_spec())
+
+
+@cache
+def _labels_crd_spec() -> dict[str, Any]:
+    from fleet.models import ManagedClusterLabelsSpec, ManagedClusterLabelsStatus
+    from fleet.schemas import structural_schema
+
+    return {
+        "group": API_GROUP,
+        "names": {
+            "kind": LABELS_KIND,
+            "listKind": f"{LABELS_KIND}List",
+            "plural": LABELS_PLURAL,
+            "singular": LABELS_KIND.lower(),
+        },
+        "scope": "Cluster",
+        "versions": [
+            {
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "description": (
+                            "The labels and cluster set Git declares for the ManagedCluster of the same name; "
+                            "the fleet controller applies them under its own field manager and removes exactly "
+                            "those when this object is deleted."
+                        ),
+                        "properties": {
+                            "apiVersion": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "metadata": {"type": "object"},
+                            "spec": structural_schema(ManagedClusterLabelsSpec),
+                            "status": structural_schema(ManagedClusterLabelsStatus),
+                        },
+                        "required": ["spec"],
+                    }
+                },
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Cluster set", "type": "string", "jsonPath": ".spec.clusterSet"},
+                    {
+                        "name": "Applied",
+                        "type": "string",
+                        "jsonPath": ".status.conditions[?(@.type=='Applied')].status",
+                    },
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+            }
+        ],
+    }
+
+
+def managed_cluster_labels_crd() -> dict[str, Any]:
+    """The whole ManagedClusterLabels CustomResourceDefinition object (a fresh copy each call)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{LABELS_PLURAL}.{API_GROUP}"},
+        "spec": managed_cluster_labels_crd_spec(),
     }

@@ -575,3 +575,29 @@ class FederatedLearningSpec(_Model):
             tls=job.tls,
             wait_timeout_seconds=job.wait_timeout_seconds,
         )
+
+
+# --- ManagedClusterLabels -------------------------------------------------------------------------------------
+# One per clusters/ file, cluster-scoped, named after the cluster: what Git declares about that ManagedCluster's
+# labels. GitOps tools apply and prune it like any object; the controller applies its labels to the
+# ManagedCluster under a field manager of its own and removes exactly those when the object goes.
+
+
+class ManagedClusterLabelsSpec(_Model):
+    cluster_set: DNSLabel
+    """The ManagedClusterSet the cluster joins (the cluster.open-cluster-management.io/clusterset label)."""
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    """The other labels clusters/<cluster>.yaml declares (region, tier, ...)."""
+
+    @classmethod
+    def from_cluster(cls, cluster: Cluster) -> ManagedClusterLabelsSpec:
+        return cls(cluster_set=cluster.cluster_set, labels=dict(sorted(cluster.labels.items())))
+
+
+class ManagedClusterLabelsStatus(_Model):
+    observed_generation: int = 0
+    applied_labels: dict[str, str] = Field(default_factory=dict)
+    """The labels the controller last applied to the ManagedCluster (its field manager owns exactly these)."""
+    conditions: tuple[Condition, ...] = ()
+    """``Applied``: True once the ManagedCluster carries the labels; False with ``NotRegistered`` (no
+    ManagedCluster of that name yet) or ``Refused`` (the hub refused the apply: the message says why)."""

@@ -898,9 +898,10 @@ class _Schemas:
 def _project_crd_kinds() -> dict[tuple[str, str], _CRDKind]:
     """The project's own kinds, from the CRD the renderer writes: validated wherever they are, with or without
     that CRD among the documents."""
-    from fleet.crd import federated_learning_crd
+    from fleet.crd import federated_learning_crd, managed_cluster_labels_crd
 
-    return _crd_kinds("fleet's own CustomResourceDefinition (fleet/crd.py)", federated_learning_crd())
+    file = "fleet's own CustomResourceDefinitions (fleet/crd.py)"
+    return {**_crd_kinds(file, federated_learning_crd()), **_crd_kinds(file, managed_cluster_labels_crd())}
 
 
 def _crd_kinds(file: str, crd: Mapping[str, Any]) -> dict[tuple[str, str], _CRDKind]:

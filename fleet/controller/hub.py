@@ -43,6 +43,7 @@ SERVER_VALIDITY = datetime.timedelta(days=365)
 OPERATOR_VALIDITY = datetime.timedelta(days=30)
 """The controller's own client certificate: re-issued by the controller when a fifth of its life is left."""
 _MERGE_PATCH = "application/merge-patch+json"
+_APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the client sends the dict as JSON
 
 
 class ApiError(Exception):
@@ -142,6 +143,17 @@ class HubClient:
                 return False
             raise
         return True
+
+    def server_side_apply(
+        self, kind: Kind, obj: Mapping[str, Any], *, field_manager: str, force: bool
+    ) -> dict[str, Any]:
+        """Server-side apply ``obj`` (an apply configuration naming only the fields ``field_manager`` owns): the
+        API server sets them, removes the fields that manager owned and no longer names, and leaves every other
+        manager's fields alone. ``force`` takes over fields another manager set to other values."""
+        metadata = obj["metadata"]
+        query = {"fieldManager": field_manager, "force": "true" if force else "false"}
+        path = _path(kind, metadata.get("namespace"), metadata["name"])
+        return self._call("PATCH", path, body=obj, query=query, content_type=_APPLY_PATCH)
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any], *, status: bool = False) -> None:
         path = _path(kind, namespace, name) + ("/status" if status else "")

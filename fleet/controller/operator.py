@@ -49,6 +49,7 @@ from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE, JOB_LAB
 from fleet.lifecycle import FEDERATION_READY, TERMINAL, EmitEvent
 from fleet.models import FederatedLearningSpec
 
+from .cluster_labels import register_cluster_labels
 from .hub import (
     ApiError,
     Credentials,
@@ -793,6 +794,7 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
                 raise kopf.TemporaryError(str(error), delay=min(60.0, 2.0 ** min(retry, 6))) from error
         logger.info("deleted %d objects of %s/%s", count, job.namespace, job.name)
 
+    register_cluster_labels(registry, controller.hub)  # the ManagedClusterLabels handlers
     return registry
 
 

@@ -1,7 +1,7 @@
 """The ``controller/`` folder: what the hub needs to run this project's controller.
 
-The FederatedLearning CustomResourceDefinition is generated from the models (`fleet.crd`), so the API server
-checks exactly what the renderer writes and the controller reads.
+The project's CustomResourceDefinitions (FederatedLearning, ManagedClusterLabels) are generated from the models
+(`fleet.crd`), so the API server checks exactly what the renderer writes and the controller reads.
 
 Permissions: every verb the controller uses and nothing more, no wildcards, and each write only in the
 namespaces where it makes that write. The ClusterRole holds reads only: kopf's cluster-wide watch streams
@@ -11,7 +11,9 @@ and operator Secrets, the collaborators' identity records), each job namespace (
 status, its Events) and each managed cluster's namespace (the collaborators' ManifestWorks). Each Role is
 written beside the rest of what its namespace gets (``controller/``, ``namespaces/<namespace>/``,
 ``clusters/<cluster>/``), so that GitOps applies it in that folder's sync wave, once the namespace exists, and
-prunes it with the namespace's last job or its cluster.
+prunes it with the namespace's last job or its cluster. The one exception is cluster-scoped by nature: Git's
+labels on ManagedClusters, in a ClusterRole of their own (`CLUSTER_LABELS_RULES`), written here so that it
+outlives every ManagedClusterLabels object whose finalizer needs it.
 
 The hub CA is also the add-on's CustomSigner CA: OCM's add-on manager reads that one Secret to sign the
 collaborators' registrations, through a Role of its own (`SIGNER_RULES`) bound to its ServiceAccount.
@@ -27,7 +29,7 @@ from typing import Any
 import fleet
 from fleet.claims import API_GROUP
 from fleet.controller.identity import record_name
-from fleet.crd import PLURAL, federated_learning_crd_spec
+from fleet.crd import LABELS_PLURAL, PLURAL, federated_learning_crd_spec, managed_cluster_labels_crd_spec
 from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE, HUB_CA_SECRET, OPERATOR_SECRET
 from fleet.repository import Repository
 from render.charts.base import FleetApp, FolderChart
@@ -72,12 +74,27 @@ CLUSTER_ROLE_RULES: list[dict[str, Any]] = [
     rule("certificates.k8s.io", ["certificatesigningrequests"], _WATCH),
     # ManagedClusters: their ClusterClaims (where each dataset lies); PlacementDecisions: the jobs' clusters.
     rule("cluster.open-cluster-management.io", ["managedclusters", "placementdecisions"], _WATCH),
-    rule(API_GROUP, [PLURAL], _WATCH),
+    # The jobs; the labels each clusters/ file declares for its ManagedCluster.
+    rule(API_GROUP, [PLURAL, LABELS_PLURAL], _WATCH),
     rule("networking.k8s.io", ["ingresses"], _WATCH),
     rule("route.openshift.io", ["routes"], _WATCH),
     rule("work.open-cluster-management.io", ["manifestworks"], _WATCH),
 ]
 """Cluster-wide, read only; sorted by API group, then resource."""
+
+CLUSTER_LABELS_ROLE = f"{CONTROLLER_NAME}-cluster-labels"
+CLUSTER_LABELS_RULES: list[dict[str, Any]] = [
+    # Server-side applies of Git's labels to ManagedClusters (cluster-scoped: no Role can hold it). Patch only:
+    # never create, update (replace) or delete one.
+    rule("cluster.open-cluster-management.io", ["managedclusters"], ["patch"]),
+    # OCM's webhook lets a requester set or remove the cluster-set label only with create on this virtual
+    # subresource, for the set the cluster leaves and the one it joins: these include OCM's own default set and
+    # sets Git no longer declares (a removed clusters/ file), so the grant cannot be limited by name.
+    rule("cluster.open-cluster-management.io", ["managedclustersets/join"], ["create"]),
+    # kopf's finalizer and annotations on each ManagedClusterLabels object; its status.
+    rule(API_GROUP, [LABELS_PLURAL, f"{LABELS_PLURAL}/status"], ["patch"]),
+]
+"""Cluster-wide, the only cluster-wide writes: Git's labels on ManagedClusters (`fleet.controller.cluster_labels`)."""
 
 
 def controller_namespace_rules(repository: Repository) -> list[dict[str, Any]]:
@@ -172,26 +189,29 @@ def role_grants(repository: Repository) -> dict[str, RoleGrant]:
 def build_controller(app: FleetApp, repository: Repository) -> None:
     chart = FolderChart(app, "controller")
     Namespace(chart, name=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE)
-    CustomResourceDefinition(
-        chart,
-        spec=federated_learning_crd_spec(),
-        component=COMPONENT,
-        instance=CONTROLLER_NAME,
-        source=SOURCE,
-    )
+    for crd_spec in (federated_learning_crd_spec(), managed_cluster_labels_crd_spec()):
+        CustomResourceDefinition(chart, spec=crd_spec, component=COMPONENT, instance=CONTROLLER_NAME, source=SOURCE)
     ServiceAccount(chart, name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, component=COMPONENT, source=SOURCE)
     ClusterRole(
         chart, name=CONTROLLER_NAME, rules=copy.deepcopy(CLUSTER_ROLE_RULES), component=COMPONENT, source=SOURCE
     )
-    ClusterRoleBinding(
+    ClusterRole(
         chart,
-        name=CONTROLLER_NAME,
-        cluster_role=CONTROLLER_NAME,
-        service_account=CONTROLLER_NAME,
-        namespace=CONTROLLER_NAMESPACE,
+        name=CLUSTER_LABELS_ROLE,
+        rules=copy.deepcopy(CLUSTER_LABELS_RULES),
         component=COMPONENT,
         source=SOURCE,
     )
+    for role_name in (CONTROLLER_NAME, CLUSTER_LABELS_ROLE):
+        ClusterRoleBinding(
+            chart,
+            name=role_name,
+            cluster_role=role_name,
+            service_account=CONTROLLER_NAME,
+            namespace=CONTROLLER_NAMESPACE,
+            component=COMPONENT,
+            source=SOURCE,
+        )
     Deployment(
         chart,
         name=CONTROLLER_NAME,

@@ -4,17 +4,18 @@ It is a target of its own (``manifests/gitops/``) rather than a folder of ``hub`
 bootstrap once, to the GitOps tool's namespace, and from then on the tool applies ``manifests/hub``; the
 hub's own Applications and Kustomizations never manage their bootstrap.
 
-- ``argocd/``: the ``argocd-cm`` entries (health checks for FederatedLearning, for ManagedCluster, whose labels
-  Git sets, and for Application, so that the parent waits for each child's health before the next sync wave)
+- ``argocd/``: the ``argocd-cm`` entries (health checks for FederatedLearning, for ManagedClusterLabels, whose
+  labels the controller applies to a ManagedCluster, and for Application, so that the parent waits for each
+  child's health before the next sync wave)
   and the ``fleet`` root Application over ``argocd/apps/``;
 - ``argocd/apps/``: one Application per hub folder, ordered by sync wave: the controller (its CRD) first, the
   add-on and cluster sets next, then namespaces, clusters and policies, the jobs last;
 - ``flux/``: a GitRepository and one Kustomization per hub folder, each depending on the folders of the wave
-  before, so the jobs depend on all of the infrastructure; the clusters' one checks each ManagedCluster's
-  registration with CEL, as the Lua check does for Argo CD.
+  before, so the jobs depend on all of the infrastructure; the clusters' one checks each ManagedClusterLabels
+  object with CEL, as the Lua check does for Argo CD.
 
-Neither tool may ever delete a ManagedCluster: the partial ones Git applies carry the annotations that say so
-(`render.constructs.managed_cluster`).
+Neither tool ever writes a ManagedCluster, so neither can delete one: Git declares a cluster's labels in a
+ManagedClusterLabels object, which both prune normally (`render.constructs.managed_cluster_labels`).
 
 Both read ``GIT_URL`` at ``GIT_BRANCH``, with the rendered output committed under ``MANIFESTS`` (a fork
 changes these three constants and renders).
@@ -23,6 +24,7 @@ changes these three constants and renders).
 from __future__ import annotations
 
 from fleet.claims import API_GROUP
+from fleet.crd import LABELS_KIND, VERSION
 from fleet.repository import Repository
 from render.charts.base import FleetApp, FolderChart
 from render.constructs.argocd_application import ArgoCDApplication
@@ -51,7 +53,8 @@ HUB_FOLDERS: dict[str, int] = {
     "jobs": 4,
 }
 """Each top-level folder of the hub target and its sync wave: custom resources come after their CRDs (the
-controller's FederatedLearning CRD; OCM's own are installed with OCM), bindings after their cluster sets,
+controller's FederatedLearning and ManagedClusterLabels CRDs, and the RBAC the labels' finalizer needs; OCM's own
+are installed with OCM), ManagedClusterLabels after the cluster sets they join, bindings after their cluster sets,
 ManagedClusterAddOns after the add-on, jobs after everything."""
 
 _MISSING_CRDS_OK = "SkipDryRunOnMissingResource=true"
@@ -104,64 +107,56 @@ end
 return hs
 """
 
-MANAGED_CLUSTER_HEALTH = """\
--- ManagedCluster (cluster.open-cluster-management.io): Git sets its labels only; its health is its registration,
--- which a hub administrator completes (accept) and the klusterlet keeps (join). A joined cluster that is not
--- available now stays Healthy: OCM taints it, so Placements skip it, and one offline spoke holds no wave back.
+MANAGED_CLUSTER_LABELS_HEALTH = """\
+-- ManagedClusterLabels (federation.fleet.dev): Healthy once the controller has applied this generation's labels
+-- to the ManagedCluster; Progressing while it has not, or while no ManagedCluster of that name is registered
+-- (nothing can be placed there yet); Degraded when the hub refused the labels.
 local hs = {}
-local function condition(kind)
-  if obj.status ~= nil and obj.status.conditions ~= nil then
-    for _, c in ipairs(obj.status.conditions) do
-      if c.type == kind then
-        return c
-      end
+local status = obj.status
+local generation = obj.metadata and obj.metadata.generation
+local observed = status and status.observedGeneration
+if observed == nil or (generation ~= nil and observed < generation) then
+  hs.status = "Progressing"
+  hs.message = "waiting for the fleet controller to apply the labels"
+  return hs
+end
+local applied = nil
+if status.conditions ~= nil then
+  for _, c in ipairs(status.conditions) do
+    if c.type == "Applied" then
+      applied = c
     end
   end
-  return nil
 end
-local accepted = condition("HubAcceptedManagedCluster")
-if accepted ~= nil and accepted.status == "False" then
-  hs.status = "Degraded"
-  hs.message = accepted.message or "the hub administrator denied the cluster"
-  return hs
-end
-if accepted == nil or accepted.status ~= "True" then
+if applied == nil then
   hs.status = "Progressing"
-  hs.message = "labels applied; waiting for the cluster to register and a hub administrator to accept it "
-    .. "(clusteradm accept --clusters " .. obj.metadata.name .. ")"
-  return hs
-end
-local joined = condition("ManagedClusterJoined")
-if joined == nil or joined.status ~= "True" then
+  hs.message = "waiting for the fleet controller to apply the labels"
+elseif applied.status == "True" then
+  hs.status = "Healthy"
+  hs.message = applied.message or "labels applied"
+elseif applied.reason == "NotRegistered" then
   hs.status = "Progressing"
-  hs.message = "accepted; waiting for the klusterlet to join"
-  return hs
-end
-local available = condition("ManagedClusterConditionAvailable")
-hs.status = "Healthy"
-if available ~= nil and available.status == "True" then
-  hs.message = "joined and available"
+  hs.message = applied.message or "waiting for the cluster to register"
 else
-  hs.message = "joined, not available now: OCM taints it and no Placement selects it"
-  if available ~= nil and available.message ~= nil then
-    hs.message = hs.message .. " (" .. available.message .. ")"
-  end
+  hs.status = "Degraded"
+  hs.message = applied.message or "the hub refused the labels"
 end
 return hs
 """
 
-MANAGED_CLUSTER_HEALTH_EXPRS = [
+_APPLIED = "status.conditions.exists(c, c.type == 'Applied' && c.status == '{status}'{reason})"
+MANAGED_CLUSTER_LABELS_HEALTH_EXPRS = [
     {
-        "apiVersion": "cluster.open-cluster-management.io/v1",
-        "kind": "ManagedCluster",
-        # The same verdicts as MANAGED_CLUSTER_HEALTH: denied fails; joined is current; anything else waits.
-        "failed": "has(status.conditions) && status.conditions.exists(c, c.type == 'HubAcceptedManagedCluster' && "
-        "c.status == 'False')",
-        "current": "has(status.conditions) && status.conditions.exists(c, c.type == 'ManagedClusterJoined' && "
-        "c.status == 'True')",
+        "apiVersion": f"{API_GROUP}/{VERSION}",
+        "kind": LABELS_KIND,
+        # The same verdicts as MANAGED_CLUSTER_LABELS_HEALTH: refused fails; applied to this generation is
+        # current; anything else (not observed yet, not registered) waits.
+        "failed": "has(status.conditions) && " + _APPLIED.format(status="False", reason=" && c.reason == 'Refused'"),
+        "current": "has(status.observedGeneration) && status.observedGeneration == metadata.generation && "
+        "has(status.conditions) && " + _APPLIED.format(status="True", reason=""),
     }
 ]
-"""Flux's CEL health check of the ManagedClusters whose labels the clusters folder applies."""
+"""Flux's CEL health check of the ManagedClusterLabels objects of the clusters folder."""
 
 APPLICATION_HEALTH = """\
 -- Application (argoproj.io): the child's own health, so that the root Application's sync waves wait for
@@ -196,7 +191,7 @@ def build_argocd(app: FleetApp) -> None:
         namespace=ARGOCD_NAMESPACE,
         data={
             health_key(API_GROUP, "FederatedLearning"): FEDERATED_LEARNING_HEALTH,
-            health_key("cluster.open-cluster-management.io", "ManagedCluster"): MANAGED_CLUSTER_HEALTH,
+            health_key(API_GROUP, LABELS_KIND): MANAGED_CLUSTER_LABELS_HEALTH,
             health_key("argoproj.io", "Application"): APPLICATION_HEALTH,
         },
         source=SOURCE,
@@ -260,5 +255,5 @@ def build_flux(app: FleetApp) -> None:
             # Jobs run for hours: waiting on them would hold every later reconciliation.
             wait=folder != "jobs",
             source=SOURCE,
-            health_check_exprs=MANAGED_CLUSTER_HEALTH_EXPRS if folder == "clusters" else None,
+            health_check_exprs=MANAGED_CLUSTER_LABELS_HEALTH_EXPRS if folder == "clusters" else None,
         )

@@ -1,8 +1,8 @@
 """The ``hub`` target: everything this project's controller and OCM need on the hub.
 
 Folders: ``controller/`` (CRD, RBAC, Deployment), ``addon/`` (the collaborator add-on), ``clustersets/``,
-``clusters/<cluster>/`` (its labels and cluster set on the ManagedCluster, ClusterClaims, add-on install),
-``namespaces/<namespace>/`` (the namespace and its ManagedClusterSetBindings), ``jobs/<job>/``
+``clusters/<cluster>/`` (the labels and cluster set the controller applies to its ManagedCluster, ClusterClaims,
+add-on install), ``namespaces/<namespace>/`` (the namespace and its ManagedClusterSetBindings), ``jobs/<job>/``
 (FederatedLearning, Placement), ``policies/<policy>/``.
 """
 
@@ -17,8 +17,8 @@ from fleet.placement import governing_policies, placement_spec
 from fleet.repository import Repository
 from render.charts.base import FleetApp, FolderChart
 from render.constructs.federated_learning import FederatedLearning
-from render.constructs.managed_cluster import ManagedClusterLabels
 from render.constructs.managed_cluster_addon import ManagedClusterAddOn
+from render.constructs.managed_cluster_labels import ManagedClusterLabels
 from render.constructs.managed_cluster_set import ManagedClusterSet
 from render.constructs.managed_cluster_set_binding import ManagedClusterSetBinding
 from render.constructs.manifest_work import ManifestWork, cluster_claim
@@ -57,10 +57,9 @@ def build_clusters(app: FleetApp, repository: Repository) -> None:
     for cluster in repository.clusters.values():
         chart = FolderChart(app, f"clusters/{cluster.name}")
         source = repository.source(cluster).file
-        # What Placements select on: the declared labels and the set, on the hub's own ManagedCluster.
-        ManagedClusterLabels(
-            chart, cluster=cluster.name, cluster_set=cluster.cluster_set, labels=cluster.labels, source=source
-        )
+        # What Placements select on: the declared labels and the set, which the controller applies to the hub's
+        # own ManagedCluster and removes when this object is pruned.
+        ManagedClusterLabels(chart, cluster=cluster, source=source)
         claims = [cluster_claim(name, value) for name, value in cluster_claims(cluster).items()]
         ManifestWork(
             chart,

@@ -30,9 +30,12 @@ def _controller(example: Example) -> Rendered:
 def test_folder_holds_the_controller_install_and_nothing_else(example: Example) -> None:
     objects = _controller(example)
     assert sorted(objects) == [
+        "controller/clusterrole-fleet-controller-cluster-labels.yaml",
         "controller/clusterrole-fleet-controller.yaml",
+        "controller/clusterrolebinding-fleet-controller-cluster-labels.yaml",
         "controller/clusterrolebinding-fleet-controller.yaml",
         f"controller/customresourcedefinition-federatedlearnings.{API_GROUP}.yaml",
+        f"controller/customresourcedefinition-managedclusterlabels.{API_GROUP}.yaml",
         "controller/deployment-fleet-controller.yaml",
         "controller/namespace-fleet-system.yaml",
         "controller/role-fleet-controller.yaml",
@@ -54,9 +57,8 @@ def test_folder_holds_the_controller_install_and_nothing_else(example: Example) 
 
 
 def test_crd_names_and_serves_the_projects_kind(example: Example) -> None:
-    crd = one(_controller(example), "CustomResourceDefinition")
+    crd = one(_controller(example), "CustomResourceDefinition", "federatedlearnings.federation.fleet.dev")
     spec = crd["spec"]
-    assert crd["metadata"]["name"] == "federatedlearnings.federation.fleet.dev"
     assert spec["group"] == API_GROUP == "federation.fleet.dev"
     assert spec["names"] == {
         "kind": "FederatedLearning",
@@ -113,7 +115,7 @@ def _structural_problems(node: Any, where: str = "") -> list[str]:
 
 
 def test_crd_schema_is_structural_and_generated_from_the_models(example: Example) -> None:
-    crd = one(_controller(example), "CustomResourceDefinition")
+    crd = one(_controller(example), "CustomResourceDefinition", "federatedlearnings.federation.fleet.dev")
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert _structural_problems(schema) == []
     spec = schema["properties"]["spec"]
@@ -142,7 +144,7 @@ def test_crd_spec_is_a_fresh_copy_each_time() -> None:
 
 def test_rendered_jobs_validate_against_the_generated_crd(example: Example) -> None:
     _, rendered = example
-    crd = one(_controller(example), "CustomResourceDefinition")
+    crd = one(_controller(example), "CustomResourceDefinition", "federatedlearnings.federation.fleet.dev")
     jobs = [(p, b) for p, b in rendered.items() if b["kind"] == "FederatedLearning"]
     assert jobs, "the example renders a FederatedLearning"
     report = validate_documents([("crd.yaml", crd), *jobs], None, kubeconform=False)
@@ -162,7 +164,7 @@ def test_rendered_jobs_validate_against_the_generated_crd(example: Example) -> N
 def test_printer_columns_point_at_fields_the_resources_have(example: Example) -> None:
     _, rendered = example
     job = next(b for b in rendered.values() if b["kind"] == "FederatedLearning")
-    crd = one(_controller(example), "CustomResourceDefinition")
+    crd = one(_controller(example), "CustomResourceDefinition", "federatedlearnings.federation.fleet.dev")
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
         *parents, leaf = column["jsonPath"].lstrip(".").split(".")
@@ -194,6 +196,7 @@ EXPECTED_CLUSTER_ROLE = {
     "cluster.open-cluster-management.io/managedclusters": {"list", "watch"},
     "cluster.open-cluster-management.io/placementdecisions": {"list", "watch"},
     "federation.fleet.dev/federatedlearnings": {"list", "watch"},
+    "federation.fleet.dev/managedclusterlabels": {"list", "watch"},
     "networking.k8s.io/ingresses": {"list", "watch"},
     "route.openshift.io/routes": {"list", "watch"},
     "work.open-cluster-management.io/manifestworks": {"list", "watch"},
@@ -270,7 +273,7 @@ def _rbac(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_cluster_role_grants_exactly_the_controllers_cluster_wide_reads(example: Example) -> None:
-    role = one(_controller(example), "ClusterRole")
+    role = one(_controller(example), "ClusterRole", CONTROLLER_NAME)
     assert _grants(role["rules"]) == EXPECTED_CLUSTER_ROLE
 
 
@@ -293,7 +296,7 @@ def test_no_rule_has_a_wildcard_a_url_or_an_unsorted_list(example: Example) -> N
 
 
 def test_cluster_role_writes_nothing(example: Example) -> None:
-    role = one(_controller(example), "ClusterRole")
+    role = one(_controller(example), "ClusterRole", CONTROLLER_NAME)
     for rule in role["rules"]:
         writes = _WRITE_VERBS & set(rule["verbs"])
         assert not (writes and _SENSITIVE & set(rule["resources"])), f"a cluster-wide write on what jobs own: {rule}"
@@ -354,11 +357,11 @@ def test_every_role_and_the_cluster_role_are_bound_to_the_controllers_account_on
     _, rendered = example
     account = [{"kind": "ServiceAccount", "name": CONTROLLER_NAME, "namespace": CONTROLLER_NAMESPACE}]
     assert one(_controller(example), "ServiceAccount")["metadata"]["name"] == CONTROLLER_NAME
-    binding = one(_controller(example), "ClusterRoleBinding")
+    binding = one(_controller(example), "ClusterRoleBinding", CONTROLLER_NAME)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": one(_controller(example), "ClusterRole")["metadata"]["name"],
+        "name": one(_controller(example), "ClusterRole", CONTROLLER_NAME)["metadata"]["name"],
     }
     assert binding["subjects"] == account
     bindings = {

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from chart_helpers import Rendered, assert_valid
 
-from fleet.models import FederatedLearningStatus
+from fleet.models import FederatedLearningStatus, ManagedClusterLabelsStatus
 from fleet.repository import Repository
 from render.charts.gitops import GIT_URL, HUB_FOLDERS, MANIFESTS
 
 FL_HEALTH_KEY = "resource.customizations.health.federation.fleet.dev_FederatedLearning"
 APP_HEALTH_KEY = "resource.customizations.health.argoproj.io_Application"
-MC_HEALTH_KEY = "resource.customizations.health.cluster.open-cluster-management.io_ManagedCluster"
+MCL_HEALTH_KEY = "resource.customizations.health.federation.fleet.dev_ManagedClusterLabels"
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def config_map(gitops: Rendered) -> dict[str, Any]:
 def test_config_map_is_the_one_argo_cd_reads(config_map: dict[str, Any]) -> None:
     assert config_map["metadata"]["name"] == "argocd-cm" and config_map["metadata"]["namespace"] == "argocd"
     assert config_map["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd"
-    assert set(config_map["data"]) == {FL_HEALTH_KEY, APP_HEALTH_KEY, MC_HEALTH_KEY}
+    assert set(config_map["data"]) == {FL_HEALTH_KEY, APP_HEALTH_KEY, MCL_HEALTH_KEY}
 
 
 @pytest.mark.parametrize(
@@ -180,70 +180,81 @@ def test_application_health_follows_the_child(config_map: dict[str, Any]) -> Non
     assert _health(script, app) == {"status": "Degraded", "message": "one job failed"}
 
 
-# --- ManagedCluster: Git sets its labels; its health (Lua for Argo CD, CEL for Flux) is its registration -------
+# --- ManagedClusterLabels: health (Lua for Argo CD, CEL for Flux) is whether the controller applied the labels -----
 
 
-def _cluster(*conditions: tuple[str, str], accepts: bool = True) -> dict[str, Any]:
+def _declaration(generation: int, status: dict[str, Any] | None) -> dict[str, Any]:
     resource: dict[str, Any] = {
-        "apiVersion": "cluster.open-cluster-management.io/v1",
-        "kind": "ManagedCluster",
-        "metadata": {"name": "eu-west-hospital", "labels": {"region": "eu-west"}},
-        "spec": {"hubAcceptsClient": accepts},
+        "apiVersion": "federation.fleet.dev/v1alpha1",
+        "kind": "ManagedClusterLabels",
+        "metadata": {"name": "eu-west-hospital", "generation": generation},
+        "spec": {"clusterSet": "research-eu", "labels": {"region": "eu-west"}},
     }
-    if conditions:
-        resource["status"] = {
-            "conditions": [
-                {"type": kind, "status": status, "reason": "R", "message": f"{kind} is {status}"}
-                for kind, status in conditions
-            ]
-        }
+    if status is not None:
+        resource["status"] = status
     return resource
 
 
-ACCEPTED = ("HubAcceptedManagedCluster", "True")
-JOINED = ("ManagedClusterJoined", "True")
-CLUSTER_STATES = {
-    # state: (the ManagedCluster, Argo CD's health, Flux's verdict)
-    "pre-created by Git, never registered": (_cluster(accepts=False), "Progressing", "waiting"),
-    "registered, not accepted": (_cluster(("ManagedClusterJoined", "False"), accepts=False), "Progressing", "waiting"),
-    "denied after acceptance": (_cluster(("HubAcceptedManagedCluster", "False")), "Degraded", "failed"),
-    "accepted, not joined": (_cluster(ACCEPTED), "Progressing", "waiting"),
-    "joined and available": (
-        _cluster(ACCEPTED, JOINED, ("ManagedClusterConditionAvailable", "True")),
-        "Healthy",
-        "current",
+def _labels_status(observed: int, state: str | None = None, reason: str = "Applied") -> dict[str, Any]:
+    """A status as the controller writes it: the model's own JSON."""
+    conditions = []
+    if state is not None:
+        conditions.append(
+            {
+                "type": "Applied",
+                "status": state,
+                "reason": reason,
+                "message": f"{reason} message",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        )
+    status = {"observedGeneration": observed, "appliedLabels": {}, "conditions": conditions}
+    return ManagedClusterLabelsStatus.model_validate(status).model_dump(mode="json", by_alias=True)
+
+
+LABEL_STATES = {
+    # state: (the object, Argo CD's health, Flux's verdict)
+    "not yet seen by the controller": (_declaration(1, None), "Progressing", "waiting"),
+    "applied": (_declaration(1, _labels_status(1, "True")), "Healthy", "current"),
+    "applied to an older generation": (_declaration(2, _labels_status(1, "True")), "Progressing", "waiting"),
+    "cluster not registered yet": (
+        _declaration(1, _labels_status(1, "False", "NotRegistered")),
+        "Progressing",
+        "waiting",
     ),
-    "joined, lease lost": (
-        _cluster(ACCEPTED, JOINED, ("ManagedClusterConditionAvailable", "Unknown")),
-        "Healthy",
-        "current",
-    ),
+    "refused by the hub": (_declaration(1, _labels_status(1, "False", "Refused")), "Degraded", "failed"),
 }
 
 
-@pytest.mark.parametrize("state", list(CLUSTER_STATES))
-def test_managed_cluster_health(config_map: dict[str, Any], state: str) -> None:
-    cluster, expected, _ = CLUSTER_STATES[state]
-    health = _health(config_map["data"][MC_HEALTH_KEY], cluster)
+def test_the_bootstraps_cover_the_declarations(config_map: dict[str, Any], gitops: Rendered) -> None:
+    assert MCL_HEALTH_KEY in config_map["data"]
+    [check] = _of_kind(gitops, "Kustomization")["fleet-clusters"]["spec"]["healthCheckExprs"]
+    assert (check["apiVersion"], check["kind"]) == ("federation.fleet.dev/v1alpha1", "ManagedClusterLabels")
+    # Their CRD (controller) and the cluster sets they join (clustersets) come in earlier waves.
+    assert HUB_FOLDERS["controller"] < HUB_FOLDERS["clustersets"] < HUB_FOLDERS["clusters"]
+
+
+@pytest.mark.parametrize("state", list(LABEL_STATES))
+def test_managed_cluster_labels_health(config_map: dict[str, Any], state: str) -> None:
+    resource, expected, _ = LABEL_STATES[state]
+    health = _health(config_map["data"][MCL_HEALTH_KEY], resource)
     assert health["status"] == expected
-    if state.startswith("pre-created"):
-        assert "clusteradm accept --clusters eu-west-hospital" in health["message"]
-    if state == "joined, lease lost":
-        assert "not available now" in health["message"] and "Unknown" in health["message"]
+    conditions = (resource.get("status") or {}).get("conditions") or []
+    if conditions and resource["metadata"]["generation"] == resource["status"]["observedGeneration"]:
+        assert health["message"] == conditions[0]["message"]
 
 
-@pytest.mark.parametrize("state", list(CLUSTER_STATES))
-def test_flux_managed_cluster_health_agrees(gitops: Rendered, state: str) -> None:
+@pytest.mark.parametrize("state", list(LABEL_STATES))
+def test_flux_managed_cluster_labels_health_agrees(gitops: Rendered, state: str) -> None:
     # Flux evaluates `failed`, then `current`; an expression that errors (no status yet) leaves it waiting.
     import celpy
     from celpy.adapter import json_to_cel
     from celpy.evaluation import CELEvalError
 
-    cluster, _, expected = CLUSTER_STATES[state]
+    resource, _, expected = LABEL_STATES[state]
     [check] = _of_kind(gitops, "Kustomization")["fleet-clusters"]["spec"]["healthCheckExprs"]
-    assert (check["apiVersion"], check["kind"]) == ("cluster.open-cluster-management.io/v1", "ManagedCluster")
     environment = celpy.Environment()
-    activation = {key: json_to_cel(value) for key, value in cluster.items()}
+    activation = {key: json_to_cel(value) for key, value in resource.items()}
 
     def true(expression: str) -> bool:
         try:
