@@ -57,15 +57,22 @@ class Prometheus:
 
 @contextlib.contextmanager
 def prometheus(
-    folder: Path, targets: list[str], rule_files: list[Path], interval: str = "200ms"
+    folder: Path,
+    targets: list[str],
+    rule_files: list[Path],
+    interval: str = "200ms",
+    *,
+    scrape_configs: list[dict[str, Any]] | None = None,
 ) -> Iterator[Prometheus]:
-    """Start ``prometheus`` scraping ``targets`` (host:port) every ``interval`` with ``rule_files``; stop it after."""
+    """Start ``prometheus`` scraping ``targets`` (host:port) every ``interval`` with ``rule_files``; stop it after.
+    ``scrape_configs``: Prometheus' own scrape configs instead (``targets`` is then ignored)."""
     assert PROMETHEUS is not None
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": [str(path) for path in rule_files],
-        "scrape_configs": [
+        "scrape_configs": scrape_configs
+        or [
             {
                 # As the hub's ServiceMonitors do: the exporters' own namespace and job labels win.
                 "job_name": "fleet",
