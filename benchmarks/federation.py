@@ -109,7 +109,7 @@ class Result:
     """Whose partitions it trained on: the central row of the same group is its anchor."""
 
 
-class _Quiet:
+class QuietObserver:
     def phase(self, message: str) -> None: ...
 
     def warning(self, message: str) -> None:
@@ -121,7 +121,7 @@ class _Quiet:
         print(f"    round {event.round}: {event.metrics.get('accuracy', float('nan')):.3f}", flush=True)
 
 
-class _MemorySampler:
+class MemorySampler:
     """Peak of the summed PSS of every process whose command line names the run's folder."""
 
     def __init__(self, marker: str) -> None:
@@ -130,7 +130,7 @@ class _MemorySampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> _MemorySampler:
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
@@ -193,8 +193,8 @@ def _federated(name: str, repo: Path, job: str, engine: str) -> Result:
     test_data = data_root / "test" / "digits.npz"
     print(f"  {name} ({engine}, {len(plan.collaborators)} collaborators)", flush=True)
     started = time.monotonic()
-    with _MemorySampler(str(plan.job_dir)) as memory:
-        status = run_federation(plan, _Quiet(), settings, test_data).status
+    with MemorySampler(str(plan.job_dir)) as memory:
+        status = run_federation(plan, QuietObserver(), settings, test_data).status
     wall = time.monotonic() - started
     result = Result(name, engine, len(plan.collaborators), plan.job.rounds, wall, peak_gib=memory.peak / 2**30)
     if status.phase is not Phase.COMPLETED:
@@ -228,7 +228,7 @@ def _make_example(repo: Path) -> Result:
     print(f"  make example's commands in {repo}", flush=True)
     started = time.monotonic()
     step_seconds = []
-    with _MemorySampler(str(repo / ".fleet" / "runs")) as memory:
+    with MemorySampler(str(repo / ".fleet" / "runs")) as memory:
         for step in steps:
             begun = time.monotonic()
             done = subprocess.run([*fleet, *step], cwd=repo, env=environment, capture_output=True, text=True)
@@ -286,7 +286,7 @@ def _central(repo: Path, job_name: str, label: str) -> Result:
     return result
 
 
-def _machine() -> list[str]:
+def machine_lines() -> list[str]:
     import torch
 
     cpu = "unknown"
@@ -410,7 +410,7 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    machine = _machine()
+    machine = machine_lines()
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="fleet-federation-bench-"))
     results: list[Result] = []

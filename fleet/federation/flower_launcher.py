@@ -18,7 +18,7 @@ Flower behaves. It never edits Flower; it starts Flower's own entry points after
   nothing becomes adaptive (0.05 s right after activity, 1.5 times longer after each empty pull, back to
   Flower's 3 s when idle, so an idle SuperNode asks the SuperLink no more often than before); its 0.5 s polls
   of its own local state (a reply ready, an object stored) become 0.02 s; the object pull back-off starts at
-  0.05 s instead of 1 s (SuperNode, ClientApp, ServerApp).
+  0.05 s instead of 1 s and doubles up to 0.2 s instead of 10 s (SuperNode, ClientApp, ServerApp).
 
 Nothing else changes: Flower's protocol, wire format and SuperNode authentication stay as they are (the key
 registration is a second factor beside the certificate). Refuses any Flower but the version it was written
@@ -294,6 +294,10 @@ LOCAL_POLL = 0.02
 """For Flower's 0.5 s polls of the SuperNode's own in-process state: no request leaves the process."""
 PULL_FIRST_BACKOFF = 0.05
 """For Flower's 1 s first back-off when an object is not in the store yet (PULL_INITIAL_BACKOFF)."""
+PULL_BACKOFF_LIMIT = 0.2
+"""For Flower's 10 s cap of that back-off, which doubles per try (PULL_BACKOFF_CAP): a ClientApp asks its
+SuperNode for the objects of a message the SuperNode is still pulling from the SuperLink, and from 0.05 s
+doubling, its sixth try would come 1.55 s after the first and 0.8 s after the fifth."""
 _FLOWER_IDLE_WAIT = 3
 _FLOWER_LOCAL_WAIT = 0.5
 
@@ -327,18 +331,21 @@ class AdaptiveWaits:
 
 
 def _with_short_pull_backoff(pull_objects: Callable[..., Any]) -> Callable[..., Any]:
-    from flwr.supercore.constant import PULL_INITIAL_BACKOFF
+    from flwr.supercore.constant import PULL_BACKOFF_CAP, PULL_INITIAL_BACKOFF
 
     def pull(*args: Any, **options: Any) -> Any:
         if options.get("initial_backoff", PULL_INITIAL_BACKOFF) == PULL_INITIAL_BACKOFF:
             options["initial_backoff"] = PULL_FIRST_BACKOFF
+        if options.get("backoff_cap", PULL_BACKOFF_CAP) == PULL_BACKOFF_CAP:
+            options["backoff_cap"] = PULL_BACKOFF_LIMIT
         return pull_objects(*args, **options)
 
     return pull
 
 
 def shorten_object_pulls() -> None:
-    """Flower's object pulls (every module calling ``pull_objects``) start retrying after 0.05 s, not 1 s."""
+    """Flower's object pulls (every module calling ``pull_objects``) retry a missing object after 0.05 s, not
+    1 s, and then at least every 0.2 s, not every 10 s."""
     import importlib
 
     for name in (
