@@ -28,7 +28,8 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 CI = WORKFLOWS / "ci.yml"
 PULL_REQUEST = WORKFLOWS / "pull-request.yml"
 DRIFT = WORKFLOWS / "drift.yml"
-ALL = [CI, PULL_REQUEST, DRIFT]
+PR_COMMENT = WORKFLOWS / "pr-comment.yml"
+ALL = [CI, PULL_REQUEST, DRIFT, PR_COMMENT]
 FETCH_CRDS = ROOT / ".github" / "scripts" / "fetch-upstream-crds"
 CRD_PINS = ROOT / ".github" / "upstream-crds.txt"
 
@@ -50,7 +51,7 @@ def _runs(path: Path) -> str:
 
 
 def test_workflow_files() -> None:
-    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["ci.yml", "drift.yml", "pull-request.yml"]
+    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["ci.yml", "drift.yml", "pr-comment.yml", "pull-request.yml"]
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
@@ -96,10 +97,10 @@ def test_ci_runs_the_readme_command_on_push_and_pull_request() -> None:
     workflow = _load(CI)
     assert set(workflow["on"]) == {"push", "pull_request"}
     assert "make test" in (ROOT / "README.md").read_text()
-    runs = [step["run"].strip() for step in _steps(CI) if "run" in step]
+    runs = [step["run"].strip() for step in _load(CI)["jobs"]["test"]["steps"] if "run" in step]
     assert runs[-2:] == ["make example", "make test"]  # the README's two commands, in its order
-    python = [s["with"]["python-version"] for s in _steps(CI) if s.get("uses", "").startswith("actions/setup-python")]
-    assert python == ["3.11"]
+    python = {s["with"]["python-version"] for s in _steps(CI) if s.get("uses", "").startswith("actions/setup-python")}
+    assert python == {"3.11"}
     assert 'requires-python = ">=3.11"' in (ROOT / "pyproject.toml").read_text()
 
 
@@ -109,7 +110,9 @@ def test_pull_request_workflow_runs_on_the_hub_folders_only() -> None:
     assert sorted(workflow["on"]["pull_request"]["paths"]) == sorted(
         ["jobs/**", "clusters/**", "policies/**", "render/**"]
     )
-    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
+    # Read-only, as a fork's pull request gets it anyway: pr-comment.yml posts the report.
+    assert workflow["permissions"] == {"contents": "read"}
+    assert all("permissions" not in job for job in workflow["jobs"].values())
 
 
 def test_pull_request_checks() -> None:
@@ -142,7 +145,8 @@ def test_one_comment_found_by_its_marker() -> None:
     assert marker.startswith("<!--") and marker.endswith("-->")
     report = next(s for s in _steps(PULL_REQUEST) if "report.md" in s.get("run", ""))
     assert 'echo "$REPORT_MARKER"' in report["run"]
-    comment = next(s for s in _steps(PULL_REQUEST) if s.get("uses", "").startswith("actions/github-script"))
+    comment = next(s for s in _steps(PR_COMMENT) if s.get("uses", "").startswith("actions/github-script"))
+    assert comment["env"]["REPORT_MARKER"] == marker
     script = comment["with"]["script"]
     assert "process.env.REPORT_MARKER" in script and "startsWith(marker)" in script
     assert "updateComment" in script and "createComment" in script and "paginate" in script
@@ -155,7 +159,7 @@ def _crd_pins() -> list[tuple[str, str, str]]:
 
 
 def test_every_workflow_fetches_the_crds_with_the_one_script() -> None:
-    for path in ALL:
+    for path in (CI, PULL_REQUEST, DRIFT):  # pr-comment.yml runs no code
         fetch = [s["run"] for s in _steps(path) if "fetch-upstream-crds" in s.get("run", "")]
         assert fetch == ['.github/scripts/fetch-upstream-crds "$GITHUB_WORKSPACE/../shared/crds"'], path.name
     assert FETCH_CRDS.stat().st_mode & 0o111, "the script must be executable"
@@ -202,3 +206,80 @@ def test_dependabot_updates_the_lock_and_the_actions() -> None:
     assert pip["directory"] == "/" and (ROOT / "requirements" / "fleet.txt").is_file()  # found in requirements/
     assert {rule["dependency-name"] for rule in pip["ignore"]} == {"torch", "flwr"}
     assert config["registries"][pip["registries"][0]]["url"] == "https://download.pytorch.org/whl/cpu"
+
+
+_PINNED = re.compile(r"^(?P<action>[\w.-]+/[\w.-]+)@(?P<sha>[0-9a-f]{40})$")
+
+
+def _uses(path: Path) -> list[tuple[str, str]]:
+    """Each ``uses:`` of the workflow with the comment after it (the tag the SHA was taken from)."""
+    found = re.findall(r"^\s*(?:- )?uses: (\S+)(.*)$", path.read_text(), flags=re.MULTILINE)
+    return [(ref, comment.strip()) for ref, comment in found]
+
+
+def test_every_action_is_pinned_by_commit_sha_with_its_tag_named() -> None:
+    # zizmor's unpinned-uses: a tag can be moved to other code; a commit SHA cannot. The SHAs were taken from the
+    # tags named beside them (checked against public workflows and run logs naming the same tag and SHA; no
+    # GitHub API here to ask); Dependabot's github-actions updates move SHA and comment together.
+    shas: dict[str, set[str]] = {}
+    for path in ALL:
+        uses = _uses(path)
+        assert uses, path.name
+        for ref, comment in uses:
+            match = _PINNED.match(ref)
+            assert match, f"{path.name}: {ref} is not pinned by a commit SHA"
+            assert re.fullmatch(r"# v\d+\.\d+\.\d+", comment), f"{path.name}: {ref} names no tag ({comment!r})"
+            shas.setdefault(f"{match['action']} {comment}", set()).add(match["sha"])
+    assert all(len(found) == 1 for found in shas.values()), shas  # one SHA per action and tag
+
+
+def test_no_checkout_persists_its_credentials() -> None:
+    # zizmor's artipacked: actions/checkout keeps the token in .git/config unless told not to, where later steps
+    # (and uploaded artifacts of the workspace) can read it.
+    checkouts = [(path, s) for path in ALL for s in _steps(path) if s.get("uses", "").startswith("actions/checkout@")]
+    assert len(checkouts) >= 4
+    for path, step in checkouts:
+        assert (step.get("with") or {}).get("persist-credentials") is False, path.name
+
+
+def test_zizmor_audits_the_workflows_offline_at_a_pinned_version() -> None:
+    job = _load(CI)["jobs"]["zizmor"]
+    run = "\n".join(s.get("run", "") for s in job["steps"])
+    version = next(s["env"]["ZIZMOR_VERSION"] for s in job["steps"] if "ZIZMOR_VERSION" in (s.get("env") or {}))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    assert '"zizmor==${ZIZMOR_VERSION}"' in run
+    assert 'zizmor" --offline' in run and run.rstrip().endswith(".github/workflows")
+    assert "|| true" not in run  # a finding fails the job
+
+
+def test_the_pull_request_run_only_uploads_its_report() -> None:
+    steps = _steps(PULL_REQUEST)
+    assert not [s for s in steps if s.get("uses", "").startswith("actions/github-script@")]
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["with"]["name"] == "hub-report"
+    assert upload["with"]["path"].splitlines() == ["${{ runner.temp }}/report.md", "${{ runner.temp }}/pr-number"]
+    number = next(s for s in steps if "pr-number" in s.get("run", ""))
+    # The number goes through the environment, never into the script's text.
+    assert number["env"]["PR_NUMBER"] == "${{ github.event.pull_request.number }}"
+    assert "${{" not in number["run"]
+
+
+def test_pull_request_comments_are_posted_by_a_workflow_run_that_never_runs_the_pull_request_s_code() -> None:
+    workflow = _load(PR_COMMENT)
+    assert workflow["on"] == {"workflow_run": {"workflows": [_load(PULL_REQUEST)["name"]], "types": ["completed"]}}
+    assert workflow["permissions"] == {}
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"actions": "read", "pull-requests": "write"}
+    assert "github.event.workflow_run.event == 'pull_request'" in job["if"]
+    steps = job["steps"]
+    assert not [s for s in steps if "run" in s]  # no shell at all
+    assert not [s for s in steps if s.get("uses", "").startswith("actions/checkout@")]
+    download = next(s for s in steps if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"]["name"] == "hub-report"
+    assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
+    comment = next(s for s in steps if s.get("uses", "").startswith("actions/github-script@"))
+    script = comment["with"]["script"]
+    assert "${{" not in script  # event data reaches the script through env, not its text
+    assert comment["env"]["HEAD_SHA"] == "${{ github.event.workflow_run.head_sha }}"
+    # The number in the artifact is the pull request's own claim: posted only where its head is the run's commit.
+    assert "pulls.get" in script and "pull.head.sha !== process.env.HEAD_SHA" in script
