@@ -650,6 +650,7 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
         # Only the Events the controller means (transitions) reach the API, not every log line.
         settings.posting.level = logging.CRITICAL
         settings.watching.server_timeout = 300
+        _watch_only_what_is_needed(settings)
         settings.queueing.exit_timeout = options.exit_timeout
         settings.background.instant_exit_timeout = options.exit_timeout
         await asyncio.to_thread(controller.hub_ca)
@@ -800,6 +801,17 @@ def build_registry(controller: Controller, health: HealthServer | None = None) -
 
 def _gvr(kind: Any) -> tuple[str, str, str]:
     return kind.group, kind.version, kind.plural
+
+
+def _watch_only_what_is_needed(settings: kopf.OperatorSettings) -> None:
+    """Selectors the API server applies to the controller's lists and watches, so that the hub's other Secrets,
+    Deployments, Services, PVCs and ConfigMaps never reach the controller's memory: of the kinds it owns, only
+    those it labelled; of CSRs, the add-on's; of ManagedClusterAddOns, the add-on's (a handler's ``labels=`` is
+    checked by kopf after the object arrived, its watch is not narrowed by it)."""
+    for kind in OWNED_KINDS:
+        settings.watching.label_selectors[_gvr(kind)] = f"{MANAGED_BY_LABEL}={CONTROLLER_NAME}"
+    settings.watching.label_selectors[_gvr(CSR)] = f"{CSR_ADDON_LABEL}={ADDON_NAME}"
+    settings.watching.field_selectors[_gvr(MANAGED_CLUSTER_ADDON)] = f"metadata.name={ADDON_NAME}"
 
 
 def _connection_info(hub: HubClient) -> kopf.ConnectionInfo:

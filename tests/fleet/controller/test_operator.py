@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -417,3 +418,29 @@ async def test_a_load_balancer_address_that_appears_later_is_in_the_reissued_cer
         await eventually(replaced, what="the SuperLink replaced to serve it")
         assert "hub.example" in _server_names(hub)  # the NodePort listener's node, still named
         await eventually(lambda: hub.job()["status"]["listeners"][1]["address"] == "203.0.113.7:9443")
+
+
+async def test_the_api_server_is_asked_only_for_the_objects_the_controller_labelled(hub: Hub) -> None:
+    # kopf passes settings.watching.label_selectors and field_selectors to its lists and watches
+    # (kopf _cogs/clients/watching.py and fetching.py): the API server filters, not the controller's memory.
+    from urllib.parse import parse_qs, urlsplit
+
+    async with Operator(hub, RecordedRuns()):
+        await start_job(hub)
+    watched = ("secrets", "configmaps", "deployments", "services", "persistentvolumeclaims", "manifestworks")
+    watched += ("certificatesigningrequests", "managedclusteraddons")
+    selectors: dict[str, set[str]] = {}
+    for request in hub.server:
+        url = urlsplit(str(request.url))
+        plural = url.path.rstrip("/").rsplit("/", 1)[-1]
+        if request.method != kmock.method.GET or plural not in watched:
+            continue  # not a list or watch (a get names its object last)
+        query = parse_qs(url.query)
+        selectors.setdefault(plural, set()).add(
+            ",".join(query.get("labelSelector", []) + query.get("fieldSelector", [])) or "(everything)"
+        )
+    owned = "app.kubernetes.io/managed-by=fleet-controller"
+    for plural in watched[:6]:
+        assert selectors.get(plural) == {owned}, (plural, selectors.get(plural))
+    assert selectors["certificatesigningrequests"] == {"open-cluster-management.io/addon-name=fleet-collaborator"}
+    assert selectors["managedclusteraddons"] == {"metadata.name=fleet-collaborator"}
