@@ -264,10 +264,53 @@ class PVCStorage(_Model):
         return size
 
 
+_CREDENTIAL_FIELDS = frozenset(
+    {
+        "accesskey",
+        "accesskeyid",
+        "awsaccesskeyid",
+        "awssecretaccesskey",
+        "awssessiontoken",
+        "credentials",
+        "password",
+        "secretaccesskey",
+        "secretkey",
+        "sessiontoken",
+    }
+)
+_AWS_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+
+
 class S3Storage(_Model):
+    """An S3 bucket (or an S3-compatible store) that receives each completed run's files; the credentials are
+    in a Secret the job names, never in Git."""
+
     bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")]
     prefix: Annotated[str, Field(max_length=1024)] = ""
     region: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9-]+$")]
+    credentials_secret: Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)]
+    """The Secret in the job's namespace with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optionally
+    AWS_SESSION_TOKEN), given to the aggregator alone."""
+    endpoint: Annotated[
+        str | None, Field(max_length=2048, pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$")
+    ] = None
+    """An S3-compatible endpoint (MinIO, Ceph, ...), https only; AWS's own when absent."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials_in_git(cls, data: Any) -> Any:
+        # Unknown fields are refused anyway; keys get a reason of their own, since a key in Git is a leak.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                normalized = str(name).replace("-", "").replace("_", "").lower()
+                leaked = isinstance(value, str) and _AWS_ACCESS_KEY_ID.search(value)
+                if normalized in _CREDENTIAL_FIELDS or leaked:
+                    raise ValueError(
+                        f"{name}: credentials never go in Git: put them in a Secret in the job's namespace "
+                        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and name it in credentialsSecret; "
+                        "rotate this key, it is in the repository's history now"
+                    )
+        return data
 
 
 class ModelStorage(_Model):
@@ -512,6 +555,9 @@ class S3BucketSpec(_Model):
     bucket_name: str
     prefix: str = ""
     region: str = ""
+    credentials_secret: str = ""
+    """The Secret (in the job's namespace) whose keys the aggregator gets as AWS_* variables."""
+    endpoint: str = ""
 
 
 class ServerStorageSpec(_Model):
@@ -557,7 +603,13 @@ class FederatedLearningSpec(_Model):
             s3 = job.storage.s3
             storage = ServerStorageSpec(
                 type=StorageType.S3,
-                s3=S3BucketSpec(bucket_name=s3.bucket, prefix=s3.prefix, region=s3.region),
+                s3=S3BucketSpec(
+                    bucket_name=s3.bucket,
+                    prefix=s3.prefix,
+                    region=s3.region,
+                    credentials_secret=s3.credentials_secret,
+                    endpoint=s3.endpoint or "",
+                ),
             )
         return cls(
             framework=job.framework,

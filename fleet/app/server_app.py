@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections import OrderedDict
@@ -246,8 +247,19 @@ def _rounds(federation: _Federation) -> dict[str, float]:
 
     assert weights is not None  # at least one round ran
     _save(federation, weights, Path(MODEL_FILE))
-    federation.progress.completed(metrics)
+    federation.progress.completed(metrics, publish=lambda: _publish(federation))
     return metrics
+
+
+def _publish(federation: _Federation) -> None:
+    """On the hub with S3 storage, the run's files go to the job's bucket before the run counts as completed:
+    a refused upload fails the run with S3's reason (`fleet.app.storage`)."""
+    from fleet.app.storage import StorageError, publish_from_environment
+
+    try:
+        publish_from_environment(federation.settings.model_dir, federation.grid.run.run_id, os.environ)
+    except StorageError as error:
+        raise FederationError(f"the run completed, but its files were not published: {error}") from None
 
 
 def _wait_for_nodes(federation: _Federation, server_round: int) -> list[int]:
@@ -551,9 +563,12 @@ class Progress:
         self._write_metrics()
         self._event(event, time_)
 
-    def completed(self, metrics: Mapping[str, float]) -> None:
+    def completed(self, metrics: Mapping[str, float], publish: Callable[[], None] | None = None) -> None:
+        """``publish``: what must succeed, once every file is final, before the run counts as completed."""
         self._metrics["final"] = {k: float(v) for k, v in metrics.items()}
         self._write_metrics()
+        if publish is not None:
+            publish()
         self._event({"event": "completed", "metrics": {k: float(v) for k, v in metrics.items()}})
 
     def failed(self, reason: str) -> None:

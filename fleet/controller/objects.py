@@ -13,7 +13,8 @@ Kubernetes' garbage collector removes them with it even when the controller is d
   (Flower's own SuperExec could present none), and a progress sidecar;
 - one Service per listener (``<job>-listener-<name>``; NodePort, LoadBalancer, or ClusterIP behind a Route
   or an Ingress of the same name): how collaborators reach the SuperLink from their clusters;
-- the model PersistentVolumeClaim (PVC storage; S3 storage passes the bucket settings instead).
+- the model PersistentVolumeClaim (PVC storage; with S3 storage the aggregator gets the bucket and the keys of the
+  Secret the job names, `fleet.app.storage.s3_environment`).
 
 Per selected cluster, in the cluster's namespace: the ManifestWork ``fl-<namespace>-<job>`` carrying the hub CA
 bundle and the collaborator: a SuperNode Deployment, started through fleet's launcher, whose ClientApp reads the
@@ -35,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.app.storage import MANIFEST, S3Location, hub_run_name, run_folder, s3_environment
 from fleet.claims import API_GROUP
 from fleet.crd import KIND, PLURAL, VERSION
 from fleet.federation.flower_launcher import ALLOWED_CLIENTS, CLIENT_CA, CLIENT_CERT, CLIENT_KEY
@@ -256,12 +258,14 @@ def model_dir(spec: FederatedLearningSpec, job: JobRef) -> str:
     return f"/models/{job.name}"
 
 
-def model_path(spec: FederatedLearningSpec, job: JobRef) -> str:
-    """Where the ServerApp writes the final model (as ``fleet run`` does: ``<model dir>/model.pt``)."""
+def model_path(spec: FederatedLearningSpec, job: JobRef, run: int | None = None) -> str:
+    """Where the final model is: ``<model dir>/model.pt`` (as ``fleet run`` writes it), or with S3 storage the
+    run's object, which the ServerApp publishes (`fleet.app.storage`) before it reports completion."""
     storage = spec.server.storage
     if storage.type is StorageType.S3 and storage.s3 is not None:
-        prefix = storage.s3.prefix.strip("/")
-        return f"s3://{storage.s3.bucket_name}/{prefix + '/' if prefix else ''}model.pt"
+        s3 = storage.s3
+        location = S3Location.at(s3.bucket_name, s3.prefix, s3.region, s3.endpoint)
+        return location.url(MANIFEST if run is None else f"{run_folder(hub_run_name(run))}/model.pt")
     return f"{model_dir(spec, job)}/model.pt"
 
 
@@ -441,11 +445,9 @@ def _superlink_deployment(
     else:
         volumes.append({"name": "model", "emptyDir": {}})
         if storage.s3 is not None:
-            executor_env += [
-                {"name": "FLEET_S3_BUCKET", "value": storage.s3.bucket_name},
-                {"name": "FLEET_S3_PREFIX", "value": storage.s3.prefix},
-                {"name": "FLEET_S3_REGION", "value": storage.s3.region},
-            ]
+            s3 = storage.s3
+            location = S3Location.at(s3.bucket_name, s3.prefix, s3.region, s3.endpoint)
+            executor_env += s3_environment(location, s3.credentials_secret)
     labels = _superlink_labels(job)
     superlink = {
         "name": "superlink",

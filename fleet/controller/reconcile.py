@@ -183,7 +183,7 @@ def reconcile(state: JobState) -> Plan:
         run_submitted=run_id(resource) is not None,
         events=state.events,
         run_failure=state.run_failure,
-        model_path=model_path(spec, job),
+        model_path=model_path(spec, job, run_id(resource)),
     )
     result = step(spec, status, observation)
 

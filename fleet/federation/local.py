@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Literal, Protocol
 
 from fleet.app.files import write_text_atomically
+from fleet.app.storage import MANIFEST, S3Location, StorageError, publish_run
 from fleet.data import mapped_path
 from fleet.federation.bundle import components, stage_app
 from fleet.federation.certificates import (
@@ -636,13 +637,28 @@ class _Run:
         rounds = self.recorder.status.rounds
         participants = sorted({p for r in rounds for p in r.participants}) or sorted(self.supernodes)
         _write_model_card(staged, self.plan, participants, event.metrics, self.recorder.status)
+        # The bucket first: a refused upload fails the run with the local copy, too, as the last run left it.
+        model_url = self._publish_to_s3(staged) if self.job.storage.s3 is not None else None
         try:
             publish(staged, self.plan.storage_dir, self.attempt)
         except OSError as error:
             raise RunError(
                 f"the run completed, but its storage {staged} could not replace {self.plan.storage_dir}: {error}"
             ) from error
-        self.recorder.progress([event], str(self.plan.storage_dir / MODEL_FILE))
+        self.recorder.progress([event], model_url or str(self.plan.storage_dir / MODEL_FILE))
+
+    def _publish_to_s3(self, staged: Path) -> str:
+        s3 = self.job.storage.s3
+        assert s3 is not None
+        location = S3Location.at(s3.bucket, s3.prefix, s3.region, s3.endpoint)
+        self.observer.phase(f"publishing the run to {location.url(MANIFEST)}")
+        try:
+            published = publish_run(staged, location, self.attempt.path.name)
+        except StorageError as error:
+            raise RunError(f"the run completed, but its files were not published: {error}") from error
+        for warning in published.warnings:
+            self.observer.warning(warning)
+        return published.model_url
 
     def stop(self) -> None:
         if self.control is not None:
@@ -669,7 +685,8 @@ class _Tls:
 
 
 def _environment(attempt: Attempt, settings: RunSettings) -> dict[str, str]:
-    env = dict(os.environ)
+    # Locally `fleet run` publishes to S3 itself, after the model card: the hub's bucket variables stay out.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FLEET_S3_")}
     bin_dir = str(Path(sys.executable).parent)
     env.update(
         {

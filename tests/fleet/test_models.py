@@ -329,7 +329,7 @@ def test_fedprox_with_a_proximal_term_is_valid() -> None:
         {"pvc": None, "s3": None},
         {
             "pvc": {"name": "m", "size": "1Gi", "path": "/m"},
-            "s3": {"bucket": "fleet-models", "region": "eu-west-1"},
+            "s3": {"bucket": "fleet-models", "region": "eu-west-1", "credentialsSecret": "s3"},
         },
     ],
 )
@@ -346,9 +346,14 @@ def test_storage_is_exactly_one_of_pvc_or_s3(storage: dict[str, Any]) -> None:
         ({"pvc": {"name": "m", "size": "1Gi", "path": "m"}}, ("storage", "pvc", "path")),
         ({"pvc": {"name": "m", "size": "1Gi", "path": "/models/.."}}, ("storage", "pvc", "path")),
         ({"pvc": {"name": "M", "size": "1Gi", "path": "/m"}}, ("storage", "pvc", "name")),
-        ({"s3": {"bucket": "ab", "region": "eu-west-1"}}, ("storage", "s3", "bucket")),
-        ({"s3": {"bucket": "Fleet", "region": "eu-west-1"}}, ("storage", "s3", "bucket")),
-        ({"s3": {"bucket": "fleet-models"}}, ("storage", "s3", "region")),
+        ({"s3": {"bucket": "ab", "region": "eu-west-1", "credentialsSecret": "s3"}}, ("storage", "s3", "bucket")),
+        ({"s3": {"bucket": "Fleet", "region": "eu-west-1", "credentialsSecret": "s3"}}, ("storage", "s3", "bucket")),
+        ({"s3": {"bucket": "fleet-models", "credentialsSecret": "s3"}}, ("storage", "s3", "region")),
+        ({"s3": {"bucket": "fleet-models", "region": "eu-west-1"}}, ("storage", "s3", "credentialsSecret")),
+        (
+            {"s3": {"bucket": "b3t", "region": "r", "credentialsSecret": "s3", "endpoint": "http://minio:9000"}},
+            ("storage", "s3", "endpoint"),
+        ),
     ],
 )
 def test_storage_fields(storage: dict[str, Any], loc: tuple[str, ...]) -> None:

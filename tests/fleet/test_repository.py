@@ -295,7 +295,8 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
         replace(
             JOB,
             "    path: /models/mnist-digits\n",
-            "    path: /models/mnist-digits\n  s3:\n    bucket: fleet-models\n    region: eu-west-1\n",
+            "    path: /models/mnist-digits\n  s3:\n    bucket: fleet-models\n    region: eu-west-1\n"
+            "    credentialsSecret: fleet-models-s3\n",
         ),
         (Expected(JOB, "storage:", "storage", ("expected exactly one of 'pvc' or 's3'",)),),
     ),
@@ -827,7 +828,7 @@ def test_a_valid_edit_still_loads(example_repo: Path) -> None:
     replace(
         JOB,
         "  pvc:\n    name: mnist-digits-model\n    size: 1Gi\n    path: /models/mnist-digits\n",
-        "  s3:\n    bucket: fleet-models\n    region: eu-west-1\n",
+        "  s3:\n    bucket: fleet-models\n    region: eu-west-1\n    credentialsSecret: fleet-models-s3\n",
     )(example_repo)
     job = load_repository(example_repo).jobs["mnist-digits"]
     assert job.min_available_clients == 3

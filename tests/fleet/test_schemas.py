@@ -135,7 +135,11 @@ def test_editors_flag_a_missing_required_field() -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        {"storage": {"s3": {"bucket": "fleet-models", "prefix": "mnist/", "region": "eu-west-1"}}},
+        {
+            "storage": {
+                "s3": {"bucket": "fleet-models", "prefix": "mnist/", "region": "eu-west-1", "credentialsSecret": "s3"}
+            }
+        },
         {"listeners": [{"type": "Route", "port": 443, "host": "fl.example.org"}]},
         {"listeners": [{"name": "lb", "type": "LoadBalancer", "port": 9092}]},
         {"resources": {"cpu": 2, "memory": "512Mi", "gpu": 1}},

@@ -254,7 +254,7 @@ def test_s3_storage_maps_to_a_folder_named_after_bucket_and_prefix(tmp_path: Pat
     job.write_text(
         job.read_text().replace(
             "storage: {pvc: {name: tiny-model, size: 1Gi, path: /models/tiny}}",
-            "storage: {s3: {bucket: fl-models, prefix: teams/digits/, region: eu-west-1}}",
+            "storage: {s3: {bucket: fl-models, prefix: teams/digits/, region: eu-west-1, credentialsSecret: s3}}",
         )
     )
     write_data(tmp_path / "data", ["alpha", "beta"])
