@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -184,41 +185,58 @@ def _idle(scratch: Path) -> list[Idle]:
     environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     processes: list[subprocess.Popen[bytes]] = []
     logs: dict[str, Path] = {}
-    print(f"  idle SuperNodes ({IDLE_UNTIL + 5:.0f} s)", flush=True)
+    print(f"  idle SuperNodes ({IDLE_UNTIL:.0f} s)", flush=True)
     try:
         for index, (label, supernode) in enumerate(supernodes.items()):
             folder = scratch / f"idle-{index}"
             folder.mkdir()
             link, node = free_port(), free_port()
             logs[label] = folder / "superlink.log"
+            superlink = [str(tools / "flower-superlink"), "--insecure", "--isolation", "process"]
+            superlink += ["--host", "127.0.0.1", "--port", str(link), "--disable-runtime-dependency-installation"]
             with logs[label].open("wb") as log:
                 processes.append(
                     subprocess.Popen(
-                        [str(tools / "flower-superlink"), "--insecure", "--isolation", "process", "--host", "127.0.0.1"]
-                        + ["--port", str(link), "--disable-runtime-dependency-installation"],
+                        superlink,
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env={**environment, "FLWR_LOG_LEVEL": "DEBUG", "FLWR_HOME": str(folder / "superlink")},
                     )
                 )
-            time.sleep(3)  # the SuperLink listening before its SuperNode asks
+            _wait_for(lambda port=link: _listening(port), f"the SuperLink on port {link}")  # before its SuperNode asks
+            argv = [*supernode, "--insecure", "--superlink", f"127.0.0.1:{link}", "--isolation", "process"]
+            argv += ["--host", "127.0.0.1", "--port", str(node)]
             with (folder / "supernode.log").open("wb") as log:
                 processes.append(
                     subprocess.Popen(
-                        [*supernode, "--insecure", "--superlink", f"127.0.0.1:{link}", "--isolation", "process"]
-                        + ["--host", "127.0.0.1", "--port", str(node)],
+                        argv,
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env={**environment, "FLWR_HOME": str(folder / "supernode")},
                     )
                 )
-        time.sleep(IDLE_UNTIL + 5)
+        for label, log in logs.items():
+            _wait_for(lambda log=log: bool(_requests(log)), f"the first request of {label} SuperNode")
+        time.sleep(IDLE_UNTIL + 2)
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
     return [Idle(label, _requests(log)) for label, log in logs.items()]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def _requests(log: Path) -> list[tuple[float, str]]:
@@ -366,7 +384,9 @@ def _targets(results: list[Measured], idle: list[Idle]) -> list[str]:
                 f"(a steady round {per_round:.1f}x)"
             )
     for i in idle:
-        if i.supernode == "fleet's launcher":
+        if i.supernode == "fleet's launcher" and not i.requests:
+            lines.append("- an idle SuperNode's requests: NOT measured (the SuperLink saw none)")
+        elif i.supernode == "fleet's launcher":
             lines.append(
                 f"- an idle SuperNode at most {IDLE_TARGET:g} request per second after {IDLE_FROM:.0f} s idle: "
                 f"{i.rate():.2f}: {'met' if i.rate() <= IDLE_TARGET else 'NOT met'}"
