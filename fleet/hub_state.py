@@ -5,8 +5,8 @@
 - every ManagedCluster: whether a declared cluster is registered at all, its taints (OCM taints a cluster it
   cannot reach), whether it is being deleted, the allocatable and capacity its klusterlet reports (what the
   ResourceAllocatable prioritizers score), and its labels, to show where the hub differs from what Git
-  declares (a sync not yet done, a label set by hand) or where Git's labels outlive a removed ``clusters/``
-  file.
+  declares (labels not applied yet, a label set by hand) or where labels Git applied outlive a removed
+  ``clusters/`` file (the managers that own them, from managedFields).
 
 Labels, the cluster set and the ClusterClaims come from Git: they are what the rendered manifests make true.
 """
@@ -24,9 +24,13 @@ if TYPE_CHECKING:
     from fleet.controller.hub import HubClient
     from fleet.models import Cluster
 
+LABELS_FIELD_MANAGER = "fleet-cluster-labels"
+"""The field manager under which the controller applies Git's labels to ManagedClusters
+(`fleet.controller.cluster_labels`): the one owner of those labels."""
 GITOPS_FIELD_MANAGERS = ("argocd-controller", "kustomize-controller")
-"""The field managers under which Argo CD and Flux server-side apply: the owners of Git's labels on a
-ManagedCluster."""
+"""The field managers under which Argo CD and Flux server-side applied the partial ManagedClusters this
+project rendered before ManagedClusterLabels: labels they own on a cluster Git no longer declares stay until
+removed by hand."""
 
 
 class HubUnreadable(Exception):
@@ -106,16 +110,39 @@ def label_drift(declared: Cluster, live: Mapping[str, Any]) -> list[tuple[str, s
     return [(key, have.get(key), value) for key, value in sorted(want.items()) if have.get(key) != value]
 
 
-def git_owned_labels(live: Mapping[str, Any]) -> list[str]:
-    """The label keys that Argo CD or Flux applied to a ManagedCluster (its managedFields), sorted; with no
-    managedFields, the labels the renderer would have written are unknown and the list is empty."""
+def owned_labels(live: Mapping[str, Any], managers: Sequence[str] = (LABELS_FIELD_MANAGER,)) -> list[str]:
+    """The label keys that ``managers`` own through server-side apply on a ManagedCluster (its managedFields),
+    sorted; with no managedFields, none are known."""
     keys: set[str] = set()
     for entry in (live.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") not in GITOPS_FIELD_MANAGERS or entry.get("operation") != "Apply":
+        if entry.get("manager") not in managers or entry.get("operation") != "Apply":
             continue
         labels = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
         keys.update(key.removeprefix("f:") for key in labels if key.startswith("f:"))
     return sorted(keys)
+
+
+def leftover_note(name: str, live: Mapping[str, Any]) -> str | None:
+    """What to say of a ManagedCluster ``clusters/`` does not declare that still carries labels Git applied:
+    the controller's (its sweep removes them) or those an earlier partial ManagedCluster left (removed by hand,
+    with the command); None when it carries none."""
+    controllers = owned_labels(live)
+    earlier = [key for key in owned_labels(live, GITOPS_FIELD_MANAGERS) if key not in controllers]
+    notes = []
+    if controllers:
+        notes.append(
+            f"{name}: no clusters/ file declares it, but it still carries the labels the controller applied "
+            f"({', '.join(controllers)}): the ManagedClusterLabels finalizer or the controller's sweep removes "
+            f"them; if they stay, the controller is not running or the hub refuses it (see its log)"
+        )
+    if earlier:
+        source = left_by_git(live)
+        notes.append(
+            f"{name}: labels a partial ManagedCluster applied before ManagedClusterLabels stay "
+            f"({', '.join(earlier)}{f', from {source}' if source else ''}): no controller owns them; remove "
+            f"them with: kubectl label managedcluster {name} {' '.join(k + '-' for k in earlier)}"
+        )
+    return "; ".join(notes) or None
 
 
 def left_by_git(live: Mapping[str, Any]) -> str | None:

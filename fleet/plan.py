@@ -19,7 +19,7 @@ from typing import Any
 
 from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, dataset_claim
 from fleet.hub import JOB_LABEL, POLICIES_ANNOTATION
-from fleet.hub_state import LiveHub, git_owned_labels, label_drift, left_by_git
+from fleet.hub_state import LiveHub, label_drift, leftover_note
 from fleet.models import Cluster, Job
 from fleet.placement import (
     CLUSTER_SET_LABEL,
@@ -336,20 +336,12 @@ def _hub_notes(cluster: Cluster | None, hub: LiveHub | None) -> tuple[str, ...]:
 
 
 def _left_by_git(declared: Mapping[str, Cluster], hub: LiveHub | None) -> tuple[str, ...]:
-    """Clusters Git labelled once but no longer declares: pruning never deletes a ManagedCluster, so the labels
-    it applied stay until removed by hand."""
-    notes: list[str] = []
-    for name, live in sorted((hub.clusters if hub is not None else {}).items()):
-        source = left_by_git(live)
-        if name in declared or source is None:
-            continue
-        keys = git_owned_labels(live)
-        command = f"kubectl label managedcluster {name} {' '.join(k + '-' for k in keys)}"
-        removal = f"; remove them with: {command}" if keys else ""
-        notes.append(
-            f"{name}: {source} is gone from Git, but the labels Git applied stay on the ManagedCluster "
-            f"({', '.join(keys) or 'keys unknown: no managedFields'}){removal}"
-        )
+    """Clusters no clusters/ file declares that still carry labels Git applied (`hub_state.leftover_note`)."""
+    notes = [
+        note
+        for name, live in sorted((hub.clusters if hub is not None else {}).items())
+        if name not in declared and (note := leftover_note(name, live)) is not None
+    ]
     return tuple(notes)
 
 

@@ -4,15 +4,16 @@ ManagedCluster of the same name under the controller's own field manager, and re
 Why a controller, not a partial ManagedCluster in Git: a GitOps tool can own fields of an object only while it
 applies that object, and it must never prune a ManagedCluster (deleting one detaches the spoke). So the labels
 Git applied would outlive their ``clusters/`` file. A ManagedClusterLabels object is an ordinary object that
-Argo CD and Flux apply and prune; the controller turns its presence into an apply of exactly its labels under
-`FIELD_MANAGER`, and its deletion (a finalizer) into an apply of no labels under that manager, which makes the
-API server remove exactly the fields that manager owned (Kubernetes docs, "Server-Side Apply": a field removed
+Argo CD and Flux apply and prune; the controller turns its presence into an apply of exactly its labels
+under `LABELS_FIELD_MANAGER`, and its deletion (a finalizer) into an apply of no labels under that manager, which
+makes the API server remove exactly the fields that manager owned (Kubernetes docs, "Server-Side Apply": a field removed
 from a manager's applied configuration is removed when no other manager owns it). Labels other managers set
 (by hand, OCM's registration and add-on managers) are never named, so never touched; nothing here deletes,
-creates or replaces a ManagedCluster, and only its ``metadata.labels`` are ever sent.
+creates or replaces a ManagedCluster, and only its ``metadata.labels`` are ever sent (to a ManagedCluster seen
+registered: an apply would create a missing one).
 
 A sweep covers what the finalizer cannot: on every ManagedCluster event (the initial listing included, so at each
-start), a cluster whose managedFields show `FIELD_MANAGER` owning labels but that no ManagedClusterLabels
+start), a cluster whose managedFields show `LABELS_FIELD_MANAGER` owning labels but that no ManagedClusterLabels
 declares (its finalizer removed by hand, the object deleted while the controller was away) gets the empty apply.
 A cluster declared before it registers is labelled when its ManagedCluster appears (registration creates it).
 """
@@ -29,6 +30,7 @@ import kopf
 
 from fleet.claims import API_GROUP
 from fleet.crd import LABELS_KIND, LABELS_PLURAL, VERSION
+from fleet.hub_state import LABELS_FIELD_MANAGER, owned_labels
 from fleet.models import ManagedClusterLabelsSpec
 from fleet.placement import CLUSTER_SET_LABEL
 
@@ -37,8 +39,6 @@ from .objects import MANAGED_CLUSTER, Kind
 
 logger = logging.getLogger("fleet.controller.cluster_labels")
 
-FIELD_MANAGER = "fleet-cluster-labels"
-"""The field manager under which the controller applies Git's labels: the one owner of those fields."""
 MANAGED_CLUSTER_LABELS = Kind(API_GROUP, VERSION, LABELS_PLURAL, LABELS_KIND, namespaced=False)
 
 _DECLARATIONS = "cluster_label_declarations"
@@ -57,17 +57,6 @@ def apply_configuration(cluster: str, labels: Mapping[str, str]) -> dict[str, An
     if labels:
         metadata["labels"] = dict(labels)
     return {"apiVersion": MANAGED_CLUSTER.api_version, "kind": MANAGED_CLUSTER.kind, "metadata": metadata}
-
-
-def owned_labels(managed_cluster: Mapping[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
-    """The label keys ``manager`` owns through server-side apply on a ManagedCluster (its managedFields)."""
-    keys: set[str] = set()
-    for entry in (managed_cluster.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") != manager or entry.get("operation") != "Apply":
-            continue
-        labels = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
-        keys.update(key.removeprefix("f:") for key in labels if key.startswith("f:"))
-    return sorted(keys)
 
 
 class ClusterLabeler:
@@ -97,22 +86,24 @@ class ClusterLabeler:
             return
         try:
             self.hub.server_side_apply(
-                MANAGED_CLUSTER, apply_configuration(name, labels), field_manager=FIELD_MANAGER, force=True
+                MANAGED_CLUSTER, apply_configuration(name, labels), field_manager=LABELS_FIELD_MANAGER, force=True
             )
         except TransientError:
             raise
         except ApiError as error:  # forbidden (no managedclustersets/join), invalid: said in the status
             self._status(declaration, {}, "False", "Refused", f"the hub refused the labels: {error}")
             raise
-        self._status(declaration, labels, "True", "Applied", f"{len(labels)} label(s) applied by {FIELD_MANAGER}")
+        self._status(
+            declaration, labels, "True", "Applied", f"{len(labels)} label(s) applied by {LABELS_FIELD_MANAGER}"
+        )
 
     def unlabel(self, cluster: str) -> bool:
-        """Remove every label `FIELD_MANAGER` owns on the ManagedCluster, and only those: an apply of none.
+        """Remove every label `LABELS_FIELD_MANAGER` owns on the ManagedCluster, and only those: an apply of none.
         Only for a ManagedCluster seen registered (an apply creates what does not exist); False when it went
         meanwhile."""
         try:
             self.hub.server_side_apply(
-                MANAGED_CLUSTER, apply_configuration(cluster, {}), field_manager=FIELD_MANAGER, force=False
+                MANAGED_CLUSTER, apply_configuration(cluster, {}), field_manager=LABELS_FIELD_MANAGER, force=False
             )
         except ApiError as error:
             if error.status == 404:
@@ -189,7 +180,7 @@ def register_cluster_labels(registry: kopf.OperatorRegistry, hub: HubClient) -> 
             if declaration is None or (declaration.get("metadata") or {}).get("deletionTimestamp"):
                 if declaration is None and owned_labels(body):  # the sweep: labelled by us, declared by nobody
                     logger.info(
-                        "%s: no ManagedClusterLabels declares it; removing the labels of %s", name, FIELD_MANAGER
+                        "%s: no ManagedClusterLabels declares it; removing the labels of %s", name, LABELS_FIELD_MANAGER
                     )
                     await asyncio.to_thread(labeler.unlabel, name)
                 return

@@ -206,7 +206,9 @@ async def test_registration_taints_drift_and_labels_git_left_behind(hub: MockHub
     await hub.cluster("eu-central-lab", "16", "64Gi", labels={"region": "eu-central", "owner": "lab"})
     unavailable = {"key": "cluster.open-cluster-management.io/unavailable", "effect": "NoSelect"}
     await hub.cluster("eu-west-hospital", "8", "32Gi", taints=[unavailable])
-    # eu-west-university has not registered. A cluster whose clusters/ file was removed keeps Git's labels.
+    # eu-west-university has not registered. A cluster whose clusters/ file was removed keeps the labels an
+    # earlier fleet applied as a partial ManagedCluster (Argo CD's), and some the controller applied (its
+    # finalizer or sweep has not run yet: the controller is down).
     owned: dict[str, Any] = {
         f"f:{key}": {} for key in ("region", "tier", "cluster.open-cluster-management.io/clusterset")
     }
@@ -221,6 +223,13 @@ async def test_registration_taints_drift_and_labels_git_left_behind(hub: MockHub
                 "fieldsV1": {"f:metadata": {"f:labels": owned}},
             },
             {
+                "manager": "fleet-cluster-labels",
+                "operation": "Apply",
+                "apiVersion": "cluster.open-cluster-management.io/v1",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {"f:zone": {}}}},
+            },
+            {
                 "manager": "kubectl-label",
                 "operation": "Update",
                 "fieldsType": "FieldsV1",
@@ -228,7 +237,7 @@ async def test_registration_taints_drift_and_labels_git_left_behind(hub: MockHub
             },
         ],
     }
-    labels = {"region": "eu-west", "tier": "research", "owner": "x", CLUSTER_SET: "research-eu"}
+    labels = {"region": "eu-west", "tier": "research", "owner": "x", "zone": "a", CLUSTER_SET: "research-eu"}
     await hub.cluster("eu-north-old", "4", "8Gi", labels=labels, metadata=gone)
 
     job = _job(await hub.plan(example_repo))
@@ -250,10 +259,12 @@ async def test_registration_taints_drift_and_labels_git_left_behind(hub: MockHub
     assert "label region is absent on the hub, Git declares 'eu-west'" in hospital_notes
     assert "hub" not in clusters["eu-central-lab"] or all("owner" not in n for n in clusters["eu-central-lab"]["hub"])
     [note] = job["notes"]
-    assert "eu-north-old: clusters/eu-north-old.yaml is gone from Git" in note
+    assert "eu-north-old: no clusters/ file declares it" in note and "controller applied (zone)" in note
+    assert "the controller's sweep removes them" in note
+    assert "before ManagedClusterLabels stay (cluster.open-cluster-management.io/clusterset, region, tier" in note
     assert (
         "kubectl label managedcluster eu-north-old cluster.open-cluster-management.io/clusterset- region- tier-" in note
-    )  # the hand-set owner label is not Git's to remove
+    )  # the hand-set owner label is not Git's to remove, nor the controller's zone (its sweep removes it)
 
 
 def _free_port() -> int:

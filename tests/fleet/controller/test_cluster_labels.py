@@ -15,8 +15,9 @@ from typing import Any
 import kmock
 import pytest
 
-from fleet.controller.cluster_labels import FIELD_MANAGER, apply_configuration
+from fleet.controller.cluster_labels import apply_configuration
 from fleet.controller.objects import MANAGED_CLUSTER
+from fleet.hub_state import LABELS_FIELD_MANAGER
 
 from .operator_support import Hub, Operator, RecordedRuns, eventually
 from .ssa_hub import APPLY, SsaApiServer
@@ -123,7 +124,7 @@ async def test_declared_labels_are_applied_under_the_controllers_field_manager_a
         await eventually(lambda: labels_of(hub) == want, what="Git's labels applied")
         [first] = applies(hub)
         # One apply naming exactly Git's labels, under the controller's manager, forced over OCM's default set.
-        assert first.params["fieldManager"] == FIELD_MANAGER and first.params["force"] == "true"
+        assert first.params["fieldManager"] == LABELS_FIELD_MANAGER and first.params["force"] == "true"
         assert json.loads(first.text) == {
             "apiVersion": "cluster.open-cluster-management.io/v1",
             "kind": "ManagedCluster",
@@ -131,9 +132,9 @@ async def test_declared_labels_are_applied_under_the_controllers_field_manager_a
         }
         assert owners(hub) == {
             "owner": {"kubectl-label"},
-            SET: {FIELD_MANAGER},
-            "region": {FIELD_MANAGER},
-            "tier": {FIELD_MANAGER},
+            SET: {LABELS_FIELD_MANAGER},
+            "region": {LABELS_FIELD_MANAGER},
+            "tier": {LABELS_FIELD_MANAGER},
         }
         await eventually(lambda: applied_condition(hub)["status"] == "True", what="Applied=True")
 
@@ -147,7 +148,7 @@ async def test_declared_labels_are_applied_under_the_controllers_field_manager_a
         await hub.request("DELETE", f"{LABELS_PATH}/{CLUSTER}")
         await eventually(lambda: not hub.objects(LABELS_API), what="the object gone (finalizer released)")
         last = applies(hub)[-1]
-        assert last.params["fieldManager"] == FIELD_MANAGER
+        assert last.params["fieldManager"] == LABELS_FIELD_MANAGER
         assert json.loads(last.text) == {
             "apiVersion": "cluster.open-cluster-management.io/v1",
             "kind": "ManagedCluster",
@@ -178,7 +179,7 @@ async def test_a_key_git_declares_stays_gits_and_other_labels_stay_theirs(labels
         await hand_label(hub, {"region": "us-east", "team": "ml"})
         await eventually(lambda: labels_of(hub).get("region") == "eu-west", what="region set back")
         assert labels_of(hub)["team"] == "ml" and owners(hub)["team"] == {"kubectl-label"}
-        assert owners(hub)["region"] == {FIELD_MANAGER}
+        assert owners(hub)["region"] == {LABELS_FIELD_MANAGER}
     assert writes_that_are_not_applies(hub) == []
 
 
@@ -194,7 +195,7 @@ async def test_the_sweep_removes_labels_nothing_declares_and_only_those(labels_h
     client = Operator(hub, RecordedRuns()).client
     config = apply_configuration("eu-west-b", {"region": "eu-west", SET: "research-eu"})
     await asyncio.to_thread(
-        lambda: client.server_side_apply(MANAGED_CLUSTER, config, field_manager=FIELD_MANAGER, force=True)
+        lambda: client.server_side_apply(MANAGED_CLUSTER, config, field_manager=LABELS_FIELD_MANAGER, force=True)
     )
     assert labels_of(hub, "eu-west-b") == {"owner": "team-b", "region": "eu-west", SET: "research-eu"}
     before = len(applies(hub, "eu-west-b"))
@@ -203,7 +204,7 @@ async def test_the_sweep_removes_labels_nothing_declares_and_only_those(labels_h
     sweep = applies(hub, "eu-west-b")[before:]
     # The empty apply (kmock's watch may replay an older state of the cluster: a repeat is harmless).
     assert sweep and all(json.loads(r.text)["metadata"] == {"name": "eu-west-b"} for r in sweep)
-    assert {r.params["fieldManager"] for r in sweep} == {FIELD_MANAGER}
+    assert {r.params["fieldManager"] for r in sweep} == {LABELS_FIELD_MANAGER}
     # Clusters the controller never labelled get no request at all.
     assert applies(hub, "eu-west-a") == [] and applies(hub, "eu-central-c") == []
     assert writes_that_are_not_applies(hub) == []

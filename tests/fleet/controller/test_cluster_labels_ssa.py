@@ -13,9 +13,10 @@ from typing import Any
 import kubernetes
 import pytest
 
-from fleet.controller.cluster_labels import FIELD_MANAGER, apply_configuration, owned_labels
+from fleet.controller.cluster_labels import apply_configuration
 from fleet.controller.hub import HubClient, TransientError
 from fleet.controller.objects import MANAGED_CLUSTER
+from fleet.hub_state import LABELS_FIELD_MANAGER, owned_labels
 
 from .operator_support import Hub
 from .ssa_hub import SsaApiServer
@@ -53,62 +54,65 @@ SET = "cluster.open-cluster-management.io/clusterset"
 RULES = [
     Rule(
         "an apply sets the fields it names, owned by its manager (an Apply entry in managedFields)",
-        (Step(FIELD_MANAGER, {"region": "eu-west"}),),
+        (Step(LABELS_FIELD_MANAGER, {"region": "eu-west"}),),
         {"region": "eu-west"},
-        {"region": {FIELD_MANAGER}},
+        {"region": {LABELS_FIELD_MANAGER}},
     ),
     Rule(
         "fields an apply does not name are left alone, and stay their owners'",
-        (HAND, Step(FIELD_MANAGER, {"region": "eu-west"})),
+        (HAND, Step(LABELS_FIELD_MANAGER, {"region": "eu-west"})),
         {"owner": "team-a", "region": "eu-west"},
-        {"owner": {"kubectl-label"}, "region": {FIELD_MANAGER}},
+        {"owner": {"kubectl-label"}, "region": {LABELS_FIELD_MANAGER}},
     ),
     Rule(
         "a field removed from a manager's applied configuration is removed when no other manager owns it",
-        (Step(FIELD_MANAGER, {"region": "eu-west", "tier": "clinical"}), Step(FIELD_MANAGER, {"region": "eu-west"})),
+        (
+            Step(LABELS_FIELD_MANAGER, {"region": "eu-west", "tier": "clinical"}),
+            Step(LABELS_FIELD_MANAGER, {"region": "eu-west"}),
+        ),
         {"region": "eu-west"},
     ),
     Rule(
         "an empty applied configuration removes every field of that manager, and only those",
-        (HAND, Step(FIELD_MANAGER, {"region": "eu-west", "tier": "clinical"}), Step(FIELD_MANAGER, {})),
+        (HAND, Step(LABELS_FIELD_MANAGER, {"region": "eu-west", "tier": "clinical"}), Step(LABELS_FIELD_MANAGER, {})),
         {"owner": "team-a"},
         {"owner": {"kubectl-label"}},
     ),
     Rule(
         "applying the value another manager set shares the field: the other keeps it when the applier lets go",
-        (Step("kubectl-label", {"region": "eu-west"}, apply=False), Step(FIELD_MANAGER, {"region": "eu-west"})),
+        (Step("kubectl-label", {"region": "eu-west"}, apply=False), Step(LABELS_FIELD_MANAGER, {"region": "eu-west"})),
         {"region": "eu-west"},
-        {"region": {"kubectl-label", FIELD_MANAGER}},
+        {"region": {"kubectl-label", LABELS_FIELD_MANAGER}},
     ),
     Rule(
         "... and then the applier's removal leaves it to the other owner",
         (
             Step("kubectl-label", {"region": "eu-west"}, apply=False),
-            Step(FIELD_MANAGER, {"region": "eu-west"}),
-            Step(FIELD_MANAGER, {}),
+            Step(LABELS_FIELD_MANAGER, {"region": "eu-west"}),
+            Step(LABELS_FIELD_MANAGER, {}),
         ),
         {"region": "eu-west"},
         {"region": {"kubectl-label"}},
     ),
     Rule(
         "applying another value to a field another manager owns is a conflict (409) without force",
-        (OCM, Step(FIELD_MANAGER, {SET: "research-eu"})),
+        (OCM, Step(LABELS_FIELD_MANAGER, {SET: "research-eu"})),
         {SET: "default"},
         {SET: {"registration-controller"}},
         conflict=True,
     ),
     Rule(
         "a forced apply takes the field: the other managers lose it (how Git moves a cluster off OCM's default set)",
-        (OCM, Step(FIELD_MANAGER, {SET: "research-eu"}, force=True)),
+        (OCM, Step(LABELS_FIELD_MANAGER, {SET: "research-eu"}, force=True)),
         {SET: "research-eu"},
-        {SET: {FIELD_MANAGER}},
+        {SET: {LABELS_FIELD_MANAGER}},
     ),
     Rule(
         "an update that changes a field takes it from the applier, whose later removal then leaves it",
         (
-            Step(FIELD_MANAGER, {"tier": "clinical"}),
+            Step(LABELS_FIELD_MANAGER, {"tier": "clinical"}),
             Step("kubectl-label", {"tier": "research"}, apply=False),
-            Step(FIELD_MANAGER, {}),
+            Step(LABELS_FIELD_MANAGER, {}),
         ),
         {"tier": "research"},
         {"tier": {"kubectl-label"}},
@@ -162,7 +166,7 @@ async def test_server_side_apply_rule(hub: Hub, rule: Rule) -> None:
     owners = _owners(cluster)
     for key, managers in rule.owners.items():
         assert owners.get(key) == managers, key
-    assert owned_labels(cluster) == sorted(k for k, m in owners.items() if FIELD_MANAGER in m)
+    assert owned_labels(cluster) == sorted(k for k, m in owners.items() if LABELS_FIELD_MANAGER in m)
 
 
 async def test_an_apply_to_a_missing_object_creates_it(hub: Hub) -> None:

@@ -158,7 +158,8 @@ def test_the_example_rendered_placements_and_claims(example: tuple[Repository, d
         check_placement(placement["spec"], delivered)
         result = evaluate(placement["spec"], ["research-eu", "research-us"], list(repository.clusters.values()))
         assert result.misconfigured is not None and result.misconfigured.status is False, placement["metadata"]
-    for body in rendered.values():
-        if body["kind"] == "ManagedCluster":
-            labels = body["metadata"]["labels"]
-            assert all(qualified_name(k) and len(v) <= 63 and _LABEL_VALUE.fullmatch(v) for k, v in labels.items())
+    declarations = [b for b in rendered.values() if b["kind"] == "ManagedClusterLabels"]
+    assert len(declarations) == len(repository.clusters)
+    for body in declarations:  # the labels the controller applies to each ManagedCluster
+        labels = {**body["spec"]["labels"], "cluster.open-cluster-management.io/clusterset": body["spec"]["clusterSet"]}
+        assert all(qualified_name(k) and len(v) <= 63 and _LABEL_VALUE.fullmatch(v) for k, v in labels.items())
