@@ -29,6 +29,12 @@ ACM_METRICS = ("acm_managed_cluster_addon_status_condition",)
 """Metrics of RHACM itself that the dashboard reads (not exported by fleet)."""
 
 _SELECTOR = 'namespace=~"$namespace", job=~"$job"'
+ADDON_AVAILABLE = (
+    "max by (managed_cluster_name) (acm_managed_cluster_addon_status_condition"
+    f'{{addon_name="{ADDON_NAME}", condition="Available", status="true"}})'
+)
+"""1 while a cluster's collaborator add-on is Available, 0 while the condition is False or Unknown (RHACM's
+state metrics export one series per condition status, 1 on the one that holds)."""
 _DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
@@ -180,16 +186,21 @@ PANELS: tuple[Panel, ...] = (
     Panel(
         "Collaborator add-on health",
         "state-timeline",
-        (
-            Target(
-                "max by (managed_cluster_name, condition) (acm_managed_cluster_addon_status_condition"
-                f'{{addon_name="{ADDON_NAME}", condition=~"Available|Degraded", status="true"}})',
-                "{{managed_cluster_name}} {{condition}}",
-            ),
-        ),
-        "The fleet-collaborator add-on's ManagedClusterAddOn conditions, as OCM reports them (the add-on "
-        "template's agent Deployment availability) and RHACM exports them.",
+        (Target(ADDON_AVAILABLE, "{{managed_cluster_name}}"),),
+        "Each cluster's fleet-collaborator ManagedClusterAddOn: Available as OCM's add-on manager sets it from the "
+        "agent Deployment's readiness (the agent is ready while the cluster's hub-signed registration is usable: "
+        "without it no job's collaborator there can sign in). RHACM exports the condition; False and Unknown "
+        "show as unavailable.",
         width=24,
+        mappings=(
+            {
+                "type": "value",
+                "options": {
+                    "0": {"text": "unavailable", "color": "red"},
+                    "1": {"text": "available", "color": "green"},
+                },
+            },
+        ),
     ),
 )
 

@@ -1,12 +1,14 @@
-"""The alerting rules: a Prometheus rule file over the aggregator's and the controller's metrics.
+"""The alerting rules: a Prometheus rule file over the aggregator's and the controller's metrics, and RHACM's
+metric of the collaborator add-on's health.
 
 RHACM evaluates custom rules in the hub's Thanos Ruler, over the metrics of every cluster, from the
 ``custom_rules.yaml`` key of the ``thanos-ruler-custom-rules`` ConfigMap in
 ``open-cluster-management-observability`` (rendered into ``manifests/observability/``); the same file works
 as any Prometheus' ``rule_files``. ``promtool check rules`` and ``promtool test rules`` check it in the tests.
 
-Every expression aggregates ``by (namespace, job)`` first: on the hub the two sides of a comparison come from
-two scrape targets (the controller, and the job's aggregator sidecar) whose other labels differ.
+Every job's expression aggregates ``by (namespace, job)`` first: on the hub the two sides of a comparison come
+from two scrape targets (the controller, and the job's aggregator sidecar) whose other labels differ. The add-on's
+is per managed cluster (``managed_cluster_name``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from fleet.observability.dashboard import ADDON_AVAILABLE
 
 GROUP = "fleet-federated-learning"
 
@@ -82,6 +86,16 @@ ALERTS: tuple[Alert, ...] = (
         "Job {{ $labels.namespace }}/{{ $labels.job }} has fewer collaborators than minAvailableClients",
         "Fewer collaborators are up than the job's minAvailableClients: no round can finish, and the job "
         "fails once a round times out.",
+    ),
+    Alert(
+        "FleetCollaboratorAddOnUnavailable",
+        f"{ADDON_AVAILABLE} == 0",
+        "5m",
+        "warning",
+        "The fleet-collaborator add-on on {{ $labels.managed_cluster_name }} is not available",
+        "OCM reports the cluster's fleet-collaborator ManagedClusterAddOn not Available: its agent is not ready "
+        "because the cluster's hub-signed registration certificate is missing, expired, not its key's or not "
+        "this cluster's (the agent's log says which). No job's collaborator on that cluster can sign in.",
     ),
 )
 

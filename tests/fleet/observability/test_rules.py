@@ -29,10 +29,21 @@ def _phase(phase: str, values: str) -> dict[str, str]:
     return _series("fleet_job_phase", values, phase=phase, instance="controller")
 
 
+PER_CLUSTER = {"FleetCollaboratorAddOnUnavailable"}
+"""Alerts about a managed cluster rather than a job: no namespace or job label of the job's."""
+
+
+def _addon(values: str, status: str, cluster: str = "eu-west-a") -> dict[str, str]:
+    """RHACM's add-on condition series: one per status of the condition, 1 on the one that holds."""
+    labels = {"addon_name": "fleet-collaborator", "condition": "Available", "status": status}
+    inner = ", ".join(f'{k}="{v}"' for k, v in {**labels, "managed_cluster_name": cluster}.items())
+    return {"series": f"acm_managed_cluster_addon_status_condition{{{inner}}}", "values": values}
+
+
 def _expected(name: str, **labels: str) -> dict[str, Any]:
     """The alert as it fires: its labels and its annotations with the labels filled in."""
     alert = next(a for a in ALERTS if a.name == name)
-    every = {**JOB, **labels}
+    every = labels if name in PER_CLUSTER else {**JOB, **labels}
 
     def fill(text: str) -> str:
         return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: every[m[1]], text)
@@ -96,6 +107,14 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
         "3m",
         {},
     ),
+    "FleetCollaboratorAddOnUnavailable": (
+        # Available, then False (the agent not ready) for longer than the alert waits.
+        [_addon("1 1 0 0 0 0 0 0 0", "true"), _addon("0 0 1 1 1 1 1 1 1", "false")],
+        # Unavailable for two minutes only (a restarting agent), then available again.
+        [_addon("1 1 0 0 1 1 1 1 1", "true"), _addon("0 0 1 1 0 0 0 0 0", "false")],
+        "8m",
+        {"managed_cluster_name": "eu-west-a"},
+    ),
 }
 
 
@@ -142,6 +161,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
             "FleetRoundStalled",
             "FleetCollaboratorLost",
             "FleetTooFewCollaborators",
+            "FleetCollaboratorAddOnUnavailable",
         }
     )
 
