@@ -46,7 +46,7 @@ from .operator_support import (
 )
 from .work_agent import collaborator_status
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=ApiServer), needs_prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=ApiServer), needs_prometheus]
 
 ROOT = Path(__file__).resolve().parents[3]
 GRAFANA = {"$namespace": ".*", "$job": ".*", "$__rate_interval": "30s"}
@@ -89,7 +89,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def _until(server: Prometheus, expr: str, what: str, timeout: float = 30) -> list[dict[str, Any]]:
+async def _until(server: Prometheus, expr: str, what: str, timeout: float = 60) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         found = await asyncio.to_thread(server.query, expr)
@@ -182,11 +182,11 @@ async def test_prometheus_scrapes_the_controller_and_the_sidecar_and_answers_the
         "label_values(fleet_job_phase, namespace)": [JOB.namespace],
         'label_values(fleet_job_phase{namespace=~"$namespace"}, job)': [JOB.name],
     }
-    # Every rule evaluated fine over the two targets; the lost collaborator's alert waits its minute, no other.
+    # Every rule evaluated fine over the two targets; the lost collaborator's alert is on (pending its minute, or
+    # firing on a slow machine), no other.
     assert all(rule["health"] == "ok" for group in groups for rule in group["rules"]), groups
-    assert {(a["metric"]["alertname"], a["metric"]["alertstate"]) for a in alerts} == {
-        ("FleetCollaboratorLost", "pending")
-    }
+    assert {a["metric"]["alertname"] for a in alerts} == {"FleetCollaboratorLost"}
+    assert {a["metric"]["alertstate"] for a in alerts} <= {"pending", "firing"}
     assert {a["metric"]["collaborator"] for a in alerts} == {lost}
 
 
