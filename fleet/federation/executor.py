@@ -25,8 +25,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-_POLL_SECONDS = 0.1
-"""Between polls of every Runtime API: each poll is an HTTPS request the SuperLink or a SuperNode must serve."""
+_POLL_FIRST = 0.02
+"""Seconds before asking a Runtime API for a task again once its last task ended: a collaborator's next message
+(the next round's, or its evaluation) comes as soon as the ServerApp has the replies it waits for."""
+_POLL_GROWTH = 1.5
+_POLL_LAST = 0.25
+"""The longest wait between asks, also while the component's task runs: a task that comes meanwhile starts at
+most this late. Each ask is an HTTPS request its SuperNode must serve on the cores the training uses: a fixed
+0.1 s poll made 10 a second per collaborator, 160 with 16."""
+_TICK = 0.01
+"""Between looks at the schedule and at ended children (no request leaves the process)."""
 _RETRY_SECONDS = 0.5
 _ENTRY_POINTS = {
     "flwr-clientapp": ("flwr.supernode.cli.flwr_clientapp", "flwr_clientapp"),
@@ -82,24 +90,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children: dict[int, tuple[str, float]] = {}
-    retry_at = dict.fromkeys(clients, 0.0)
+    children: dict[int, tuple[str, float, tuple[str, str]]] = {}
+    polls = _Polls(list(clients))
     failing: set[tuple[str, str]] = set()
     done: set[tuple[str, str]] = set()
-    pending: list[tuple[float, str, str, list[str]]] = []
-    """Tasks to fork: (when, task type, Runtime API address, command line)."""
+    pending: list[tuple[float, tuple[str, str], list[str]]] = []
+    """Tasks to fork: (when, (task type, Runtime API address), command line)."""
     _say(f"ready, serving {', '.join(f'{task} of {address}' for task, address in clients)}")
     while not stopping:
         if args.parent_pid and not _alive(args.parent_pid):
             break
         for key, client in clients.items():
             task, address = key
-            if key in done or time.monotonic() < retry_at[key]:
+            if key in done or not polls.due(key, time.monotonic()):
                 continue
             try:
                 response = client.AcquireTask(AcquireTaskRequest(supported_task_types=[task]))
             except Exception as error:
-                retry_at[key] = time.monotonic() + _RETRY_SECONDS
+                polls.failed(key, time.monotonic())
                 if key not in failing:
                     failing.add(key)
                     _say(f"{address} unreachable ({type(error).__name__})")
@@ -107,23 +115,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             if key in failing:
                 failing.discard(key)
                 _say(f"{address} reachable")
-            if response.HasField("task") and response.token:
+            found = response.HasField("task") and bool(response.token)
+            polls.asked(key, time.monotonic(), found)
+            if found:
                 command = [task, "--runtime-api-address", address, "--token", response.token]
                 command += ["--root-certificates", args.root_certificates] if certificates else ["--insecure"]
                 command += ["--parent-pid", str(os.getpid())]
                 # Forked at once: a ClientApp that asks its SuperNode for the message's objects before they are in
                 # retries after 0.05 s (`flower_launcher.shorten_object_pulls`), not after Flower's 1 s.
-                pending.append((time.monotonic(), task, address, command))
+                pending.append((time.monotonic(), key, command))
                 if task == "flwr-serverapp":
                     done.add(key)  # a local federation runs one run: stop asking the SuperLink
         for item in [p for p in pending if p[0] <= time.monotonic()]:
             pending.remove(item)
-            _, task, address, command = item
+            _, key, command = item
+            task, address = key
             pid = _fork(entry_points[task], command)
-            children[pid] = (f"{task} of {address}", time.monotonic())
+            children[pid] = (f"{task} of {address}", time.monotonic(), key)
             _say(f"started {task} of {address} (pid {pid})")
-        _reap(children)
-        time.sleep(_POLL_SECONDS)
+        for key in _reap(children):
+            polls.task_ended(key, time.monotonic())
+        time.sleep(_TICK)
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -167,16 +179,44 @@ def _die_with(executor: int) -> None:
         os._exit(1)
 
 
-def _reap(children: dict[int, tuple[str, float]]) -> None:
+class _Polls:
+    """When to ask each Runtime API for a task next: soon after its last task ended, less often the longer it
+    has had none (`_POLL_GROWTH`, up to `_POLL_LAST`), and every `_POLL_LAST` while its task runs."""
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        self._due = dict.fromkeys(keys, 0.0)
+        self._wait = dict.fromkeys(keys, _POLL_FIRST)
+
+    def due(self, key: tuple[str, str], now: float) -> bool:
+        return now >= self._due[key]
+
+    def asked(self, key: tuple[str, str], now: float, found: bool) -> None:
+        """``key`` was asked at ``now``; ``found``: it gave a task, which now runs."""
+        self._wait[key] = _POLL_LAST if found else min(self._wait[key] * _POLL_GROWTH, _POLL_LAST)
+        self._due[key] = now + self._wait[key]
+
+    def task_ended(self, key: tuple[str, str], now: float) -> None:
+        self._wait[key] = _POLL_FIRST
+        self._due[key] = now + _POLL_FIRST
+
+    def failed(self, key: tuple[str, str], now: float) -> None:
+        self._due[key] = now + _RETRY_SECONDS
+
+
+def _reap(children: dict[int, tuple[str, float, tuple[str, str]]]) -> list[tuple[str, str]]:
+    """Collect the children that ended; the Runtime APIs whose tasks they ran."""
+    ended = []
     for pid in list(children):
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             done, status = pid, 0
         if done:
-            what, started = children.pop(pid)
+            what, started, key = children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             _say(f"{what} (pid {pid}) ended with code {code} after {time.monotonic() - started:.2f} s")
+            ended.append(key)
+    return ended
 
 
 def _alive(pid: int) -> bool:
