@@ -330,7 +330,7 @@ def _hub_notes(cluster: Cluster | None, hub: LiveHub | None) -> tuple[str, ...]:
         return ()
     return tuple(
         f"label {key} is {'absent' if have is None else repr(have)} on the hub, Git declares {want!r} "
-        "(the GitOps sync has not applied it yet, or someone changed it by hand)"
+        "(the controller has not applied its ManagedClusterLabels yet, or someone changed it by hand)"
         for key, have, want in label_drift(cluster, live)
     )
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from fleet.claims import API_GROUP
 from fleet.crd import LABELS_KIND, LABELS_PLURAL, VERSION
@@ -76,7 +77,12 @@ class ClusterLabeler:
         Forced: a key Git declares is Git's, also when someone set it by hand (how Git takes a cluster from
         OCM's ``default`` set)."""
         name = str(declaration["metadata"]["name"])
-        labels = desired_labels(declaration.get("spec") or {})
+        try:
+            labels = desired_labels(declaration.get("spec") or {})
+        except ValidationError as error:  # the CRD cannot check label keys (a map's keys): the model does
+            problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            self._status(declaration, {}, "False", "Refused", f"invalid spec, nothing applied: {problems}")
+            return
         if managed_cluster is None:
             message = (
                 f"no ManagedCluster {name} on the hub yet: its labels are applied once its klusterlet registers "
@@ -148,9 +154,8 @@ def register_cluster_labels(registry: kopf.OperatorRegistry, hub: HubClient) -> 
         return {name: _slim(body)}
 
     @kopf.index(*clusters, id=_CLUSTERS, registry=registry)
-    def registered(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-        metadata = body.get("metadata") or {}
-        return {name: {"metadata": {"labels": dict(metadata.get("labels") or {}), "owned": owned_labels(body)}}}
+    def registered(name: str, **_: Any) -> dict[str, dict[str, Any]]:
+        return {name: {"metadata": {"name": name}}}  # only whether it exists: an apply would create it
 
     @kopf.on.resume(*declarations, registry=registry)
     @kopf.on.create(*declarations, registry=registry)
@@ -184,7 +189,10 @@ def register_cluster_labels(registry: kopf.OperatorRegistry, hub: HubClient) -> 
                     )
                     await asyncio.to_thread(labeler.unlabel, name)
                 return
-            want = desired_labels(declaration.get("spec") or {})
+            try:
+                want = desired_labels(declaration.get("spec") or {})
+            except ValidationError:  # its status says why (`ClusterLabeler.label`)
+                return
             have = (body.get("metadata") or {}).get("labels") or {}
             owned = set(owned_labels(body))
             if any(have.get(k) != v for k, v in want.items()) or owned != set(want):
