@@ -38,10 +38,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from fleet.app.files import write_text_atomically
-from fleet.app.resume import resume_point, resume_run_config
 from fleet.app.storage import MANIFEST, S3Location, StorageError, publish_run
 from fleet.data import mapped_path
 from fleet.federation.bundle import components, stage_app
@@ -69,14 +68,13 @@ from fleet.federation.progress import (
     Failed,
     ProgressFollower,
     RoundFinished,
-    Started,
 )
 from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
 from fleet.federation.workspace import AlreadyRunningError, Attempt, exclusive_run, publish
 from fleet.hub import OPERATOR_USER, collaborator_user
 from fleet.lifecycle import SubmitRun
-from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Job, Phase
+from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Framework, Job, Phase
 from fleet.placement import placement_spec
 from fleet.plan import exclusion_reasons
 from fleet.repository import Repository
@@ -86,8 +84,6 @@ _LAUNCHER = [sys.executable, "-m", "fleet.federation.flower_launcher"]
 """Flower's SuperLink and SuperNode, started with mutual TLS (`flower_launcher`)."""
 _START_TIMEOUT = 90.0
 _TICK = 0.2
-_MAX_RESUMES = 3
-"""How often one `fleet run` resumes a run whose aggregator died before it gives up."""
 MODEL_CARD = "model-card.md"
 MODEL_FILE = "model.pt"
 _TLS_ON = "on (hub CA, CA-signed cluster identities, SuperNode authentication)"
@@ -250,7 +246,7 @@ def run_federation(
     with exclusive_run(plan.job_dir) as attempt:
         recorder = StatusRecorder(plan.job_dir / STATUS_FILE, plan.spec, (c.cluster for c in plan.collaborators))
         supervisor = ProcessSupervisor(attempt.logs, _environment(attempt, settings))
-        run = _Run(plan, attempt, settings, observer, recorder, supervisor, test_data)
+        run = _run_class(plan.job)(plan, attempt, settings, observer, recorder, supervisor, test_data)
         with _signals_raise():
             try:
                 run.execute()
@@ -264,6 +260,15 @@ def run_federation(
             finally:
                 run.stop()
         return RunResult(recorder.status, attempt)
+
+
+def _run_class(job: Job) -> type[_Run]:
+    """The runtime of the job's framework: Flower's here, OpenFL's in `fleet.federation.openfl_runtime`."""
+    if job.framework is Framework.OPENFL:
+        from fleet.federation.openfl_runtime import OpenFLRun
+
+        return OpenFLRun
+    return _Run
 
 
 @contextlib.contextmanager
@@ -312,10 +317,8 @@ class _Run:
     node_ids: dict[str, int] = field(default_factory=dict)
     """cluster -> its SuperNode's node id at the SuperLink (registered keys; none with ``tls: false``)."""
     lost: dict[str, str] = field(default_factory=dict)
-    serverapp_pid: int | None = None
-    """The running ServerApp's process, from its ``started`` event: when it dies, the run is resumed."""
-    resumes: int = 0
-    executor_arguments: tuple[str, Mapping[str, int], _Tls | None] | None = None
+    tls_on: ClassVar[str] = _TLS_ON
+    """What the model card says of the run's TLS."""
 
     @property
     def job(self) -> Job:
@@ -335,7 +338,6 @@ class _Run:
         # Start what does not depend on the SuperLink (the executor's imports) while the SuperLink starts.
         ports = {c.cluster: free_port() for c in plan.collaborators}
         address = self._start_superlink(tls)
-        self.executor_arguments = (address, ports, tls)
         self._start_executor(address, ports, tls)
         self._wait_for_superlink(address, tls)
         self.recorder.federation_ready()
@@ -389,8 +391,6 @@ class _Run:
         argv = [*_LAUNCHER, "superlink"] if tls and tls.mutual else [_tool("flower-superlink")]
         argv += ["--host", "127.0.0.1", "--port", str(port)]
         argv += ["--disable-runtime-dependency-installation"]
-        # Runs, nodes and their keys in a file (Flower's SQLite state), not only in the process's memory.
-        argv += ["--database", str(self.attempt.path / "superlink.db")]
         if self.settings.executor == "warm":
             argv += ["--isolation", "process"]
         if tls:
@@ -517,7 +517,7 @@ class _Run:
             staging.rename(app)
         return app
 
-    def _submit(self, resume: Mapping[str, str | int] | None = None) -> int:
+    def _submit(self) -> int:
         """Submit the FAB with the job's run config (what ``flwr run`` sends); the run id."""
         assert self.control is not None
         self.observer.phase("submitting the run")
@@ -531,7 +531,7 @@ class _Run:
             self.settings.seed,
         )
         try:
-            return self.control.start_run(self._app_dir(), {**config, **(resume or {})})
+            return self.control.start_run(self._app_dir(), config)
         except Exception as error:
             raise RunError(f"the SuperLink did not start the run: {type(error).__name__}: {error}") from error
 
@@ -542,7 +542,6 @@ class _Run:
         return self.settings.start_timeout + self.job.rounds * training.round_timeout_seconds + 60
 
     def _follow(self, deadline: float) -> None:
-        assert self.control is not None and self.run_id is not None
         follower = ProgressFollower(self.attempt.storage / PROGRESS_FILE)
         next_state_check = 0.0
         while True:
@@ -552,20 +551,14 @@ class _Run:
             if now >= next_state_check:
                 next_state_check = now + 1.0
                 self._check_processes()
-                if self._resume_if_aggregator_died(follower):
-                    return
-                state = self.control.run_state(self.run_id)
-                if state is not None and state.status == "finished":
-                    # The ServerApp writes its last event before it ends: read once more before judging.
+                ended = self._run_ended()
+                if ended is not None:
+                    # The aggregator writes its last event before it ends: read once more before judging.
                     time.sleep(_TICK)
                     if self._apply(follower.read()):
                         return
                     self.finished = True
-                    raise RunError(
-                        f"the run ended ({state.sub_status}) without completing: "
-                        f"{state.details or 'no details'}"
-                        f"{self._lost_note()}; see {self.attempt.logs}"
-                    )
+                    raise RunError(f"{ended}{self._lost_note()}; see {self.attempt.logs}")
             if now > deadline:
                 raise RunError(
                     f"the run did not finish within {self._timeout():.0f} s (start-up plus "
@@ -574,12 +567,18 @@ class _Run:
                 )
             time.sleep(_TICK)
 
+    def _run_ended(self) -> str | None:
+        """Why the runtime says the run ended while its progress shows no end; None while it goes on."""
+        assert self.control is not None and self.run_id is not None
+        state = self.control.run_state(self.run_id)
+        if state is None or state.status != "finished":
+            return None
+        return f"the run ended ({state.sub_status}) without completing: {state.details or 'no details'}"
+
     def _apply(self, events: list[Event]) -> bool:
         """Record the ServerApp's events; True once the run completed (`RunError` when it failed)."""
         for event in events:
-            if isinstance(event, Started):
-                self.serverapp_pid = event.pid
-            elif isinstance(event, RoundFinished):
+            if isinstance(event, RoundFinished):
                 self.recorder.progress([event])
                 self.observer.round(event)
             elif isinstance(event, Completed):
@@ -590,42 +589,6 @@ class _Run:
                 self.finished = True
                 raise RunError(f"the ServerApp failed: {event.reason}{self._lost_note()}")
         return False
-
-    def _resume_if_aggregator_died(self, follower: ProgressFollower) -> bool:
-        """When the ServerApp died without a last word (killed), submit the run again from its last round
-        checkpoint (`fleet.app.resume`); True when its events turn out to say it completed after all."""
-        pid = self.serverapp_pid
-        if pid is None or _alive(pid):
-            return False
-        # The ServerApp writes its last event before it ends: unread events decide first.
-        time.sleep(_TICK)
-        if self._apply(follower.read()):
-            return True
-        if self.resumes >= _MAX_RESUMES:
-            raise RunError(f"the aggregator (ServerApp pid {pid}) died again, after {self.resumes} resumes")
-        assert self.control is not None and self.run_id is not None
-        with contextlib.suppress(Exception):
-            self.control.stop_run(self.run_id)  # Flower would fail it only after its 60 s heartbeat lapses
-        point = resume_point(self.attempt.storage)
-        where = (
-            f"round {point.first_round} from the checkpoint of round {point.last_round} ({point.checkpoint})"
-            if point
-            else "round 1 (no round had completed)"
-        )
-        self.observer.warning(f"the aggregator died (ServerApp pid {pid} is gone); resuming the run at {where}")
-        self.resumes += 1
-        self.serverapp_pid = None
-        # Flower's SuperLink gives a run's ServerApp task out once: a new run, to a new executor.
-        self._restart_executor()
-        self.run_id = self._submit(resume_run_config(point))
-        return False
-
-    def _restart_executor(self) -> None:
-        old = next(p for p in self.supervisor.processes if p.name == "executor")
-        self.supervisor.stop(old)
-        self.supervisor.processes.remove(old)
-        assert self.executor_arguments is not None
-        self._start_executor(*self.executor_arguments)
 
     def _check_processes(self) -> None:
         self.supervisor.watch()
@@ -687,7 +650,7 @@ class _Run:
             raise RunError(f"the ServerApp reported completion but wrote no model at {staged / MODEL_FILE}")
         rounds = self.recorder.status.rounds
         participants = sorted({p for r in rounds for p in r.participants}) or sorted(self.supernodes)
-        _write_model_card(staged, self.plan, participants, event.metrics, self.recorder.status)
+        _write_model_card(staged, self.plan, participants, event.metrics, self.recorder.status, self.tls_on)
         # The bucket first: a refused upload fails the run with the local copy, too, as the last run left it.
         model_url = self._publish_to_s3(staged) if self.job.storage.s3 is not None else None
         try:
@@ -753,17 +716,6 @@ def _environment(attempt: Attempt, settings: RunSettings) -> dict[str, str]:
     return env
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (the executor reaps its ended ServerApp at once)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _tool(name: str) -> str:
     """A Flower command from this Python's environment."""
     path = Path(sys.executable).parent / name
@@ -809,7 +761,12 @@ def _git_commit(root: Path) -> str:
 
 
 def _write_model_card(
-    folder: Path, plan: LocalPlan, clusters: list[str], metrics: Mapping[str, float], status: FederatedLearningStatus
+    folder: Path,
+    plan: LocalPlan,
+    clusters: list[str],
+    metrics: Mapping[str, float],
+    status: FederatedLearningStatus,
+    tls_on: str = _TLS_ON,
 ) -> None:
     job, training = plan.job, plan.job.training
     lines = [
@@ -822,7 +779,8 @@ def _write_model_card(
         f"- training: {training.strategy.value}, {training.local_epochs} local epochs, learning rate "
         f"{training.learning_rate}, batch size {training.batch_size}, fraction {training.fraction_train}"
         + (f", proximal mu {training.proximal_mu}" if training.proximal_mu else ""),
-        f"- TLS: {_TLS_ON if job.tls else 'OFF'}",
+        f"- framework: {job.framework.value}",
+        f"- TLS: {tls_on if job.tls else 'OFF'}",
         f"- trained: {status.started_at} to {status.finished_at or now()}",
         "- model: `model.pt`; per-round checkpoints: `checkpoints/`; metrics: `metrics.json`",
         "",
