@@ -123,7 +123,7 @@ async def test_prometheus_scrapes_the_controller_and_the_sidecar_and_answers_the
             try:
                 await start_job(hub)
                 await make_ready(hub, CLUSTERS)
-                await eventually(lambda: phase(hub) == "Running", what="Running")
+                await eventually(lambda: phase(hub) == "Running", timeout=60, what="Running")
                 [service] = [s for s in hub.objects("v1/services") if s["metadata"]["name"] == superlink_name(JOB)]
                 aggregators = monitors["fleet-aggregators"]
                 scrape = [
@@ -209,7 +209,7 @@ async def _run_two_rounds(hub: Hub) -> None:
         def at_round(n: int = number) -> bool:
             return bool(hub.job()["status"].get("currentRound") == n)
 
-        await eventually(at_round, what=f"round {number}")
+        await eventually(at_round, timeout=60, what=f"round {number}")
 
 
 def _ask(
