@@ -126,6 +126,11 @@ def test_pull_request_checks() -> None:
     assert "-summary" in kubeconform and "-schema-location default" in kubeconform
     assert "{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json" in kubeconform
     assert "-ignore-missing-schemas" not in kubeconform  # a kind without a schema fails, never passes silently
+    # prometheus-operator's kinds (the ServiceMonitors, unvalidated by fleet validate here): datree's CRDs catalog,
+    # at a pinned commit.
+    catalog = _load(PULL_REQUEST)["env"]["MONITORING_SCHEMAS"]
+    assert re.fullmatch(r"https://raw\.githubusercontent\.com/datreeio/CRDs-catalog/[0-9a-f]{40}", catalog)
+    assert '"$MONITORING_SCHEMAS/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"' in kubeconform
 
 
 def test_commands_and_options_exist() -> None:
