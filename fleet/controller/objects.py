@@ -3,7 +3,8 @@
 Per job, in the job's namespace on the hub (each owned by the FederatedLearning resource, so that
 Kubernetes' garbage collector removes them with it even when the controller is down):
 - ``<job>-superlink-tls``: the SuperLink's server certificate (valid for the names collaborators, the controller
-  and the pod itself dial) and the job's ServerApp client certificate, signed by the hub CA
+  and the pod itself dial; issued again, and the SuperLink's pod replaced, when a listener's address is not among
+  them) and the job's ServerApp client certificate, signed by the hub CA
   (`fleet.hub.HUB_CA_SECRET`);
 - ``<job>-clients``: the SuperLink's allow-list of client certificates (`fleet.federation.flower_launcher`): the
   controller, the job's ServerApp, and the add-on registration subject of each cluster placed for the job;

@@ -505,6 +505,10 @@ def test_a_load_balancer_listener_may_declare_its_host() -> None:
 
 
 def test_an_ingress_listener_names_its_class_and_passes_tls_through() -> None:
+    # Rules (kubernetes/ingress-nginx): docs/user-guide/tls.md, "The flag --enable-ssl-passthrough enables SSL
+    # passthrough feature. By default this feature is disabled" (without it the ssl-passthrough annotation is
+    # ignored and nginx terminates TLS, so the SuperLink would never see a collaborator's certificate);
+    # charts/ingress-nginx/values.yaml names its IngressClass `nginx` (controller.ingressClassResource.name).
     hub = Hub()
     hub.reconcile(issued_tls=TLS)
     (ingress,) = hub.of_kind("Ingress")
