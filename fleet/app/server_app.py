@@ -50,6 +50,7 @@ from numpy.typing import NDArray
 
 from fleet.app.data import DataError, Dataset, load_dataset
 from fleet.app.files import write_text_atomically
+from fleet.app.resume import ResumeError, ResumePoint
 from fleet.app.task import aggregate, build_model, evaluate, save_model
 
 PROGRESS_FILE = "progress.jsonl"
@@ -138,7 +139,12 @@ def main(grid: Grid, context: Context) -> None:
     except FederationError as error:
         Progress(model_dir).failed(str(error))
         raise
-    run_federation(grid, settings)
+    try:
+        resume = ResumePoint.from_run_config(context.run_config)
+    except ResumeError as error:
+        Progress(model_dir).failed(str(error))
+        raise
+    run_federation(grid, settings, resume=resume)
 
 
 # --- the rounds ---------------------------------------------------------------------------------------------
@@ -178,16 +184,18 @@ def run_federation(
     poll_interval: float = 0.05,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    resume: ResumePoint | None = None,
 ) -> dict[str, float]:
-    """Run every round; write progress, checkpoints, metrics and the final model. Returns the final metrics.
+    """Run every round (from ``resume``'s, when a lost run is resumed); write progress, checkpoints, metrics and
+    the final model. Returns the final metrics.
 
     Raises `FederationError` (after writing the ``failed`` event) when the run cannot go on.
     """
     progress = Progress(settings.model_dir)
     federation = _Federation(grid, settings, progress, poll_interval, clock, sleep)
     try:
-        progress.started(settings)
-        return _rounds(federation)
+        progress.started(settings, resume)
+        return _rounds(federation, resume)
     except FederationError as error:
         progress.failed(str(error))
         raise
@@ -196,7 +204,7 @@ def run_federation(
         raise
 
 
-def _rounds(federation: _Federation) -> dict[str, float]:
+def _rounds(federation: _Federation, resume: ResumePoint | None = None) -> dict[str, float]:
     settings = federation.settings
     weights: OrderedDict[str, NDArray[Any]] | None = None
     if settings.test_data:
@@ -209,7 +217,15 @@ def _rounds(federation: _Federation) -> dict[str, float]:
         weights = OrderedDict((k, v.numpy().copy()) for k, v in model.state_dict().items())
 
     metrics: dict[str, float] = {}
-    for server_round in range(1, settings.num_rounds + 1):
+    first_round = 1
+    if resume is not None:
+        # The lost run's last checkpoint: its weights and shape, as its next round would have started.
+        try:
+            weights, federation.input_shape = resume.weights()
+        except ResumeError as error:
+            raise FederationError(str(error)) from None
+        first_round = resume.first_round
+    for server_round in range(first_round, settings.num_rounds + 1):
         started, began = federation.clock(), time.time()
         nodes = _wait_for_nodes(federation, server_round)
         sampled = _sample(nodes, settings, server_round)
@@ -507,16 +523,21 @@ class Progress:
         self.model_dir = model_dir
         self._metrics: dict[str, Any] = {"settings": {}, "rounds": [], "final": {}}
 
-    def started(self, settings: Settings) -> None:
+    def started(self, settings: Settings, resume: ResumePoint | None = None) -> None:
+        """``pid``: this ServerApp's process, which ``fleet run`` watches; with ``resume``, the lost run's rounds
+        stay in ``metrics.json`` and the event says which round's checkpoint the run starts from."""
         self._metrics["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
-        self._event(
-            {
-                "event": "started",
-                "rounds": settings.num_rounds,
-                "min_available_clients": settings.min_available_clients,
-                "round_timeout": settings.round_timeout,
-            }
-        )
+        event: dict[str, Any] = {
+            "event": "started",
+            "rounds": settings.num_rounds,
+            "min_available_clients": settings.min_available_clients,
+            "round_timeout": settings.round_timeout,
+            "pid": os.getpid(),
+        }
+        if resume is not None:
+            self._metrics["rounds"] = _rounds_before(self.model_dir / METRICS_FILE, resume.first_round)
+            event["resumed_from_round"] = resume.last_round
+        self._event(event)
 
     def round(
         self,
@@ -585,6 +606,15 @@ class Progress:
 
     def _write_metrics(self) -> None:
         write_text_atomically(self.model_dir / METRICS_FILE, json.dumps(self._metrics, indent=2) + "\n")
+
+
+def _rounds_before(metrics_file: Path, first_round: int) -> list[Any]:
+    """The rounds a lost run recorded before ``first_round``, from its ``metrics.json``."""
+    try:
+        recorded = json.loads(metrics_file.read_text(encoding="utf-8")).get("rounds", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in recorded if isinstance(r, dict) and isinstance(r.get("round"), int) and r["round"] < first_round]
 
 
 def _round_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

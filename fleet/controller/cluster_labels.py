@@ -60,6 +60,18 @@ def apply_configuration(cluster: str, labels: Mapping[str, str]) -> dict[str, An
     return {"apiVersion": MANAGED_CLUSTER.api_version, "kind": MANAGED_CLUSTER.kind, "metadata": metadata}
 
 
+_Registered = Mapping[str, Any]
+"""A ManagedCluster as the controller's index holds it: its ``labels`` and the label keys it ``owned``."""
+
+
+def carries(managed_cluster: _Registered | None, labels: Mapping[str, str]) -> bool:
+    """Whether a ManagedCluster has exactly ``labels`` from `LABELS_FIELD_MANAGER`: nothing to apply."""
+    if managed_cluster is None:
+        return False
+    have = managed_cluster.get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items()) and set(managed_cluster.get("owned") or ()) == set(labels)
+
+
 class ClusterLabeler:
     """The hub writes of cluster labels: applies, removals, the declaring object's status."""
 
@@ -71,8 +83,9 @@ class ClusterLabeler:
         self.hub = hub
         self.clock = clock
 
-    def label(self, declaration: Mapping[str, Any], managed_cluster: Mapping[str, Any] | None) -> None:
-        """Apply the declaration's labels to its ManagedCluster (when registered) and report it in the status.
+    def label(self, declaration: Mapping[str, Any], managed_cluster: _Registered | None) -> None:
+        """Apply the declaration's labels to its ManagedCluster (when registered, and unless it carries them
+        under `LABELS_FIELD_MANAGER` already) and report it in the status.
 
         Forced: a key Git declares is Git's, also when someone set it by hand (how Git takes a cluster from
         OCM's ``default`` set)."""
@@ -90,15 +103,16 @@ class ClusterLabeler:
             )
             self._status(declaration, {}, "False", "NotRegistered", message)
             return
-        try:
-            self.hub.server_side_apply(
-                MANAGED_CLUSTER, apply_configuration(name, labels), field_manager=LABELS_FIELD_MANAGER, force=True
-            )
-        except TransientError:
-            raise
-        except ApiError as error:  # forbidden (no managedclustersets/join), invalid: said in the status
-            self._status(declaration, {}, "False", "Refused", f"the hub refused the labels: {error}")
-            raise
+        if not carries(managed_cluster, labels):
+            try:
+                self.hub.server_side_apply(
+                    MANAGED_CLUSTER, apply_configuration(name, labels), field_manager=LABELS_FIELD_MANAGER, force=True
+                )
+            except TransientError:
+                raise
+            except ApiError as error:  # forbidden (no managedclustersets/join), invalid: said in the status
+                self._status(declaration, {}, "False", "Refused", f"the hub refused the labels: {error}")
+                raise
         self._status(
             declaration, labels, "True", "Applied", f"{len(labels)} label(s) applied by {LABELS_FIELD_MANAGER}"
         )
@@ -154,8 +168,8 @@ def register_cluster_labels(registry: kopf.OperatorRegistry, hub: HubClient) -> 
         return {name: _slim(body)}
 
     @kopf.index(*clusters, id=_CLUSTERS, registry=registry)
-    def registered(name: str, **_: Any) -> dict[str, dict[str, Any]]:
-        return {name: {"metadata": {"name": name}}}  # only whether it exists: an apply would create it
+    def registered(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+        return {name: _registered(body)}  # whether it exists (an apply would create it), and what it carries
 
     @kopf.on.resume(*declarations, registry=registry)
     @kopf.on.create(*declarations, registry=registry)
@@ -193,12 +207,15 @@ def register_cluster_labels(registry: kopf.OperatorRegistry, hub: HubClient) -> 
                 want = desired_labels(declaration.get("spec") or {})
             except ValidationError:  # its status says why (`ClusterLabeler.label`)
                 return
-            have = (body.get("metadata") or {}).get("labels") or {}
-            owned = set(owned_labels(body))
-            if any(have.get(k) != v for k, v in want.items()) or owned != set(want):
-                await asyncio.to_thread(labeler.label, declaration, body)
+            live = _registered(body)
+            if not carries(live, want):
+                await asyncio.to_thread(labeler.label, declaration, live)
         except ApiError as error:  # kopf retries no event handler: the cluster's next event does
             logger.warning("labelling ManagedCluster %s: %s", name, error)
+
+
+def _registered(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"labels": dict((body.get("metadata") or {}).get("labels") or {}), "owned": owned_labels(body)}
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:

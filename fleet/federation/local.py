@@ -41,6 +41,7 @@ from types import FrameType
 from typing import ClassVar, Literal, Protocol
 
 from fleet.app.files import write_text_atomically
+from fleet.app.resume import resume_point, resume_run_config
 from fleet.app.storage import MANIFEST, S3Location, StorageError, publish_run
 from fleet.data import mapped_path
 from fleet.federation.bundle import components, stage_app
@@ -68,6 +69,7 @@ from fleet.federation.progress import (
     Failed,
     ProgressFollower,
     RoundFinished,
+    Started,
 )
 from fleet.federation.run_config import run_config
 from fleet.federation.status import STATUS_FILE, StatusRecorder, now
@@ -84,6 +86,8 @@ _LAUNCHER = [sys.executable, "-m", "fleet.federation.flower_launcher"]
 """Flower's SuperLink and SuperNode, started with mutual TLS (`flower_launcher`)."""
 _START_TIMEOUT = 90.0
 _TICK = 0.2
+_MAX_RESUMES = 3
+"""How often one `fleet run` resumes a run whose aggregator died before it gives up."""
 MODEL_CARD = "model-card.md"
 MODEL_FILE = "model.pt"
 _TLS_ON = "on (hub CA, CA-signed cluster identities, SuperNode authentication)"
@@ -319,6 +323,10 @@ class _Run:
     lost: dict[str, str] = field(default_factory=dict)
     tls_on: ClassVar[str] = _TLS_ON
     """What the model card says of the run's TLS."""
+    serverapp_pid: int | None = None
+    """The running ServerApp's process, from its ``started`` event: when it dies, the run is resumed."""
+    resumes: int = 0
+    executor_arguments: tuple[str, Mapping[str, int], _Tls | None] | None = None
 
     @property
     def job(self) -> Job:
@@ -338,6 +346,7 @@ class _Run:
         # Start what does not depend on the SuperLink (the executor's imports) while the SuperLink starts.
         ports = {c.cluster: free_port() for c in plan.collaborators}
         address = self._start_superlink(tls)
+        self.executor_arguments = (address, ports, tls)
         self._start_executor(address, ports, tls)
         self._wait_for_superlink(address, tls)
         self.recorder.federation_ready()
@@ -391,6 +400,8 @@ class _Run:
         argv = [*_LAUNCHER, "superlink"] if tls and tls.mutual else [_tool("flower-superlink")]
         argv += ["--host", "127.0.0.1", "--port", str(port)]
         argv += ["--disable-runtime-dependency-installation"]
+        # Runs, nodes and their keys in a file (Flower's SQLite state), not only in the process's memory.
+        argv += ["--database", str(self.attempt.path / "superlink.db")]
         if self.settings.executor == "warm":
             argv += ["--isolation", "process"]
         if tls:
@@ -517,7 +528,7 @@ class _Run:
             staging.rename(app)
         return app
 
-    def _submit(self) -> int:
+    def _submit(self, resume: Mapping[str, str | int] | None = None) -> int:
         """Submit the FAB with the job's run config (what ``flwr run`` sends); the run id."""
         assert self.control is not None
         self.observer.phase("submitting the run")
@@ -531,7 +542,7 @@ class _Run:
             self.settings.seed,
         )
         try:
-            return self.control.start_run(self._app_dir(), config)
+            return self.control.start_run(self._app_dir(), {**config, **(resume or {})})
         except Exception as error:
             raise RunError(f"the SuperLink did not start the run: {type(error).__name__}: {error}") from error
 
@@ -551,6 +562,8 @@ class _Run:
             if now >= next_state_check:
                 next_state_check = now + 1.0
                 self._check_processes()
+                if self._resume_if_aggregator_died(follower):
+                    return
                 ended = self._run_ended()
                 if ended is not None:
                     # The aggregator writes its last event before it ends: read once more before judging.
@@ -578,7 +591,9 @@ class _Run:
     def _apply(self, events: list[Event]) -> bool:
         """Record the ServerApp's events; True once the run completed (`RunError` when it failed)."""
         for event in events:
-            if isinstance(event, RoundFinished):
+            if isinstance(event, Started):
+                self.serverapp_pid = event.pid
+            elif isinstance(event, RoundFinished):
                 self.recorder.progress([event])
                 self.observer.round(event)
             elif isinstance(event, Completed):
@@ -589,6 +604,42 @@ class _Run:
                 self.finished = True
                 raise RunError(f"the ServerApp failed: {event.reason}{self._lost_note()}")
         return False
+
+    def _resume_if_aggregator_died(self, follower: ProgressFollower) -> bool:
+        """When the ServerApp died without a last word (killed), submit the run again from its last round
+        checkpoint (`fleet.app.resume`); True when its events turn out to say it completed after all."""
+        pid = self.serverapp_pid
+        if pid is None or _alive(pid):
+            return False
+        # The ServerApp writes its last event before it ends: unread events decide first.
+        time.sleep(_TICK)
+        if self._apply(follower.read()):
+            return True
+        if self.resumes >= _MAX_RESUMES:
+            raise RunError(f"the aggregator (ServerApp pid {pid}) died again, after {self.resumes} resumes")
+        assert self.control is not None and self.run_id is not None
+        with contextlib.suppress(Exception):
+            self.control.stop_run(self.run_id)  # Flower would fail it only after its 60 s heartbeat lapses
+        point = resume_point(self.attempt.storage)
+        where = (
+            f"round {point.first_round} from the checkpoint of round {point.last_round} ({point.checkpoint})"
+            if point
+            else "round 1 (no round had completed)"
+        )
+        self.observer.warning(f"the aggregator died (ServerApp pid {pid} is gone); resuming the run at {where}")
+        self.resumes += 1
+        self.serverapp_pid = None
+        # Flower's SuperLink gives a run's ServerApp task out once: a new run, to a new executor.
+        self._restart_executor()
+        self.run_id = self._submit(resume_run_config(point))
+        return False
+
+    def _restart_executor(self) -> None:
+        old = next(p for p in self.supervisor.processes if p.name == "executor")
+        self.supervisor.stop(old)
+        self.supervisor.processes.remove(old)
+        assert self.executor_arguments is not None
+        self._start_executor(*self.executor_arguments)
 
     def _check_processes(self) -> None:
         self.supervisor.watch()
@@ -714,6 +765,17 @@ def _environment(attempt: Attempt, settings: RunSettings) -> dict[str, str]:
         }
     )
     return env
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (the executor reaps its ended ServerApp at once)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tool(name: str) -> str:

@@ -1,9 +1,9 @@
 """Follow the ServerApp's ``progress.jsonl``: one JSON object a line, appended as the run goes.
 
-Events (written by fleet.app.server_app): ``started`` (rounds, and the minimum of clients and the round timeout
-when the ServerApp says), ``round`` (round, participants, metrics, time, and where given the round's seconds,
-the bytes of model update per participant and the clusters left out), ``completed`` (metrics) and ``failed``
-(reason). A line still being written waits for the next read.
+Events (written by fleet.app.server_app): ``started`` (rounds, and where the ServerApp says its pid, the minimum
+of clients, the round timeout and the round a resumed run starts after), ``round`` (round, participants,
+metrics, time, and where given the round's seconds, the bytes of model update per participant and the clusters
+left out), ``completed`` (metrics) and ``failed`` (reason). A line still being written waits for the next read.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ class Started:
     round_timeout: float | None = None
     """Seconds the ServerApp waits at most for each step of a round."""
     time: str | None = None
+    pid: int | None = None
+    """The ServerApp's process: `fleet run` resumes the run when it dies without a last event."""
+    resumed_from_round: int | None = None
+    """Set when the run resumes a lost one: the round whose checkpoint it starts from."""
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,14 @@ def parse_event(line: str, where: str) -> Event:
         kind = data["event"]
         if kind == "started":
             minimum, timeout = data.get("min_available_clients"), data.get("round_timeout")
+            pid, resumed = data.get("pid"), data.get("resumed_from_round")
             return Started(
                 int(data["rounds"]),
                 None if minimum is None else int(minimum),
                 None if timeout is None else float(timeout),
                 data.get("time"),
+                None if pid is None else int(pid),
+                None if resumed is None else int(resumed),
             )
         if kind == "round":
             seconds = data.get("seconds")

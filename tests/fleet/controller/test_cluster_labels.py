@@ -180,6 +180,11 @@ async def test_a_key_git_declares_stays_gits_and_other_labels_stay_theirs(labels
         await eventually(lambda: labels_of(hub).get("region") == "eu-west", what="region set back")
         assert labels_of(hub)["team"] == "ml" and owners(hub)["team"] == {"kubectl-label"}
         assert owners(hub)["region"] == {LABELS_FIELD_MANAGER}
+    # A restarted controller resumes the object and lists the clusters: nothing to apply, nothing sent.
+    before = len(applies(hub))
+    async with Operator(hub, RecordedRuns()):
+        await asyncio.sleep(2.0)  # its resume handler and the sweep over the initial listing have run
+    assert len(applies(hub)) == before
     assert writes_that_are_not_applies(hub) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,22 @@ def main(grid: Grid, context: Context) -> None:
         with (model_dir / "progress.jsonl").open("a", encoding="utf-8") as out:
             out.write(json.dumps(event) + "\n")
 
-    emit(event="started", rounds=rounds, min_available_clients=minimum, round_timeout=timeout, time=_now())
+    # A resumed run (fleet.app.resume) starts after the lost run's last checkpoint, which holds its total.
+    first = int(config.get("first-round", 1))
+    resumed = {"resumed_from_round": first - 1} if first > 1 else {}
+    emit(
+        event="started",
+        rounds=rounds,
+        min_available_clients=minimum,
+        round_timeout=timeout,
+        pid=os.getpid(),
+        time=_now(),
+        **resumed,
+    )
     while len(list(grid.get_node_ids())) < minimum:
         time.sleep(0.1)
-    total = 0.0
-    for number in range(1, rounds + 1):
+    total = float(Path(str(config["resume-from"])).read_text()) if first > 1 else 0.0
+    for number in range(first, rounds + 1):
         started = time.monotonic()
         nodes = list(grid.get_node_ids())
         messages = [
