@@ -99,6 +99,7 @@ from .objects import (
 from .observe import cluster_claims, selected_clusters
 from .progress import HttpProgress, ProgressSource, ProgressUnavailableError
 from .reconcile import JobState, Settings, current_status, job_ref, reconcile, run_id, status_body
+from .resume import RESUMES_ANNOTATION, Resume, resume_lost_run
 from .runs import FlowerRunBackend, KeyRetiredError, RunBackend, RunSubmissionError
 
 logger = logging.getLogger("fleet.controller")
@@ -146,6 +147,8 @@ class _JobMemory:
     submit_failures: int = 0
     last_run_check: float = 0.0
     run_failure: str | None = None
+    resumed: list[EmitEvent] = field(default_factory=list)
+    """Events of runs resumed since the last reconcile (`resume`)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -332,7 +335,8 @@ class Controller:
             self.hub.apply(KINDS_BY_NAME[obj["kind"]], obj)
         for key in plan.delete:
             self.hub.delete(KINDS_BY_NAME[key.kind], key.namespace, key.name)
-        events_out = list(plan.events)
+        events_out = [*memory.resumed, *plan.events]
+        memory.resumed.clear()
         status = plan.status
         if _condition_true(status, FEDERATION_READY) and _tls(resource) and status.phase not in TERMINAL:
             self._sync_collaborators(job, resource, plan.collaborators, identities, memory, events_out)
@@ -496,7 +500,23 @@ class Controller:
                     memory.pending += self.progress.read(job, model_dir(spec, job))
                 except ProgressUnavailableError as error:
                     logger.info("progress of %s/%s not readable yet: %s", job.namespace, job.name, error)
+        resume = resume_lost_run(failure, memory.pending, resource, model_dir(spec, job))
+        if resume is not None:
+            self._resubmit(job, spec, memory, resume)
+            failure = None
         return list(memory.pending), failure
+
+    def _resubmit(self, job: JobRef, spec: FederatedLearningSpec, memory: _JobMemory, resume: Resume) -> None:
+        """Submit the run again where the lost one left off; the job goes on Running."""
+        try:
+            run = self.runs.submit(job, spec, model_dir(spec, job), self.credentials(spec), resume=resume.config)
+        except RunSubmissionError as error:
+            raise TransientError(0, f"resuming the run of {job.namespace}/{job.name}: {error}") from error
+        memory.run_id, memory.run_failure = run, None
+        annotations = {RUN_ID_ANNOTATION: str(run), RESUMES_ANNOTATION: str(resume.resumes)}
+        self.hub.patch(FEDERATED_LEARNING, job.namespace, job.name, {"metadata": {"annotations": annotations}})
+        memory.resumed.append(EmitEvent("Warning", "RunResumed", resume.message))
+        logger.warning("%s/%s: %s", job.namespace, job.name, resume.message)
 
     # --- deletion -------------------------------------------------------------------------------------------
 

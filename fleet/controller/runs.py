@@ -10,7 +10,7 @@ every client. The run's state, stopping it and the SuperNode keys go through `fl
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +36,16 @@ class KeyRetiredError(Exception):
 
 
 class RunBackend(Protocol):
-    def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, credentials: Credentials | None) -> int:
-        """Submit the job's run; its run id. Raises `RunSubmissionError`."""
+    def submit(
+        self,
+        job: JobRef,
+        spec: FederatedLearningSpec,
+        model_dir: str,
+        credentials: Credentials | None,
+        resume: Mapping[str, str | int] | None = None,
+    ) -> int:
+        """Submit the job's run (``resume``: where a lost run left off, `fleet.app.resume`); its run id. Raises
+        `RunSubmissionError`."""
         ...
 
     def failure(self, job: JobRef, run_id: int, credentials: Credentials | None) -> str | None:
@@ -68,7 +76,14 @@ class FlowerRunBackend:
     app: Path | None = None
     """A Flower app folder to submit instead of fleet's own (staged from the installed package)."""
 
-    def submit(self, job: JobRef, spec: FederatedLearningSpec, model_dir: str, credentials: Credentials | None) -> int:
+    def submit(
+        self,
+        job: JobRef,
+        spec: FederatedLearningSpec,
+        model_dir: str,
+        credentials: Credentials | None,
+        resume: Mapping[str, str | int] | None = None,
+    ) -> int:
         """Start the job's run on its SuperLink as `fleet run` does: the same FAB, the same run config."""
         from fleet.federation.bundle import stage_app
 
@@ -78,7 +93,7 @@ class FlowerRunBackend:
             app = stage_app(root / "app", self.app)
             try:
                 with _control(address, root, credentials) as client:
-                    return client.start_run(app, run_config(spec, model_dir))
+                    return client.start_run(app, {**run_config(spec, model_dir), **(resume or {})})
             except Exception as error:  # gRPC and Flower raise many kinds; each means "not started"
                 raise RunSubmissionError(f"the SuperLink at {address} did not start the run: {error}") from error
 

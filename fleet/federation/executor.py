@@ -125,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 # retries after 0.05 s (`flower_launcher.shorten_object_pulls`), not after Flower's 1 s.
                 pending.append((time.monotonic(), key, command))
                 if task == "flwr-serverapp":
-                    done.add(key)  # a local federation runs one run: stop asking the SuperLink
+                    # One run at a time: no asking the SuperLink while its ServerApp runs; once it ended, a
+                    # resumed run's ServerApp may come (`fleet.app.resume`).
+                    done.add(key)
         for item in [p for p in pending if p[0] <= time.monotonic()]:
             pending.remove(item)
             _, key, command = item
@@ -135,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _say(f"started {task} of {address} (pid {pid})")
         for key in _reap(children):
             polls.task_ended(key, time.monotonic())
+            done.discard(key)
         time.sleep(_TICK)
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
