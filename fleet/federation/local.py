@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from fleet.app.files import write_text_atomically
 from fleet.app.resume import resume_point, resume_run_config
@@ -76,7 +76,7 @@ from fleet.federation.status import STATUS_FILE, StatusRecorder, now
 from fleet.federation.workspace import AlreadyRunningError, Attempt, exclusive_run, publish
 from fleet.hub import OPERATOR_USER, collaborator_user
 from fleet.lifecycle import SubmitRun
-from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Job, Phase
+from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Framework, Job, Phase
 from fleet.placement import placement_spec
 from fleet.plan import exclusion_reasons
 from fleet.repository import Repository
@@ -250,7 +250,7 @@ def run_federation(
     with exclusive_run(plan.job_dir) as attempt:
         recorder = StatusRecorder(plan.job_dir / STATUS_FILE, plan.spec, (c.cluster for c in plan.collaborators))
         supervisor = ProcessSupervisor(attempt.logs, _environment(attempt, settings))
-        run = _Run(plan, attempt, settings, observer, recorder, supervisor, test_data)
+        run = _run_class(plan.job)(plan, attempt, settings, observer, recorder, supervisor, test_data)
         with _signals_raise():
             try:
                 run.execute()
@@ -264,6 +264,15 @@ def run_federation(
             finally:
                 run.stop()
         return RunResult(recorder.status, attempt)
+
+
+def _run_class(job: Job) -> type[_Run]:
+    """The runtime of the job's framework: Flower's here, OpenFL's in `fleet.federation.openfl_runtime`."""
+    if job.framework is Framework.OPENFL:
+        from fleet.federation.openfl_runtime import OpenFLRun
+
+        return OpenFLRun
+    return _Run
 
 
 @contextlib.contextmanager
@@ -312,6 +321,8 @@ class _Run:
     node_ids: dict[str, int] = field(default_factory=dict)
     """cluster -> its SuperNode's node id at the SuperLink (registered keys; none with ``tls: false``)."""
     lost: dict[str, str] = field(default_factory=dict)
+    tls_on: ClassVar[str] = _TLS_ON
+    """What the model card says of the run's TLS."""
     serverapp_pid: int | None = None
     """The running ServerApp's process, from its ``started`` event: when it dies, the run is resumed."""
     resumes: int = 0
@@ -542,7 +553,6 @@ class _Run:
         return self.settings.start_timeout + self.job.rounds * training.round_timeout_seconds + 60
 
     def _follow(self, deadline: float) -> None:
-        assert self.control is not None and self.run_id is not None
         follower = ProgressFollower(self.attempt.storage / PROGRESS_FILE)
         next_state_check = 0.0
         while True:
@@ -554,18 +564,14 @@ class _Run:
                 self._check_processes()
                 if self._resume_if_aggregator_died(follower):
                     return
-                state = self.control.run_state(self.run_id)
-                if state is not None and state.status == "finished":
-                    # The ServerApp writes its last event before it ends: read once more before judging.
+                ended = self._run_ended()
+                if ended is not None:
+                    # The aggregator writes its last event before it ends: read once more before judging.
                     time.sleep(_TICK)
                     if self._apply(follower.read()):
                         return
                     self.finished = True
-                    raise RunError(
-                        f"the run ended ({state.sub_status}) without completing: "
-                        f"{state.details or 'no details'}"
-                        f"{self._lost_note()}; see {self.attempt.logs}"
-                    )
+                    raise RunError(f"{ended}{self._lost_note()}; see {self.attempt.logs}")
             if now > deadline:
                 raise RunError(
                     f"the run did not finish within {self._timeout():.0f} s (start-up plus "
@@ -573,6 +579,14 @@ class _Run:
                     f"{self.job.training.round_timeout_seconds})"
                 )
             time.sleep(_TICK)
+
+    def _run_ended(self) -> str | None:
+        """Why the runtime says the run ended while its progress shows no end; None while it goes on."""
+        assert self.control is not None and self.run_id is not None
+        state = self.control.run_state(self.run_id)
+        if state is None or state.status != "finished":
+            return None
+        return f"the run ended ({state.sub_status}) without completing: {state.details or 'no details'}"
 
     def _apply(self, events: list[Event]) -> bool:
         """Record the ServerApp's events; True once the run completed (`RunError` when it failed)."""
@@ -687,7 +701,7 @@ class _Run:
             raise RunError(f"the ServerApp reported completion but wrote no model at {staged / MODEL_FILE}")
         rounds = self.recorder.status.rounds
         participants = sorted({p for r in rounds for p in r.participants}) or sorted(self.supernodes)
-        _write_model_card(staged, self.plan, participants, event.metrics, self.recorder.status)
+        _write_model_card(staged, self.plan, participants, event.metrics, self.recorder.status, self.tls_on)
         # The bucket first: a refused upload fails the run with the local copy, too, as the last run left it.
         model_url = self._publish_to_s3(staged) if self.job.storage.s3 is not None else None
         try:
@@ -809,7 +823,12 @@ def _git_commit(root: Path) -> str:
 
 
 def _write_model_card(
-    folder: Path, plan: LocalPlan, clusters: list[str], metrics: Mapping[str, float], status: FederatedLearningStatus
+    folder: Path,
+    plan: LocalPlan,
+    clusters: list[str],
+    metrics: Mapping[str, float],
+    status: FederatedLearningStatus,
+    tls_on: str = _TLS_ON,
 ) -> None:
     job, training = plan.job, plan.job.training
     lines = [
@@ -822,7 +841,8 @@ def _write_model_card(
         f"- training: {training.strategy.value}, {training.local_epochs} local epochs, learning rate "
         f"{training.learning_rate}, batch size {training.batch_size}, fraction {training.fraction_train}"
         + (f", proximal mu {training.proximal_mu}" if training.proximal_mu else ""),
-        f"- TLS: {_TLS_ON if job.tls else 'OFF'}",
+        f"- framework: {job.framework.value}",
+        f"- TLS: {tls_on if job.tls else 'OFF'}",
         f"- trained: {status.started_at} to {status.finished_at or now()}",
         "- model: `model.pt`; per-round checkpoints: `checkpoints/`; metrics: `metrics.json`",
         "",

@@ -1,0 +1,403 @@
+"""Run a ``framework: openfl`` job on this machine as a real OpenFL 1.9 federation: one aggregator, one collaborator
+per placed cluster, over OpenFL's mutual TLS with certificates from the run's hub CA.
+
+What is OpenFL's here, and only here: its environment (``.venv-openfl``, `openfl_python`), its workspace (plan,
+collaborator list, data paths, certificates in OpenFL's layout, the staged workspace code `fleet.app_openfl`), how
+its processes start (``fx plan initialize``, ``fx aggregator start``, ``fx collaborator start`` through
+`fleet.app_openfl.launcher`) and how a collaborator is seen to connect (the aggregator's log). What stays shared
+with Flower (`fleet.federation.local`): the placement, the hub CA and the cluster identities (`certificates`), the
+phase machine and the status file, the progress events the aggregator writes (`fleet.federation.progress`), the
+checkpoints, model and model card, publishing the storage, and stopping everything.
+
+The workspace, in the run's attempt folder (``openfl/``), so a run never finds another run's state (OpenFL
+resumes from ``local_state/tensor.db`` when it finds one; the aggregator also refuses one):
+
+    plan/plan.yaml   aggregator (fleet.app_openfl.aggregator.ProgressAggregator), tasks, network (TLS), cut-off
+    plan/cols.yaml   the collaborators: each cluster's OCM add-on user, the common name of its certificate
+    plan/data.yaml   <collaborator>,<the cluster's claimed data path, mapped locally>
+    cert/cert_chain.crt, cert/server/agg_127.0.0.1.{crt,key}, cert/client/col_<collaborator>.{crt,key}
+    fleet/           fleet.app and fleet.app_openfl, what the processes import (fleet itself needs Flower)
+
+A collaborator whose certificate the aggregator refuses retries for ever: one that has not connected within the
+start timeout is stopped and left out. A round waits at most ``roundTimeoutSeconds`` for a collaborator that
+does not report (OpenFL's CutoffTimePolicy), then goes on with those that did if they meet minAvailableClients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import yaml
+
+import fleet
+from fleet.app.files import write_text_atomically
+from fleet.federation.certificates import CertificateAuthority, ClusterIdentity, create_cluster_identity
+from fleet.federation.local import RunError, _Run
+from fleet.federation.processes import ManagedProcess, free_port
+from fleet.hub import collaborator_user
+
+OPENFL_VENV_ENV = "FLEET_OPENFL_VENV"
+"""Where OpenFL's virtualenv is, when not `DEFAULT_OPENFL_VENV` beside fleet's sources."""
+_SOURCES = Path(fleet.__file__).resolve().parent
+DEFAULT_OPENFL_VENV = _SOURCES.parent / ".venv-openfl"
+_AGGREGATOR_HOST = "127.0.0.1"
+_LAUNCHER = ["-m", "fleet.app_openfl.launcher"]
+_INITIALIZE_TIMEOUT = 300.0
+_CONNECTED = "logs/connected.json"
+"""In the workspace: the collaborators that asked the aggregator for work (`fleet.app_openfl.aggregator`)."""
+_LEFT_OUT = "logs/left-out.json"
+"""In the workspace: the collaborators `fleet run` lost, which no round waits for (`LeftOutPolicy`)."""
+_TLS_ON = "on (hub CA, CA-signed cluster identities, OpenFL mutual TLS)"
+
+
+def openfl_python() -> Path:
+    """The Python of OpenFL's environment; `RunError` saying how to make it when it is missing."""
+    venv = Path(os.environ.get(OPENFL_VENV_ENV) or DEFAULT_OPENFL_VENV)
+    python = venv / "bin" / "python"
+    if not python.exists():
+        raise RunError(
+            f"OpenFL's environment is missing ({python}): `make openfl-env` makes it from requirements/openfl.txt "
+            f"(both README commands do), or set ${OPENFL_VENV_ENV} to a virtualenv holding that lock"
+        )
+    return python
+
+
+def collaborator_name(cluster: str) -> str:
+    """A cluster's OpenFL collaborator name: the common name of its certificate, OCM's add-on user."""
+    return collaborator_user(cluster)
+
+
+@dataclass
+class OpenFLRun(_Run):
+    """`fleet.federation.local`'s run of one job, with OpenFL's aggregator and collaborators."""
+
+    tls_on: ClassVar[str] = _TLS_ON
+    workspace: Path = field(default=Path())
+    python: Path = field(default=Path())
+    aggregator: ManagedProcess | None = None
+
+    def execute(self) -> None:
+        plan, job = self.plan, self.job
+        for reason in plan.excluded.values():
+            self.observer.warning(reason)
+        self.python = openfl_python()
+        self.attempt.storage.mkdir(parents=True)
+        self.workspace = self.attempt.path / "openfl"
+        if not job.tls:
+            self.observer.warning(
+                f"job {job.name!r} sets tls: false: the aggregator, the collaborators and every model update run "
+                "WITHOUT TLS"
+            )
+        self.observer.phase("writing the OpenFL workspace (plan, collaborators, data paths, certificates)")
+        port = free_port()
+        self._write_workspace(port, self._identities())
+        self.observer.phase("initialising the OpenFL plan (fx plan initialize)")
+        self._initialize()
+        self.observer.phase("starting the OpenFL aggregator")
+        self.aggregator = self.supervisor.start("aggregator", self._fx("aggregator", "start"), self._env())
+        self._wait_for_aggregator(port)
+        self.recorder.federation_ready()
+        self.observer.phase(f"starting {len(plan.collaborators)} OpenFL collaborators")
+        for collaborator in plan.collaborators:
+            name = collaborator_name(collaborator.cluster)
+            argv = self._fx("collaborator", "start", "-n", name)
+            self.supernodes[collaborator.cluster] = self.supervisor.start(
+                f"collaborator-{collaborator.cluster}", argv, self._env()
+            )
+        self._wait_for_collaborators()
+        decision = self.recorder.available(self.supernodes)
+        if not any(type(action).__name__ == "SubmitRun" for action in decision.actions):
+            raise RunError(f"the job cannot start: {self.recorder.status.message}")
+        # OpenFL's aggregator holds the plan from its start: the rounds begin as the collaborators ask for tasks.
+        self.recorder.submitted()
+        self.observer.started(job.rounds, tuple(self.supernodes))
+        self._follow(time.monotonic() + self._timeout())
+
+    # --- the workspace --------------------------------------------------------------------------------------
+
+    def _identities(self) -> tuple[CertificateAuthority, dict[str, ClusterIdentity]] | None:
+        if not self.job.tls:
+            return None
+        self.observer.phase("creating the hub CA, the aggregator certificate and one identity per cluster")
+        directory = self.attempt.path / "certs"
+        authority = CertificateAuthority.create(directory, f"fleet hub CA ({self.job.name})")
+        identities = {
+            c.cluster: create_cluster_identity(directory / "clusters", c.cluster, authority)
+            for c in self.plan.collaborators
+        }
+        return authority, identities
+
+    def _write_workspace(
+        self, port: int, credentials: tuple[CertificateAuthority, dict[str, ClusterIdentity]] | None
+    ) -> None:
+        workspace = self.workspace
+        for folder in ("plan", "save", "logs", "local_state"):
+            (workspace / folder).mkdir(parents=True)
+        _stage_code(workspace)
+        names = {c.cluster: collaborator_name(c.cluster) for c in self.plan.collaborators}
+        _write_yaml(workspace / "plan" / "cols.yaml", {"collaborators": list(names.values())})
+        data = "".join(f"{names[c.cluster]},{c.data_path}\n" for c in self.plan.collaborators)
+        (workspace / "plan" / "data.yaml").write_text(data, encoding="utf-8")
+        _write_yaml(workspace / "plan" / "plan.yaml", self._plan(port))
+        if credentials is None:
+            return
+        authority, identities = credentials
+        cert = workspace / "cert"
+        (cert / "server").mkdir(parents=True)
+        (cert / "client").mkdir(parents=True)
+        shutil.copyfile(authority.path, cert / "cert_chain.crt")
+        server = authority.issue_server(self.attempt.path / "certs", "aggregator")
+        _copy_private(server.certificate, cert / "server" / f"agg_{_AGGREGATOR_HOST}.crt")
+        _copy_private(server.key, cert / "server" / f"agg_{_AGGREGATOR_HOST}.key")
+        for cluster, identity in identities.items():
+            _copy_private(identity.certificate, cert / "client" / f"col_{names[cluster]}.crt")
+            _copy_private(identity.key, cert / "client" / f"col_{names[cluster]}.key")
+
+    def _plan(self, port: int) -> dict[str, object]:
+        job, training = self.job, self.job.training
+        side = self._input_side()
+        return {
+            "aggregator": {
+                "template": "fleet.app_openfl.aggregator.ProgressAggregator",
+                "settings": {
+                    "init_state_path": "save/init.pbuf",
+                    "best_state_path": "save/best.pbuf",
+                    "last_state_path": "save/last.pbuf",
+                    "rounds_to_train": job.rounds,
+                    "db_store_rounds": 2,
+                    "write_logs": True,
+                    "persist_checkpoint": True,
+                    "persistent_db_path": "local_state/tensor.db",
+                    "model_dir": str(self.attempt.storage),
+                    "input_side": side,
+                    "test_data": str(self.test_data) if self.test_data else "",
+                    "seed": self.settings.seed,
+                    "min_available_clients": job.min_available_clients,
+                    "round_timeout": training.round_timeout_seconds,
+                    "connected_file": _CONNECTED,
+                    "run_settings": {
+                        "framework": "openfl",
+                        "num_rounds": job.rounds,
+                        "strategy": training.strategy.value,
+                        "local_epochs": training.local_epochs,
+                        "learning_rate": training.learning_rate,
+                        "batch_size": training.batch_size,
+                        "proximal_mu": training.proximal_mu,
+                    },
+                },
+            },
+            "assigner": {
+                "template": "openfl.component.RandomGroupedAssigner",
+                "settings": {
+                    "task_groups": [
+                        {"name": "learning", "percentage": 1.0, "tasks": ["aggregated_model_validation", "train"]}
+                    ]
+                },
+            },
+            "collaborator": {
+                "template": "openfl.component.Collaborator",
+                # Whole models each round (no deltas): the aggregator averages weights, as FedAvg does.
+                "settings": {"db_store_rounds": 1, "use_delta_updates": False, "opt_treatment": "RESET"},
+            },
+            "compression_pipeline": {"template": "openfl.pipelines.NoCompressionPipeline", "settings": {}},
+            "data_loader": {
+                "template": "fleet.app_openfl.loader.ClaimedPathDataLoader",
+                "settings": {"batch_size": training.batch_size, "input_side": side},
+            },
+            "network": {
+                "template": "openfl.federation.Network",
+                "settings": {
+                    "agg_addr": _AGGREGATOR_HOST,
+                    "agg_port": port,
+                    "hash_salt": "auto",
+                    "use_tls": job.tls,
+                    "require_client_auth": job.tls,
+                    "cert_folder": "cert",
+                    "client_reconnect_interval": 1,
+                    "enable_atomic_connections": False,
+                    "transport_protocol": "grpc",
+                },
+            },
+            "straggler_handling_policy": {
+                "template": "fleet.app_openfl.aggregator.LeftOutPolicy",
+                "settings": {
+                    "left_out_file": _LEFT_OUT,
+                    "straggler_cutoff_time": training.round_timeout_seconds,
+                    "minimum_reporting": job.min_available_clients,
+                },
+            },
+            "task_runner": {
+                "template": "fleet.app_openfl.runner.SmallCnnTaskRunner",
+                "settings": {
+                    "local_epochs": training.local_epochs,
+                    "learning_rate": training.learning_rate,
+                    "proximal_mu": training.proximal_mu,
+                    "seed": self.settings.seed,
+                },
+            },
+            "tasks": {
+                "settings": {},
+                "aggregated_model_validation": {
+                    "function": "validate_task",
+                    "kwargs": {"apply": "global", "metrics": ["accuracy"]},
+                },
+                "train": {"function": "train_task", "kwargs": {"epochs": 1, "metrics": ["train_loss"]}},
+            },
+        }
+
+    def _input_side(self) -> int:
+        """The image side of the collaborators' data (8 or 28): what the initial model is built for."""
+        from fleet.app.data import DataError, load_dataset
+
+        first = self.plan.collaborators[0]
+        try:
+            return load_dataset(first.data_path, cluster=first.cluster).input_shape[1]
+        except DataError as error:
+            raise RunError(str(error)) from None
+
+    # --- the processes --------------------------------------------------------------------------------------
+
+    def _fx(self, *arguments: str) -> list[str]:
+        return [str(self.python), *_LAUNCHER, "--workspace", str(self.workspace), *arguments]
+
+    def _env(self) -> dict[str, str]:
+        # The workspace's staged code only: nothing of the main environment's site-packages.
+        # COLUMNS: OpenFL logs through rich, which wraps at the terminal's width; one event stays on one line.
+        return {
+            "PYTHONPATH": str(self.workspace),
+            "PYTHONNOUSERSITE": "1",
+            "HOME": str(self.attempt.path),
+            "COLUMNS": "1000",
+        }
+
+    def _initialize(self) -> None:
+        """``fx plan initialize``: the initial model (``save/init.pbuf``) from the task runner."""
+        log = self.attempt.logs / "plan-initialize.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**self.supervisor.env, **self._env()}
+        with log.open("wb") as out:
+            try:
+                result = subprocess.run(
+                    self._fx("plan", "initialize", "-a", _AGGREGATOR_HOST),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    timeout=_INITIALIZE_TIMEOUT,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise RunError(
+                    f"fx plan initialize did not finish within {_INITIALIZE_TIMEOUT:.0f} s; see {log}"
+                ) from None
+        if result.returncode != 0 or not (self.workspace / "save" / "init.pbuf").is_file():
+            tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+            raise RunError(f"fx plan initialize failed (code {result.returncode}); {log} ends:\n{tail}")
+
+    def _wait_for_aggregator(self, port: int) -> None:
+        assert self.aggregator is not None
+        deadline = time.monotonic() + self.settings.start_timeout
+        while not _listening(port):
+            if not self.aggregator.alive():
+                raise RunError(
+                    f"the OpenFL aggregator exited while starting; its log ({self.aggregator.log}) ends:\n"
+                    f"{self.aggregator.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"the OpenFL aggregator did not listen on port {port} within {self.settings.start_timeout:.0f} s"
+                )
+            time.sleep(0.1)
+
+    def _wait_for_collaborators(self) -> None:
+        """Until every collaborator has asked the aggregator for work; the late ones (a refused certificate
+        retries for ever) are stopped and left out at the start timeout."""
+        self.observer.phase("waiting for the OpenFL collaborators to connect")
+        deadline = time.monotonic() + self.settings.start_timeout
+        while True:
+            self._check_processes()
+            connected = self._connected()
+            late = [c for c in self.supernodes if c not in connected]
+            if not late:
+                return
+            if time.monotonic() > deadline:
+                if len(self.supernodes) - len(late) >= self.job.min_available_clients:
+                    for cluster in late:
+                        self._lose(cluster, "did not connect in time (refused by the aggregator?)", stop=True)
+                    return
+                raise RunError(
+                    f"OpenFL collaborators of {', '.join(late)} did not connect within "
+                    f"{self.settings.start_timeout:.0f} s"
+                    + "".join(f"\n--- {c} ({self.supernodes[c].log}):\n{self.supernodes[c].tail()}" for c in late)
+                )
+            time.sleep(0.2)
+
+    def _connected(self) -> set[str]:
+        """The clusters whose collaborator has asked the aggregator for work (`ProgressAggregator` lists them),
+        which it can only after the TLS handshake and the aggregator's common-name check passed."""
+        try:
+            names = set(json.loads((self.workspace / _CONNECTED).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return set()
+        return {c for c in self.supernodes if collaborator_name(c) in names}
+
+    def _check_processes(self) -> None:
+        self.supervisor.watch()
+        for process in self.supervisor.exited():
+            if process.name == "aggregator" and not self.finished:
+                raise RunError(
+                    f"the OpenFL aggregator exited (code {process.popen.returncode}); its log ends:\n{process.tail()}"
+                )
+            cluster = process.name.removeprefix("collaborator-")
+            if process.name.startswith("collaborator-") and cluster not in self.lost:
+                detail = process.error() or "no error in its log"
+                self._lose(cluster, f"its OpenFL collaborator exited (code {process.popen.returncode}): {detail}")
+        self._check_minimum()
+
+    def _unregister(self, cluster: str) -> None:
+        """Tell the aggregator's round policy that a lost collaborator will not report (`LeftOutPolicy`)."""
+        left_out = sorted(collaborator_name(c) for c in self.lost)
+        write_text_atomically(self.workspace / _LEFT_OUT, json.dumps(left_out) + "\n")
+
+    def _run_ended(self) -> str | None:
+        return None  # the aggregator's progress says when it ends; it exiting early is a process check
+
+
+def _stage_code(workspace: Path) -> None:
+    """What the OpenFL processes import: `fleet.app` (model, training, data), `fleet.app_openfl`, `fleet.hub`."""
+    sources = [
+        _SOURCES / "__init__.py",
+        _SOURCES / "hub.py",
+        *sorted((_SOURCES / "app").glob("*.py")),
+        *sorted((_SOURCES / "app_openfl").glob("*.py")),
+    ]
+    for source in sources:
+        target = workspace / "fleet" / source.relative_to(_SOURCES)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def _write_yaml(path: Path, document: object) -> None:
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    target.chmod(0o600)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((_AGGREGATOR_HOST, port)) == 0
+
+
+__all__ = ["DEFAULT_OPENFL_VENV", "OPENFL_VENV_ENV", "OpenFLRun", "collaborator_name", "openfl_python"]

@@ -1,0 +1,70 @@
+"""fleet.app_openfl.launcher: OpenFL's own fx entry point with one wait changed, and only for OpenFL 1.9.
+
+Run in OpenFL's environment (.venv-openfl), as `fleet run` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from fleet.federation import openfl_runtime
+
+OPENFL_PYTHON = openfl_runtime.DEFAULT_OPENFL_VENV / "bin" / "python"
+SOURCES = Path(openfl_runtime.__file__).resolve().parents[2]
+
+_PROBE = """
+import inspect, json, sys
+from fleet.app_openfl import launcher
+from openfl.component.aggregator.aggregator import Aggregator
+upstream = inspect.getsource(Aggregator)
+before = Aggregator._get_sleep_time()
+launcher.patch()
+print(json.dumps({"before": before, "after": Aggregator._get_sleep_time(), "source": upstream}))
+"""
+
+
+def _python(code: str, env: dict[str, str] | None = None, path: str = str(SOURCES)) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(OPENFL_PYTHON), "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
+        timeout=180,
+        check=False,
+    )
+
+
+def test_the_launcher_changes_only_the_aggregators_idle_sleep_that_openfl_19_hard_codes() -> None:
+    ran = _python(_PROBE, {"FLEET_OPENFL_SLEEP": "2"})
+    assert ran.returncode == 0, ran.stderr
+    probe = json.loads(ran.stdout.splitlines()[-1])
+    # What the launcher was written against: a fixed 10 s, asked for on the class (so the patch reaches it), at
+    # both places the aggregator answers a collaborator that has no work yet.
+    assert probe["before"] == 10
+    assert "return 10" in probe["source"]
+    assert probe["source"].count("sleep_time = Aggregator._get_sleep_time()") == 2
+    assert probe["after"] == 2
+    default = json.loads(_python(_PROBE).stdout.splitlines()[-1])
+    assert default["after"] == 1  # the wire field is an integer: 1 s is the shortest wait there is
+
+
+def test_the_launcher_refuses_a_bad_sleep_and_any_other_openfl(tmp_path: Path) -> None:
+    refused = _python("from fleet.app_openfl import launcher; launcher.patch()", {"FLEET_OPENFL_SLEEP": "0.5"})
+    assert refused.returncode != 0
+    assert "FLEET_OPENFL_SLEEP: expected whole seconds from 1 to 10, got '0.5'" in refused.stderr
+    # Another OpenFL (a stand-in package ahead on the path): refused before anything is changed or started.
+    fake = tmp_path / "openfl"
+    (fake / "component" / "aggregator").mkdir(parents=True)
+    (fake / "__init__.py").write_text('__version__ = "1.10"\n')
+    (fake / "component" / "__init__.py").write_text("")
+    (fake / "component" / "aggregator" / "__init__.py").write_text("")
+    (fake / "component" / "aggregator" / "aggregator.py").write_text("class Aggregator:\n    pass\n")
+    other = _python(
+        "from fleet.app_openfl import launcher; launcher.main(['--workspace', '.', 'aggregator', 'start'])",
+        path=f"{tmp_path}{os.pathsep}{SOURCES}",
+    )
+    assert other.returncode != 0
+    assert "written for OpenFL 1.9, found 1.10" in other.stderr
