@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fleet.federation.certificates import server_names
 from fleet.federation.progress import Event
 from fleet.hub import collaborator_user
 from fleet.lifecycle import (
@@ -267,8 +268,16 @@ def _tls_from_secret(secret: Mapping[str, Any] | None) -> TlsMaterial | None:
         key=texts["tls.key"],
         serverapp_certificate=texts["serverapp.crt"],
         serverapp_key=texts["serverapp.key"],
-        hosts=tuple(h for h in annotations.get(SERVER_NAMES_ANNOTATION, "").split(",") if h),
+        hosts=_recorded_names(annotations.get(SERVER_NAMES_ANNOTATION), texts["tls.crt"]),
     )
+
+
+def _recorded_names(annotation: str | None, certificate: str) -> tuple[str, ...]:
+    """The names a SuperLink certificate is valid for: as recorded on its Secret, or, on a Secret from before they
+    were recorded, read from the certificate (so that an upgrade replaces no running SuperLink)."""
+    if annotation is not None:
+        return tuple(name for name in annotation.split(",") if name)
+    return server_names(certificate)
 
 
 def _invalid(status: FederatedLearningStatus, state: JobState, error: ValidationError) -> Plan:

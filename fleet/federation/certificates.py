@@ -279,6 +279,17 @@ def _subject(name: str) -> x509.Name:
     )
 
 
+def server_names(certificate_pem: str) -> tuple[str, ...]:
+    """The host names and addresses a PEM certificate is valid for (its subject alternative names); none when it
+    cannot be read."""
+    try:
+        certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return ()
+    return tuple(str(name.value) for name in names if isinstance(name, x509.DNSName | x509.IPAddress))
+
+
 def _general_name(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))

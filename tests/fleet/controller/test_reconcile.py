@@ -514,3 +514,21 @@ def test_an_ingress_listener_names_its_class_and_passes_tls_through() -> None:
     (ingress,) = hub.of_kind("Ingress")
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
+
+
+def test_a_secret_from_before_the_names_were_recorded_is_read_from_its_certificate(tmp_path: Path) -> None:
+    # An upgraded controller finds the SuperLink's Secret without the names annotation: it reads them from the
+    # certificate, and a certificate naming every address is not issued again (the running SuperLink stays).
+    from fleet.controller.hub import HubCA
+    from fleet.federation.certificates import CertificateAuthority
+
+    hub = Hub()
+    plan = hub.reconcile()
+    authority = CertificateAuthority.create(tmp_path, "test hub CA")
+    ca = HubCA(authority.path.read_text(), (tmp_path / "ca.key").read_text())
+    hub.reconcile(issued_tls=ca.issue_federation("digits-superlink", plan.server_hosts, "serverapp"))
+    key = next(k for k in hub.owned if k.kind == "Secret")
+    del hub.owned[key]["metadata"]["annotations"]["fleet.dev/server-names"]
+    assert not hub.reconcile().needs_tls
+    hub.set_status("Service", "fl-digits", "digits-listener-lb", {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})
+    assert hub.reconcile().needs_tls  # a name it lacks: issued again
