@@ -88,8 +88,9 @@ CLUSTER_LABELS_RULES: list[dict[str, Any]] = [
     # never create, update (replace) or delete one.
     rule("cluster.open-cluster-management.io", ["managedclusters"], ["patch"]),
     # OCM's webhook lets a requester set or remove the cluster-set label only with create on this virtual
-    # subresource, for the set the cluster leaves and the one it joins: these include OCM's own default set and
-    # sets Git no longer declares (a removed clusters/ file), so the grant cannot be limited by name.
+    # subresource, for "both the old and new ManagedClusterSet" (the ManagedClusterSet CRD's description): these
+    # include OCM's own default set and sets Git no longer declares (a removed clusters/ file), so the grant
+    # cannot be limited by name.
     rule("cluster.open-cluster-management.io", ["managedclustersets/join"], ["create"]),
     # kopf's finalizer and annotations on each ManagedClusterLabels object; its status.
     rule(API_GROUP, [LABELS_PLURAL, f"{LABELS_PLURAL}/status"], ["patch"]),

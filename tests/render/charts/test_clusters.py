@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
 from chart_helpers import Rendered, assert_valid, one
 
 from fleet.crd import managed_cluster_labels_crd
@@ -93,3 +94,16 @@ def test_the_controllers_only_cluster_wide_writes_are_the_labels(example: tuple[
         for rule in body.get("rules") or [] if body["kind"] in ("ClusterRole", "Role") else []:
             if "managedclusters" in rule["resources"]:
                 assert not {"create", "update", "delete", "deletecollection"} & set(rule["verbs"]), rule
+
+
+def test_the_join_grant_follows_ocms_rule_for_the_cluster_set_label(crds_dir: Path) -> None:
+    # Why `managedclustersets/join` has no resourceNames: OCM checks it for the set a cluster leaves as well as the
+    # one it joins (the ManagedClusterSet CRD's description), and the set left may be OCM's default or one Git
+    # no longer declares.
+    path = crds_dir / "cluster.open-cluster-management.io"
+    [crd] = [p for p in path.glob("*managedclustersets.crd.yaml")]
+    described = " ".join(
+        v["schema"]["openAPIV3Schema"]["description"] for v in yaml.safe_load(crd.read_text())["spec"]["versions"]
+    )
+    assert "CREATE on a virtual subresource of managedclustersets/join" in " ".join(described.split())
+    assert "permission on both the old and new ManagedClusterSet" in " ".join(described.split())
