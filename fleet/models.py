@@ -340,9 +340,7 @@ class Listener(_Model):
     type: ListenerType
     port: Annotated[int, Strict(), Field(ge=1, le=65535)]
     host: Annotated[str | None, Field(pattern=_DNS_SUBDOMAIN, max_length=253)] = None
-    """The host name for Route and Ingress listeners."""
-    # A LoadBalancer listener may name one too: the DNS name published for its address, which collaborators dial
-    # and the SuperLink's certificate names.
+    """The host name of a Route or Ingress listener (required) or of a LoadBalancer one (optional, its DNS name)."""
 
     @field_validator("port")
     @classmethod
