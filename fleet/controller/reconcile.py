@@ -32,7 +32,7 @@ from fleet.lifecycle import (
     rfc3339,
     step,
 )
-from fleet.models import Condition, FederatedLearningSpec, FederatedLearningStatus, Phase
+from fleet.models import Condition, FederatedLearningSpec, FederatedLearningStatus, Framework, Phase
 
 from . import observe
 from .objects import (
@@ -138,6 +138,15 @@ def reconcile(state: JobState) -> Plan:
         spec = FederatedLearningSpec.model_validate(resource.get("spec") or {})
     except ValidationError as error:
         return _invalid(status, state, error)
+    if spec.framework is not Framework.FLOWER:
+        # Its pods would start Flower's SuperLink and SuperNodes: refused, saying so, rather than run as Flower.
+        return _refused(
+            status,
+            state,
+            "UnsupportedFramework",
+            f"spec.framework: {spec.framework.value}: this controller runs Flower jobs only so far; "
+            f"`fleet run` trains an OpenFL job on one machine",
+        )
 
     decided = observe.selected_clusters(state.decisions)
     selected = (decided or ())[: spec.max_clients]
@@ -284,14 +293,18 @@ def _invalid(status: FederatedLearningStatus, state: JobState, error: Validation
     problems = "; ".join(
         f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
     )
-    message = f"the spec is not valid: {problems}"
+    return _refused(status, state, "InvalidSpec", f"the spec is not valid: {problems}")
+
+
+def _refused(status: FederatedLearningStatus, state: JobState, reason: str, message: str) -> Plan:
+    """Failed with ``reason``, and nothing of the job left on the hub."""
     now = rfc3339(state.now)
     conditions = {c.type: c for c in status.conditions}
     old = conditions.get("Succeeded")
     conditions["Succeeded"] = Condition(
         type="Succeeded",
         status="False",
-        reason="InvalidSpec",
+        reason=reason,
         message=message,
         last_transition_time=old.last_transition_time if old is not None and old.status == "False" else now,
     )
@@ -299,5 +312,5 @@ def _invalid(status: FederatedLearningStatus, state: JobState, error: Validation
         update={"phase": Phase.FAILED, "message": message, "conditions": tuple(conditions.values())}
     )
     changed = _status_dict(new) != _status_dict(status)
-    events = (EmitEvent("Warning", "InvalidSpec", message),) if changed else ()
+    events = (EmitEvent("Warning", reason, message),) if changed else ()
     return Plan(status=new, status_changed=changed, events=events, delete=tuple(state.owned))

@@ -247,6 +247,16 @@ def test_an_invalid_spec_fails_the_job_and_removes_its_objects() -> None:
     assert not hub.owned
 
 
+def test_an_openfl_job_is_refused_on_the_hub_not_run_as_flower() -> None:
+    hub = Hub()
+    hub.fl = {**hub.fl, "spec": {**hub.fl["spec"], "framework": "openfl"}}
+    plan = hub.reconcile(issued_tls=TLS)
+    assert plan.status.phase is Phase.FAILED
+    assert plan.status.message.startswith("spec.framework: openfl: this controller runs Flower jobs only")
+    assert [c.reason for c in plan.status.conditions if c.type == "Succeeded"] == ["UnsupportedFramework"]
+    assert not plan.apply and not hub.owned and plan.submit is None
+
+
 def test_load_balancer_address_comes_from_the_service_status() -> None:
     hub = Hub()
     hub.reconcile(issued_tls=TLS)
