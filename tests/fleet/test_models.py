@@ -367,6 +367,7 @@ def test_storage_fields(storage: dict[str, Any], loc: tuple[str, ...]) -> None:
         {"type": "NodePort", "port": 30000},
         {"type": "NodePort", "port": 32767},
         {"type": "LoadBalancer", "port": 443},
+        {"type": "LoadBalancer", "port": 443, "host": "fl.example.org"},  # the DNS name published for it
         {"type": "Route", "port": 443, "host": "fl.example.org"},
         {"type": "Ingress", "port": 443, "host": "fl.example.org"},
     ],
@@ -384,7 +385,7 @@ def test_listeners_accepted(listener: dict[str, Any]) -> None:
         ({"type": "LoadBalancer", "port": 65536}, ("listeners", 0, "port")),
         ({"type": "Route", "port": 443}, ("listeners", 0, "host")),
         ({"type": "Ingress", "port": 443}, ("listeners", 0, "host")),
-        ({"type": "LoadBalancer", "port": 443, "host": "fl.example.org"}, ("listeners", 0, "host")),
+        ({"type": "NodePort", "port": 30093, "host": "fl.example.org"}, ("listeners", 0, "host")),
         ({"type": "Route", "port": 443, "host": "FL.example.org"}, ("listeners", 0, "host")),
         ({"type": "ClusterIP", "port": 443}, ("listeners", 0, "type")),
         ({"port": 443}, ("listeners", 0, "type")),

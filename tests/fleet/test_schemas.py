@@ -80,7 +80,7 @@ def test_schemas_carry_descriptions() -> None:
 def test_field_docstrings_become_descriptions() -> None:
     job = definition_schemas()["job.schema.json"]
     assert job["properties"]["namespace"]["description"] == "The hub namespace the job's objects live in."
-    assert "Route and Ingress" in job["$defs"]["Listener"]["properties"]["host"]["description"]
+    assert "Route or Ingress" in job["$defs"]["Listener"]["properties"]["host"]["description"]
     assert (
         "proximal term" in structural_schema(Job)["properties"]["training"]["properties"]["proximalMu"]["description"]
     )
