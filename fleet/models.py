@@ -363,6 +363,108 @@ class Listener(_Model):
         return host
 
 
+class ClippingSide(StrEnum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class Clipping(StrEnum):
+    FIXED = "fixed"
+    ADAPTIVE = "adaptive"
+
+
+class DifferentialPrivacy(_Model):
+    """Central differential privacy with Flower's DP wrappers: every update is clipped to an L2 norm (by the
+    aggregator or by each collaborator before it sends), and Gaussian noise is added to the aggregate."""
+
+    side: ClippingSide = ClippingSide.SERVER
+    """Who clips each update: the aggregator (server) or each collaborator before sending it (client)."""
+    clipping: Clipping = Clipping.FIXED
+    """A fixed clipping norm, or one that adapts each round towards targetClippedQuantile (Andrew et al.)."""
+    noise_multiplier: Annotated[float, Field(strict=True, gt=0, le=1000)]
+    """The Gaussian noise's standard deviation, in units of the clipping norm (1.0 or more for strong privacy)."""
+    clipping_norm: Annotated[float, Field(strict=True, gt=0, le=1e6)]
+    """The L2 norm each update is clipped to (with adaptive clipping: the first round's)."""
+    target_clipped_quantile: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.5
+    """Adaptive clipping only: the fraction of updates the norm should clip."""
+    clip_norm_learning_rate: Annotated[float, Field(strict=True, gt=0, le=10)] = 0.2
+    """Adaptive clipping only: how fast the norm adapts."""
+    clipped_count_stddev: Annotated[float | None, Field(strict=True, gt=0, le=1e6)] = None
+    """Adaptive clipping only: the noise on the count of clipped updates (Flower's default: the round's
+    collaborators / 20); the noise multiplier must stay below twice it."""
+    target_delta: Annotated[float, Field(strict=True, gt=0, lt=1)] = 1e-5
+    """The delta at which the spent epsilon is reported and the budget is held."""
+    epsilon: Annotated[float | None, Field(strict=True, gt=0, le=1e6)] = None
+    """The privacy budget: the run stops, Failed, before a round whose release would spend more epsilon (at
+    targetDelta, Flower's RDP accountant). Fixed clipping only: Flower 1.41 accounts for no other."""
+
+    @model_validator(mode="after")
+    def _runnable_by_flower(self) -> DifferentialPrivacy:
+        if self.clipping is Clipping.ADAPTIVE and self.epsilon is not None:
+            raise ValueError(
+                "expected no epsilon with clipping: adaptive: Flower 1.41's privacy accountant covers fixed "
+                "clipping only (its adaptive-clipping wrappers spend an unaccounted budget); use clipping: fixed "
+                "for a budget"
+            )
+        return self
+
+
+class SecureAggregation(_Model):
+    """SecAgg+ (Bell et al.): each collaborator masks its update with pairwise and private masks, and the
+    aggregator learns only their sum; the masks' seeds are secret-shared among neighbours, so the round
+    survives a collaborator dropping out once reconstructionThreshold of its neighbours still answer."""
+
+    shares: Annotated[int, Strict(), Field(ge=3, le=10000)]
+    """Into how many shares each collaborator splits its secrets (itself and shares - 1 neighbours); odd."""
+    reconstruction_threshold: Annotated[int, Strict(), Field(ge=2, le=10000)]
+    """How many shares rebuild a secret: more is more private, fewer tolerates more dropouts."""
+
+    @field_validator("shares")
+    @classmethod
+    def _odd_shares(cls, shares: int) -> int:
+        if shares % 2 == 0:
+            raise ValueError(
+                f"expected an odd number: Flower's SecAgg+ gives each collaborator as many neighbours on either "
+                f"side and would raise {shares} to {shares + 1}, got {shares}"
+            )
+        return shares
+
+    @field_validator("reconstruction_threshold")
+    @classmethod
+    def _below_shares(cls, threshold: int, info: ValidationInfo) -> int:
+        shares = info.data.get("shares")
+        if shares is not None and threshold >= shares:
+            raise ValueError(f"expected fewer than shares ({shares}), got {threshold}")
+        return threshold
+
+
+class Privacy(_Model):
+    """What protects the model updates beyond mutual TLS."""
+
+    differential_privacy: DifferentialPrivacy | None = None
+    secure_aggregation: SecureAggregation | None = None
+
+    @model_validator(mode="after")
+    def _runnable_together(self) -> Privacy:
+        dp, secure = self.differential_privacy, self.secure_aggregation
+        if dp is not None and secure is not None and dp.side is ClippingSide.SERVER:
+            raise ValueError(
+                "expected differentialPrivacy.side: client with secureAggregation: server-side clipping needs "
+                "each update in clear, which secure aggregation hides from the aggregator"
+            )
+        if dp is not None and secure is not None:
+            raise ValueError(
+                "expected differentialPrivacy or secureAggregation, not both: Flower 1.41 runs SecAgg+ only on "
+                "its legacy path, and fleet runs differential privacy on its Message API (not yet on the legacy "
+                "path)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.differential_privacy is not None or self.secure_aggregation is not None
+
+
 class Job(_Model):
     """One federated-learning job: what to train, on which data, with how many collaborators."""
 
@@ -397,6 +499,8 @@ class Job(_Model):
     """The ManagedClusterSets the job may place collaborators in."""
     wait_timeout_seconds: Annotated[int, Strict(), Field(ge=1, le=7 * 86400)] = 1800
     """How long the job may wait for minAvailableClients collaborators before it fails."""
+    privacy: Privacy = Field(default_factory=Privacy)
+    """Differential privacy and secure aggregation of the model updates."""
 
     @field_validator("max_clients")
     @classmethod
@@ -421,6 +525,37 @@ class Job(_Model):
         if len(set(sets)) != len(sets):
             raise ValueError("expected distinct cluster-set names")
         return sets
+
+    @field_validator("privacy")
+    @classmethod
+    def _privacy_fits_the_rounds(cls, privacy: Privacy, info: ValidationInfo) -> Privacy:
+        secure, dp = privacy.secure_aggregation, privacy.differential_privacy
+        minimum, maximum = info.data.get("min_available_clients"), info.data.get("max_clients")
+        if minimum is None or maximum is None:
+            return privacy
+        if dp is not None and dp.clipping is Clipping.ADAPTIVE:
+            stddev = dp.clipped_count_stddev if dp.clipped_count_stddev is not None else minimum / 20
+            if dp.noise_multiplier >= 2 * stddev:
+                raise ValueError(
+                    f"expected differentialPrivacy.noiseMultiplier below {2 * stddev:g}, twice clippedCountStddev "
+                    f"({'as set' if dp.clipped_count_stddev is not None else 'Flower: minAvailableClients / 20'}): "
+                    f"Flower's adaptive clipping spends that much of the noise on the clipped count, got "
+                    f"{dp.noise_multiplier:g}; raise clippedCountStddev"
+                )
+        if secure is None:
+            return privacy
+        if secure.reconstruction_threshold > minimum:
+            raise ValueError(
+                f"expected secureAggregation.reconstructionThreshold at most minAvailableClients ({minimum}): "
+                f"a round of {minimum} collaborators could never rebuild a secret from "
+                f"{secure.reconstruction_threshold} shares"
+            )
+        if secure.shares > maximum:
+            raise ValueError(
+                f"expected secureAggregation.shares at most maxClients ({maximum}): each share goes to a "
+                f"different collaborator of the round, got {secure.shares}"
+            )
+        return privacy
 
 
 # --- Cluster --------------------------------------------------------------------------------------------------
@@ -451,6 +586,11 @@ class Cluster(_Model):
 # --- DataLocalityPolicy ---------------------------------------------------------------------------------------
 
 
+class DifferentialPrivacyRule(_Model):
+    max_epsilon: Annotated[float, Field(strict=True, gt=0, le=1e6)]
+    """The largest privacy budget (epsilon, at the job's targetDelta) a job may spend."""
+
+
 class LocalityRules(_Model):
     require_tls: Annotated[bool, Strict()] = True
     """Jobs on the governed datasets must keep mutual TLS on."""
@@ -458,6 +598,11 @@ class LocalityRules(_Model):
     """Jobs must aggregate at least this many collaborators per round (minAvailableClients)."""
     egress_only_to_aggregator: Annotated[bool, Strict()] = False
     """Collaborators may reach only DNS and the aggregator (an enforced NetworkPolicy on the spokes)."""
+    require_differential_privacy: DifferentialPrivacyRule | None = None
+    """Jobs on the governed datasets must use differential privacy with fixed clipping and a budget epsilon of
+    at most maxEpsilon."""
+    require_secure_aggregation: Annotated[bool, Strict()] = False
+    """Jobs on the governed datasets must aggregate with SecAgg+, so the aggregator sees no single update."""
 
 
 class DataLocalityPolicy(_Model):
@@ -590,6 +735,7 @@ class FederatedLearningSpec(_Model):
     training: Training = Training()
     tls: bool = True
     wait_timeout_seconds: Annotated[int, Field(ge=1)] = 1800
+    privacy: Privacy | None = None
 
     @classmethod
     def from_job(cls, job: Job, placement: dict[str, Any]) -> FederatedLearningSpec:
@@ -624,6 +770,7 @@ class FederatedLearningSpec(_Model):
             training=job.training,
             tls=job.tls,
             wait_timeout_seconds=job.wait_timeout_seconds,
+            privacy=job.privacy if job.privacy.enabled else None,
         )
 
 

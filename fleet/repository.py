@@ -43,7 +43,7 @@ from pydantic import BaseModel, ValidationError
 from fleet.claims import CAPACITY_CLAIMS, MAX_CUSTOM_CLUSTER_CLAIMS
 from fleet.errors import InvalidRepository, Problem, field_path
 from fleet.hub import CONTROLLER_NAMESPACE, POLICY_NAMESPACE
-from fleet.models import Cluster, DataLocalityPolicy, Job, ListenerType
+from fleet.models import Cluster, DataLocalityPolicy, Job, ListenerType, LocalityRules
 from fleet.placement import PlacementResult, evaluate, governing_policies, placement_spec
 from fleet.yaml_nesting import first_too_deep
 
@@ -499,6 +499,48 @@ def _expectation(item: Any, model: type[BaseModel]) -> str:
 # --- the repository as a whole --------------------------------------------------------------------------------
 
 
+def _privacy_rule_problems(job: Job, source: Source, policy: str, where: str, rules: LocalityRules) -> list[Problem]:
+    """A policy's requireDifferentialPrivacy and requireSecureAggregation against the job's privacy."""
+    problems: list[Problem] = []
+    governs = f"policy {policy!r} ({where}) requires"
+    required_dp = rules.require_differential_privacy
+    dp = job.privacy.differential_privacy
+    if required_dp is not None:
+        limit = f"{required_dp.max_epsilon:g}"
+        if dp is None:
+            problems.append(
+                source.problem(
+                    ("privacy", "differentialPrivacy"),
+                    f"expected differential privacy with clipping: fixed and an epsilon of at most {limit}: "
+                    f"{governs} it for dataset {job.dataset!r}",
+                )
+            )
+        elif dp.epsilon is None:
+            problems.append(
+                source.problem(
+                    ("privacy", "differentialPrivacy", "epsilon"),
+                    f"expected a budget of at most {limit} (with clipping: fixed, which Flower's accountant "
+                    f"covers): {governs} differential privacy with maxEpsilon {limit} for dataset {job.dataset!r}",
+                )
+            )
+        elif dp.epsilon > required_dp.max_epsilon:
+            problems.append(
+                source.problem(
+                    ("privacy", "differentialPrivacy", "epsilon"),
+                    f"expected at most {limit}, got {dp.epsilon:g}: {governs} maxEpsilon {limit} for dataset "
+                    f"{job.dataset!r}",
+                )
+            )
+    if rules.require_secure_aggregation and job.privacy.secure_aggregation is None:
+        problems.append(
+            source.problem(
+                ("privacy", "secureAggregation"),
+                f"expected secure aggregation (SecAgg+): {governs} it for dataset {job.dataset!r}",
+            )
+        )
+    return problems
+
+
 def check_repository(repository: Repository) -> list[Problem]:
     """The checks that span files: data held, eligible clusters, policies obeyed, claim limits."""
     problems: list[Problem] = []
@@ -539,6 +581,7 @@ def check_repository(repository: Repository) -> list[Problem]:
                         f"requires that many clients per round for dataset {job.dataset!r}",
                     )
                 )
+            problems += _privacy_rule_problems(job, source, policy.name, where, rules)
 
         holders = [c for c in clusters if job.dataset in c.datasets]
         if not holders:

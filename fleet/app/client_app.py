@@ -21,10 +21,19 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import OrderedDict
+from typing import Any
 
+import flwr.compat.common.recorddict_compat as compat
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from fleet.app.data import DataError, Dataset, load_dataset
 from fleet.app.task import build_model, evaluate, train
@@ -32,20 +41,37 @@ from fleet.app.task import build_model, evaluate, train
 DATA_ERROR_CODE = 1001
 """Error code of a reply whose cluster could not read its data (Flower's own codes are below 100)."""
 
+LEGACY_PARAMETERS = "fitins.parameters"
+"""Where a SecAgg+ instruction (Flower's legacy FitIns) carries the global model."""
+
 app = ClientApp()
 
 
-@app.train()
+def _privacy_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's mods for what the instruction asks: SecAgg+ for its four stages (it masks the update before
+    it leaves), or under client-side differential privacy the clipping mod for the norm the aggregator sent
+    (the update is clipped here, before it leaves)."""
+    if RECORD_KEY_CONFIGS in message.content.config_records:
+        return secaggplus_mod(message, context, call_next)
+    config = message.content.config_records.get("config")
+    if config is not None and KEY_CLIPPING_NORM in config:
+        mod = adaptiveclipping_mod if config.get("dp-clipping") == "adaptive" else fixedclipping_mod
+        return mod(message, context, call_next)
+    return call_next(message, context)
+
+
+@app.train(mods=[_privacy_mod])
 def _train(message: Message, context: Context) -> Message:
     began = time.time()
     torch.set_num_threads(1)  # collaborators on one machine share its cores; threads only add contention
     cluster = str(context.node_config.get("cluster-name", ""))
+    legacy = LEGACY_PARAMETERS in message.content.array_records
     try:
         data = _data(context)
-        model = _model(message, context, data)
+        model = _legacy_model(message, context, data) if legacy else _model(message, context, data)
     except DataError as error:
         return Message(Error(DATA_ERROR_CODE, str(error)), reply_to=message)
-    config = _config(message)
+    config = _legacy_config(message) if legacy else _config(message)
     started = time.perf_counter()
     loss = train(
         model,
@@ -58,6 +84,8 @@ def _train(message: Message, context: Context) -> Message:
         # same data trains the same model (node ids are random per run, cluster names are not).
         seed=int(_number(config, "seed")) * 1_000_003 + int(_number(config, "server-round")) * 7919 + _salt(context),
     )
+    if legacy:
+        return Message(_fitres(model, data, cluster, loss, time.perf_counter() - started, began), reply_to=message)
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
@@ -96,10 +124,50 @@ def _evaluate(message: Message, context: Context) -> Message:
                     **_span(began),
                 }
             ),
-            "info": ConfigRecord({"cluster-name": cluster}),
+            "info": ConfigRecord({"cluster-name": cluster, "input-shape": list(data.input_shape)}),
         }
     )
     return Message(content, reply_to=message)
+
+
+def _fitres(
+    model: torch.nn.Module, data: Dataset, cluster: str, loss: float, seconds: float, began: float
+) -> RecordDict:
+    """A SecAgg+ train reply: Flower's legacy FitRes (which secaggplus_mod masks and then empties) weighing 1
+    (`fleet.app.secure_aggregation.WEIGHT`), and ``info`` as in a plain reply."""
+    arrays = [value.detach().cpu().numpy() for value in model.state_dict().values()]
+    metrics = {"train_loss": loss, "train-seconds": seconds, "num-examples": len(data.labels), **_span(began)}
+    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), 1, metrics)  # type: ignore[arg-type]
+    content = compat.fitres_to_recorddict(fitres, keep_input=True)
+    content["info"] = ConfigRecord({"cluster-name": cluster, "input-shape": list(data.input_shape)})
+    return content
+
+
+def _legacy_config(message: Message) -> ConfigRecord:
+    """The settings of a SecAgg+ instruction (Flower's legacy FitIns config)."""
+    config: dict[str, Any] = dict(compat.recorddict_to_fitins(message.content, True).config)
+    return ConfigRecord(config)
+
+
+def _legacy_model(message: Message, context: Context, data: Dataset) -> torch.nn.Module:
+    """The global model of a SecAgg+ instruction: Flower's legacy Parameters, the state dict's values in order."""
+    fitins = compat.recorddict_to_fitins(message.content, True)
+    model = build_model(data.input_shape, seed=int(_number(_legacy_config(message), "seed", 0)))
+    arrays = parameters_to_ndarrays(fitins.parameters) if fitins.parameters.tensors else []
+    if arrays:
+        keys = list(model.state_dict().keys())
+        if len(keys) != len(arrays):
+            raise DataError(
+                f"cluster {context.node_config.get('cluster-name', '')!r}: the global model has {len(arrays)} "
+                f"arrays, its images ({data.input_shape[1]}x{data.input_shape[2]}) give a model of {len(keys)}"
+            )
+        try:
+            model.load_state_dict(
+                OrderedDict((k, torch.from_numpy(v.copy())) for k, v in zip(keys, arrays, strict=True))
+            )
+        except RuntimeError as error:
+            raise DataError(f"cluster {context.node_config.get('cluster-name', '')!r}: {error}") from None
+    return model
 
 
 def _span(began: float) -> dict[str, float]:

@@ -50,7 +50,9 @@ from numpy.typing import NDArray
 
 from fleet.app.data import DataError, Dataset, load_dataset
 from fleet.app.files import write_text_atomically
+from fleet.app.privacy import DifferentialPrivacy, DifferentialPrivacySettings, PrivacyError, settings_from_run_config
 from fleet.app.resume import ResumeError, ResumePoint
+from fleet.app.secure_aggregation import SecureRound, masked_bytes, secure_round
 from fleet.app.task import aggregate, build_model, evaluate, save_model
 
 PROGRESS_FILE = "progress.jsonl"
@@ -81,6 +83,10 @@ class Settings:
     round_timeout: float = 600.0
     test_data: str = ""
     seed: int = 0
+    differential_privacy: DifferentialPrivacySettings | None = None
+    secure_shares: int = 0
+    """SecAgg+'s shares per collaborator; 0: no secure aggregation."""
+    secure_threshold: int = 0
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -112,7 +118,11 @@ class Settings:
             round_timeout=value("round-timeout", float, 600.0),
             test_data=value("test-data", str, ""),
             seed=value("seed", int, 0),
+            differential_privacy=_privacy_settings(config),
+            secure_shares=value("secagg-shares", int, 0),
+            secure_threshold=value("secagg-reconstruction-threshold", int, 0),
         )
+        dp = settings.differential_privacy
         checks = [
             (settings.num_rounds >= 1, "num-rounds", "at least 1"),
             (settings.strategy in ("fedavg", "fedprox"), "strategy", "'fedavg' or 'fedprox'"),
@@ -124,11 +134,30 @@ class Settings:
             (settings.min_available_clients >= 1, "min-available-clients", "at least 1"),
             (settings.round_timeout > 0, "round-timeout", "greater than 0"),
             (str(settings.model_dir) != "", "model-dir", "a folder"),
+            (settings.secure_shares == 0 or settings.secure_shares >= 3, "secagg-shares", "0 or at least 3"),
+            (
+                settings.secure_shares == 0 or 2 <= settings.secure_threshold < settings.secure_shares,
+                "secagg-reconstruction-threshold",
+                "at least 2 and below secagg-shares",
+            ),
+            (dp is None or dp.side in ("server", "client"), "dp-side", "'server' or 'client'"),
+            (dp is None or dp.clipping in ("fixed", "adaptive"), "dp-clipping", "'fixed' or 'adaptive'"),
+            (dp is None or dp.clipping_norm > 0, "dp-clipping-norm", "greater than 0"),
+            (dp is None or 0 < dp.target_delta < 1, "dp-target-delta", "in (0, 1)"),
+            (dp is None or dp.population >= 1, "population", "at least 1"),
+            (dp is None or not settings.secure_shares, "secagg-shares", "0 with differential privacy"),
         ]
         for ok, key, expected in checks:
             if not ok:
                 raise FederationError(f"run config {key!r}: expected {expected}, got {config.get(key)!r}")
         return settings
+
+
+def _privacy_settings(config: Mapping[str, Any]) -> DifferentialPrivacySettings | None:
+    try:
+        return settings_from_run_config(config)
+    except (TypeError, ValueError) as error:
+        raise FederationError(f"run config dp-*: expected numbers where numbers go: {error}") from None
 
 
 @app.main()
@@ -172,6 +201,7 @@ class _Federation:
     """node id -> cluster name, learned from replies."""
     input_shape: tuple[int, int, int] | None = None
     test: Dataset | None = None
+    privacy: DifferentialPrivacy | None = None
 
     def name(self, node: int) -> str:
         return self.names.get(node, f"node {node}")
@@ -216,6 +246,8 @@ def _rounds(federation: _Federation, resume: ResumePoint | None = None) -> dict[
         model = build_model(federation.input_shape, seed=settings.seed)
         weights = OrderedDict((k, v.numpy().copy()) for k, v in model.state_dict().items())
 
+    if settings.differential_privacy is not None:
+        federation.privacy = DifferentialPrivacy(settings.differential_privacy)
     metrics: dict[str, float] = {}
     first_round = 1
     if resume is not None:
@@ -229,17 +261,16 @@ def _rounds(federation: _Federation, resume: ResumePoint | None = None) -> dict[
         started, began = federation.clock(), time.time()
         nodes = _wait_for_nodes(federation, server_round)
         sampled = _sample(nodes, settings, server_round)
+        weights = _before_private_round(federation, server_round, sampled, weights)
         pushed = federation.clock()
-        replies = _exchange(
-            federation, server_round, sampled, MessageType.TRAIN, _content(settings, server_round, weights)
-        )
+        replies, secure = _train_exchange(federation, server_round, sampled, weights)
         exchanged = federation.clock()
         if len(replies.ok) < settings.min_available_clients:
             raise FederationError(_too_few_replies(federation, server_round, "training", len(sampled), replies))
-        weights, train_loss = _aggregate(federation, server_round, replies.ok)
+        weights, train_loss = _aggregate(federation, server_round, replies.ok, weights, secure)
         aggregated = federation.clock()
         evaluation, evaluated = _evaluate(federation, server_round, weights, replies)
-        metrics = {"train_loss": train_loss, **evaluation}
+        metrics = {"train_loss": train_loss, **evaluation, **_privacy_spent(federation)}
         evaluated_at = federation.clock()
         participants = sorted(federation.name(node) for node in replies.ok)
         dropped = [_why(federation, node, reason) for node, reason in sorted(replies.missing.items())]
@@ -315,6 +346,14 @@ def _exchange(
         Message(content, node, message_type, ttl=settings.round_timeout + 60, group_id=str(server_round))
         for node in nodes
     ]
+    return _exchange_messages(federation, messages)
+
+
+def _exchange_messages(federation: _Federation, messages: list[Message]) -> _Replies:
+    """Push the messages and pull their replies until all are in, their nodes are gone, or the round times
+    out."""
+    settings = federation.settings
+    nodes = [message.metadata.dst_node_id for message in messages]
     pushed = list(federation.grid.push_messages(messages))
     result = _Replies()
     waiting: dict[str, int] = {}
@@ -357,30 +396,139 @@ def _exchange(
     return result
 
 
-def _content(settings: Settings, server_round: int, weights: Mapping[str, NDArray[Any]] | None) -> RecordDict:
+def _content(
+    settings: Settings, server_round: int, weights: Mapping[str, NDArray[Any]] | None, extra: Mapping[str, Any] = {}
+) -> RecordDict:
     """The instruction: the global weights (none before the first aggregation without test data: then the
-    clients start from the model the shared seed gives) and the training settings."""
+    clients start from the model the shared seed gives) and the training settings (``extra``: what
+    client-side differential privacy adds)."""
     arrays = ArrayRecord()
     if weights is not None:
         arrays = ArrayRecord.from_torch_state_dict(OrderedDict((k, torch.from_numpy(v)) for k, v in weights.items()))
-    config = ConfigRecord(
-        {
-            "server-round": server_round,
-            "local-epochs": settings.local_epochs,
-            "learning-rate": settings.learning_rate,
-            "batch-size": settings.batch_size,
-            "proximal-mu": settings.proximal_mu if settings.strategy == "fedprox" else 0.0,
-            "seed": settings.seed,
-        }
+    return RecordDict({"arrays": arrays, "config": ConfigRecord({**_instruction(settings, server_round), **extra})})
+
+
+def _instruction(settings: Settings, server_round: int) -> dict[str, int | float]:
+    return {
+        "server-round": server_round,
+        "local-epochs": settings.local_epochs,
+        "learning-rate": settings.learning_rate,
+        "batch-size": settings.batch_size,
+        "proximal-mu": settings.proximal_mu if settings.strategy == "fedprox" else 0.0,
+        "seed": settings.seed,
+    }
+
+
+# --- privacy ------------------------------------------------------------------------------------------------
+
+
+def _before_private_round(
+    federation: _Federation, server_round: int, sampled: list[int], weights: OrderedDict[str, NDArray[Any]] | None
+) -> OrderedDict[str, NDArray[Any]] | None:
+    """Under differential privacy: stop before a round the budget does not cover; and give client-side
+    clipping the model it clips against (Flower's clipping mods need the global model in every instruction)."""
+    privacy = federation.privacy
+    if privacy is None:
+        return weights
+    try:
+        privacy.check_budget(server_round, len(sampled))
+    except PrivacyError as error:
+        raise FederationError(str(error)) from None
+    if weights is None and privacy.client_side:
+        replies = _exchange(
+            federation, server_round, sampled, MessageType.EVALUATE, _content(federation.settings, server_round, None)
+        )
+        shapes = {shape for reply in replies.ok.values() if (shape := _reported_shape(reply)) is not None}
+        federation.input_shape = min(shapes) if shapes else None  # differing sizes fail the round's aggregation
+        if federation.input_shape is None:
+            raise FederationError(f"round {server_round}: no collaborator reported the shape of its images")
+        weights = _seed_weights(federation)
+    return weights
+
+
+def _seed_weights(federation: _Federation) -> OrderedDict[str, NDArray[Any]]:
+    """The model every collaborator starts from when the instruction carries none."""
+    assert federation.input_shape is not None
+    model = build_model(federation.input_shape, seed=federation.settings.seed)
+    return OrderedDict((k, v.numpy().copy()) for k, v in model.state_dict().items())
+
+
+def _train_exchange(
+    federation: _Federation, server_round: int, sampled: list[int], weights: Mapping[str, NDArray[Any]] | None
+) -> tuple[_Replies, SecureRound | None]:
+    """The round's training: the instruction to each sampled node and their updates, or with secure aggregation
+    Flower's SecAgg+ over them (the replies are then the masked vectors, and the round gives the mean)."""
+    settings = federation.settings
+    if not settings.secure_shares:
+        extra = federation.privacy.instruction() if federation.privacy is not None else {}
+        return _exchange(
+            federation, server_round, sampled, MessageType.TRAIN, _content(settings, server_round, weights, extra)
+        ), None
+    stages: list[_Replies] = []
+
+    def exchange(messages: list[Message]) -> list[Message]:
+        stages.append(_exchange_messages(federation, messages))
+        return list(stages[-1].ok.values())
+
+    parameters = ArrayRecord([np.asarray(v) for v in weights.values()]) if weights is not None else ArrayRecord()
+    nodes, gone = list(sampled), dict[int, str]()
+    while True:
+        stages.clear()
+        result = secure_round(
+            federation.grid,
+            exchange,
+            server_round,
+            nodes,
+            parameters,
+            dict(_instruction(settings, server_round)),
+            settings.secure_shares,
+            settings.secure_threshold,
+        )
+        lost = dict(gone)
+        for stage in stages:
+            for node, reason in stage.missing.items():
+                lost.setdefault(node, reason)
+        # Flower's SecAgg+ cannot unmask around a collaborator gone before it shared its keys (no neighbour
+        # holds a share of it): the round starts again without it, if enough are left.
+        before_sharing = stages[0].missing if stages else {}
+        survivors = [node for node in nodes if node not in before_sharing]
+        if result is None and before_sharing and len(survivors) >= settings.min_available_clients:
+            nodes, gone = survivors, gone | before_sharing
+            continue
+        break
+    # The third stage carries the collaborators' masked updates (and, in clear, their metrics).
+    replies = _Replies(missing=lost)
+    if result is not None:
+        replies.ok = {node: reply for node, reply in stages[2].ok.items() if node not in lost}
+        replies.received_at = dict(stages[2].received_at)
+        return replies, result
+    reasons = "; ".join(_why(federation, node, reason) for node, reason in sorted(lost.items()))
+    raise FederationError(
+        f"round {server_round}: secure aggregation (SecAgg+, {settings.secure_shares} shares, threshold "
+        f"{settings.secure_threshold}) could not unmask the sum of {len(sampled)} sampled clients"
+        + (f" ({reasons})" if reasons else "")
     )
-    return RecordDict({"arrays": arrays, "config": config})
+
+
+def _privacy_spent(federation: _Federation) -> dict[str, float]:
+    """The privacy spent so far, as round metrics (cumulative epsilon at the target delta)."""
+    spent = federation.privacy.spent() if federation.privacy is not None else None
+    return {"privacy_epsilon": spent.epsilon, "privacy_delta": spent.delta} if spent is not None else {}
 
 
 def _aggregate(
-    federation: _Federation, server_round: int, replies: Mapping[int, Message]
+    federation: _Federation,
+    server_round: int,
+    replies: Mapping[int, Message],
+    previous: OrderedDict[str, NDArray[Any]] | None = None,
+    secure: SecureRound | None = None,
 ) -> tuple[OrderedDict[str, NDArray[Any]], float]:
+    """The new global model and the training loss; ``previous``: the model the round started from (what
+    differential privacy clips against); ``secure``: the round's SecAgg+ mean, the only update this side sees."""
     # By cluster name, not by node id (random per run): the sums, and so the model, are the same in every run.
     in_order = sorted(replies.items(), key=lambda item: (federation.name(item[0]), item[0]))
+    if secure is not None:
+        return _secure_mean(federation, server_round, in_order, secure)
     updates: list[tuple[list[NDArray[Any]], int]] = []
     losses: list[tuple[float, int]] = []
     keys: list[str] | None = None
@@ -411,12 +559,62 @@ def _aggregate(
     if federation.input_shape is None and shapes:
         federation.input_shape = next(iter(shapes.values()))  # type: ignore[assignment]
     try:
-        averaged = aggregate(updates)
+        averaged = (
+            aggregate(updates)
+            if federation.privacy is None
+            else _private_mean(federation, server_round, in_order, previous)
+        )
     except ValueError as error:
         raise FederationError(f"round {server_round}: cannot aggregate the updates: {error}") from None
     total = sum(n for _, n in losses)
     train_loss = sum(loss * n for loss, n in losses) / total if total else float("nan")
     return OrderedDict(zip(keys or [], averaged, strict=True)), train_loss
+
+
+def _reported_shape(reply: Message) -> tuple[int, int, int] | None:
+    """The shape of the images a collaborator holds, as its reply's ``info`` says."""
+    info = reply.content.config_records.get("info", ConfigRecord())
+    shape = tuple(int(v) for v in info.get("input-shape", []))  # type: ignore[union-attr]
+    return (shape[0], shape[1], shape[2]) if len(shape) == 3 else None
+
+
+def _private_mean(
+    federation: _Federation,
+    server_round: int,
+    replies: list[tuple[int, Message]],
+    previous: OrderedDict[str, NDArray[Any]] | None,
+) -> list[NDArray[Any]]:
+    """The noisy mean of the updates, clipped, through Flower's DP wrapper."""
+    assert federation.privacy is not None
+    current = previous if previous is not None else _seed_weights(federation)
+    arrays = ArrayRecord.from_torch_state_dict(OrderedDict((k, torch.from_numpy(v)) for k, v in current.items()))
+    try:
+        noisy = federation.privacy.aggregate(server_round, arrays, [reply for _, reply in replies])
+    except PrivacyError as error:
+        raise FederationError(str(error)) from None
+    return noisy.to_numpy_ndarrays()
+
+
+def _secure_mean(
+    federation: _Federation, server_round: int, replies: list[tuple[int, Message]], secure: SecureRound
+) -> tuple[OrderedDict[str, NDArray[Any]], float]:
+    """The SecAgg+ mean as the model's state dict (its arrays come in the model's order, without names)."""
+    shapes = {shape for _, reply in replies if (shape := _reported_shape(reply)) is not None}
+    if len(shapes) > 1:
+        raise FederationError(f"round {server_round}: the clusters hold images of different sizes")
+    if federation.input_shape is None and shapes:
+        federation.input_shape = next(iter(shapes))
+    if federation.input_shape is None:
+        raise FederationError(f"round {server_round}: no collaborator reported the shape of its images")
+    keys = list(_seed_weights(federation).keys())
+    if len(keys) != len(secure.arrays):
+        raise FederationError(
+            f"round {server_round}: the secure mean has {len(secure.arrays)} arrays, the model {len(keys)}"
+        )
+    losses = [(float(m.get("train_loss", 0.0)), float(m.get("num-examples", 1))) for m in secure.metrics]
+    total = sum(n for _, n in losses)
+    train_loss = sum(loss * n for loss, n in losses) / total if total else float("nan")
+    return OrderedDict(zip(keys, (np.asarray(a) for a in secure.arrays), strict=True)), train_loss
 
 
 def _evaluate(
@@ -456,7 +654,8 @@ def _save(federation: _Federation, weights: Mapping[str, NDArray[Any]], relative
 
 def _array_bytes(reply: Message) -> int:
     """The size of the model update a reply carried: the bytes of its arrays as they came over the wire."""
-    return sum(len(array.data) for record in reply.content.array_records.values() for array in record.values())
+    clear = sum(len(array.data) for record in reply.content.array_records.values() for array in record.values())
+    return clear + masked_bytes(reply)
 
 
 def _spans(

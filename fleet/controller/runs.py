@@ -66,7 +66,14 @@ class RunBackend(Protocol):
 
 def run_config(spec: FederatedLearningSpec, model_dir: str) -> dict[str, str | int | float]:
     """The ServerApp's run config for a job on the hub (no held-out split there: collaborators evaluate)."""
-    return federation_run_config(spec.server.rounds, spec.server.min_available_clients, spec.training, model_dir)
+    return federation_run_config(
+        spec.server.rounds,
+        spec.server.min_available_clients,
+        spec.training,
+        model_dir,
+        privacy=spec.privacy,
+        population=spec.max_clients,
+    )
 
 
 @dataclass

@@ -540,6 +540,8 @@ class _Run:
             str(self.attempt.storage),
             str(self.test_data) if self.test_data else "",
             self.settings.seed,
+            privacy=job.privacy,
+            population=job.max_clients,
         )
         try:
             return self.control.start_run(self._app_dir(), {**config, **(resume or {})})

@@ -10,14 +10,18 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fleet.models import (
+    Clipping,
+    ClippingSide,
     Cluster,
     DataLocalityPolicy,
+    FederatedLearningSpec,
     FederatedLearningStatus,
     Framework,
     Job,
     LabelSelector,
     ListenerType,
     Phase,
+    Privacy,
     Resources,
     SelectorOperator,
     Strategy,
@@ -548,3 +552,72 @@ def test_a_digest_must_have_its_algorithms_length() -> None:
 
     with pytest.raises(ValueError, match="sha256 digest of 64 hex digits"):
         Images.model_validate({"server": "app@sha256:" + "a" * 40, "client": "app"})
+
+
+# --- privacy ----------------------------------------------------------------------------------------------------
+
+_DP = {"noiseMultiplier": 1.0, "clippingNorm": 0.5}
+
+
+def test_privacy_is_off_unless_asked_and_the_spec_carries_it_only_then() -> None:
+    job = Job.model_validate(_job())
+    assert job.privacy == Privacy() and not job.privacy.enabled
+    assert FederatedLearningSpec.from_job(job, {}).privacy is None  # rendered manifests of other jobs unchanged
+    private = Job.model_validate(_job(privacy={"differentialPrivacy": {**_DP, "epsilon": 4}}))
+    dp = private.privacy.differential_privacy
+    assert dp is not None
+    assert (dp.side, dp.clipping, dp.target_delta, dp.epsilon) == (ClippingSide.SERVER, Clipping.FIXED, 1e-5, 4)
+    assert FederatedLearningSpec.from_job(private, {}).privacy == private.privacy
+
+
+@pytest.mark.parametrize(
+    ("privacy", "loc", "phrase"),
+    [
+        ({"differentialPrivacy": {"clippingNorm": 1.0}}, ("privacy", "differentialPrivacy", "noiseMultiplier"), ""),
+        (
+            {"differentialPrivacy": {**_DP, "noiseMultiplier": 0}},
+            ("privacy", "differentialPrivacy", "noiseMultiplier"),
+            "",
+        ),
+        ({"differentialPrivacy": {**_DP, "targetDelta": 1}}, ("privacy", "differentialPrivacy", "targetDelta"), ""),
+        ({"differentialPrivacy": {**_DP, "side": "both"}}, ("privacy", "differentialPrivacy", "side"), ""),
+        ({"differentialPrivacy": {**_DP, "epsilon": "3"}}, ("privacy", "differentialPrivacy", "epsilon"), ""),
+        (
+            {"differentialPrivacy": {**_DP, "clipping": "adaptive", "clippedCountStddev": 1.0, "epsilon": 3}},
+            ("privacy", "differentialPrivacy"),
+            "accountant",
+        ),
+        (
+            {"secureAggregation": {"shares": 4, "reconstructionThreshold": 2}},
+            ("privacy", "secureAggregation", "shares"),
+            "odd",
+        ),
+        ({"secureAggregation": {"shares": 3}}, ("privacy", "secureAggregation", "reconstructionThreshold"), ""),
+        (
+            {"differentialPrivacy": _DP, "secureAggregation": {"shares": 3, "reconstructionThreshold": 2}},
+            ("privacy",),
+            "in clear",
+        ),
+    ],
+)
+def test_privacy_rules(privacy: dict[str, Any], loc: tuple[str, ...], phrase: str) -> None:
+    errors = _errors(Job, _job(privacy=privacy))
+    assert [e[0] for e in errors] == [loc]
+    assert phrase in errors[0][1]
+
+
+def test_secure_aggregation_fits_the_job_s_collaborators() -> None:
+    secure = {"secureAggregation": {"shares": 3, "reconstructionThreshold": 2}}
+    assert Job.model_validate(_job(privacy=secure)).privacy.secure_aggregation is not None
+    errors = _errors(Job, _job(privacy=secure, minAvailableClients=1, maxClients=3))
+    assert errors[0][0] == ("privacy",) and "reconstructionThreshold at most minAvailableClients (1)" in errors[0][1]
+
+
+def test_policy_privacy_rules() -> None:
+    rules = {"requireDifferentialPrivacy": {"maxEpsilon": 2.5}, "requireSecureAggregation": True}
+    policy = DataLocalityPolicy.model_validate({**_example("policies/digits-residency.yaml"), "rules": rules})
+    assert policy.rules.require_differential_privacy is not None
+    assert policy.rules.require_differential_privacy.max_epsilon == 2.5
+    assert policy.rules.require_secure_aggregation is True
+    defaults = DataLocalityPolicy.model_validate(_example("policies/digits-residency.yaml")).rules
+    assert defaults.require_differential_privacy is None and defaults.require_secure_aggregation is False

@@ -20,6 +20,15 @@ from fleet.repository import load_repository
 from tests.fleet.deadline import deadline
 
 JOB = "jobs/mnist-digits.yaml"
+_DP_RULE = "  requireDifferentialPrivacy:\n    maxEpsilon: 3\n"
+_DP = "differentialPrivacy:\n    noiseMultiplier: 1.0\n    clippingNorm: 1.0\n"
+
+
+def _privacy(block: str) -> str:
+    """A job's privacy section holding ``block`` (its first line unindented, the rest indented by four)."""
+    return "privacy:\n  " + block
+
+
 CLUSTER = "clusters/eu-west-hospital.yaml"
 POLICY = "policies/digits-residency.yaml"
 
@@ -660,6 +669,118 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
                 "minAvailableClients:",
                 "minAvailableClients",
                 ("expected at least 3", "'digits-residency'", "clients per round"),
+            ),
+        ),
+    ),
+    "cross-differential-privacy-required-and-absent": (
+        replace(POLICY, "  egressOnlyToAggregator: true\n", "  egressOnlyToAggregator: true\n" + _DP_RULE),
+        (
+            Expected(
+                JOB,
+                "name: mnist-digits",
+                "privacy.differentialPrivacy",
+                ("expected differential privacy", "at most 3", "'digits-residency'", "'digits'"),
+            ),
+        ),
+    ),
+    "cross-differential-privacy-without-a-budget": (
+        _all(
+            replace(POLICY, "  egressOnlyToAggregator: true\n", "  egressOnlyToAggregator: true\n" + _DP_RULE),
+            append(JOB, _privacy("differentialPrivacy:\n    noiseMultiplier: 1.0\n    clippingNorm: 1.0\n")),
+        ),
+        (
+            Expected(
+                JOB,
+                "differentialPrivacy:",
+                "privacy.differentialPrivacy.epsilon",
+                ("expected a budget of at most 3", "fixed"),
+            ),
+        ),
+    ),
+    "cross-differential-privacy-over-the-policy-budget": (
+        _all(
+            replace(POLICY, "  egressOnlyToAggregator: true\n", "  egressOnlyToAggregator: true\n" + _DP_RULE),
+            append(JOB, _privacy(_DP + "    epsilon: 5.5\n")),
+        ),
+        (
+            Expected(
+                JOB,
+                "epsilon: 5.5",
+                "privacy.differentialPrivacy.epsilon",
+                ("expected at most 3, got 5.5", "maxEpsilon"),
+            ),
+        ),
+    ),
+    "cross-secure-aggregation-required-and-absent": (
+        replace(
+            POLICY,
+            "  egressOnlyToAggregator: true\n",
+            "  egressOnlyToAggregator: true\n  requireSecureAggregation: true\n",
+        ),
+        (
+            Expected(
+                JOB,
+                "name: mnist-digits",
+                "privacy.secureAggregation",
+                ("expected secure aggregation", "'digits-residency'"),
+            ),
+        ),
+    ),
+    "policy-require-differential-privacy-needs-a-budget": (
+        replace(
+            POLICY,
+            "  egressOnlyToAggregator: true\n",
+            "  egressOnlyToAggregator: true\n  requireDifferentialPrivacy: {}\n",
+        ),
+        (
+            Expected(
+                POLICY,
+                "requireDifferentialPrivacy:",
+                "rules.requireDifferentialPrivacy.maxEpsilon",
+                ("required field is missing",),
+            ),
+        ),
+    ),
+    "job-adaptive-clipping-with-a-budget": (
+        append(JOB, _privacy(_DP + "    clipping: adaptive\n    clippedCountStddev: 1.0\n    epsilon: 3\n")),
+        (Expected(JOB, "differentialPrivacy:", "privacy.differentialPrivacy", ("no epsilon", "accountant")),),
+    ),
+    "job-adaptive-clipping-with-too-much-noise-for-the-count": (
+        append(JOB, _privacy(_DP + "    clipping: adaptive\n")),
+        (Expected(JOB, "privacy:", "privacy", ("below 0.2", "clippedCountStddev")),),
+    ),
+    "job-secure-aggregation-with-server-side-clipping": (
+        append(JOB, _privacy(_DP + "  secureAggregation: {shares: 3, reconstructionThreshold: 2}\n")),
+        (Expected(JOB, "privacy:", "privacy", ("side: client", "in clear")),),
+    ),
+    "job-secure-aggregation-with-client-side-clipping": (
+        append(JOB, _privacy(_DP + "    side: client\n  secureAggregation: {shares: 3, reconstructionThreshold: 2}\n")),
+        (Expected(JOB, "privacy:", "privacy", ("not both", "legacy path")),),
+    ),
+    "job-secure-aggregation-even-shares": (
+        append(JOB, _privacy("secureAggregation: {shares: 2, reconstructionThreshold: 1}\n")),
+        (
+            Expected(JOB, "secureAggregation:", "privacy.secureAggregation.shares", ("expected a number >= 3, got 2",)),
+            Expected(
+                JOB,
+                "secureAggregation:",
+                "privacy.secureAggregation.reconstructionThreshold",
+                ("expected a number >= 2, got 1",),
+            ),
+        ),
+    ),
+    "job-secure-aggregation-more-shares-than-clients": (
+        append(JOB, _privacy("secureAggregation: {shares: 5, reconstructionThreshold: 2}\n")),
+        (Expected(JOB, "privacy:", "privacy", ("shares at most maxClients (3)", "got 5")),),
+    ),
+    "job-secure-aggregation-threshold-not-below-shares": (
+        append(JOB, _privacy("secureAggregation: {shares: 3, reconstructionThreshold: 3}\n")),
+        (
+            Expected(
+                JOB,
+                "secureAggregation:",
+                "privacy.secureAggregation.reconstructionThreshold",
+                ("expected fewer than shares (3), got 3",),
             ),
         ),
     ),

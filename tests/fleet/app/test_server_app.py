@@ -5,6 +5,7 @@ Time is virtual: the loop's clock advances only when it sleeps, so timeouts of m
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Iterable
@@ -14,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -35,6 +37,8 @@ class FakeNode:
     silent_at_round: int | None = None
     """From this round on the node stays connected but never replies."""
     received: list[str] = field(default_factory=list)
+    state: RecordDict = field(default_factory=RecordDict)
+    """The node's context state, which outlives a message as on a SuperNode (SecAgg+ keeps its keys there)."""
 
     def connected(self, server_round: int) -> bool:
         return self.disconnect_at_round is None or server_round < self.disconnect_at_round
@@ -94,10 +98,17 @@ class FakeGrid(Grid):
                 run_id=1,
                 node_id=node.node_id,
                 node_config={"data-path": node.data_path, "cluster-name": node.cluster},
-                state=RecordDict(),
+                state=node.state,
                 run_config={},
             )
-            self._replies[message_id] = client_app.app(message, context)
+            # A copy, as the wire gives each node its own: a mod may change what it receives (SecAgg+ does).
+            try:
+                self._replies[message_id] = client_app.app(copy.deepcopy(message), context)
+            except Exception as error:  # as a SuperNode answers for a ClientApp that raised
+                reason = f"{type(error).__name__}: {error}"
+                self._replies[message_id] = Message(
+                    Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message
+                )
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
