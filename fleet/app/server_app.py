@@ -251,6 +251,12 @@ def _rounds(federation: _Federation, resume: ResumePoint | None = None) -> dict[
     metrics: dict[str, float] = {}
     first_round = 1
     if resume is not None:
+        if settings.differential_privacy is not None:
+            # The accountant lived in the lost ServerApp: a new one would under-count the epsilon spent.
+            raise FederationError(
+                f"cannot resume at round {resume.first_round} with differential privacy: the privacy spent in the "
+                f"lost run's {resume.last_round} round(s) was not kept, and the budget would be counted from zero"
+            )
         # The lost run's last checkpoint: its weights and shape, as its next round would have started.
         try:
             weights, federation.input_shape = resume.weights()

@@ -6,6 +6,7 @@ without the local process machinery (psutil is not in the controller's image).
 
 from __future__ import annotations
 
+from fleet.app.resume import resume_run_config
 from fleet.models import Privacy, Training
 
 
@@ -36,7 +37,8 @@ def run_config(
         "test-data": test_data,
         "seed": seed,
     }
-    return config | _privacy_config(privacy, max(population, min_available_clients))
+    # A fresh run; a resumed one overrides these (`fleet.app.resume`).
+    return config | _privacy_config(privacy, max(population, min_available_clients)) | resume_run_config(None)
 
 
 def _privacy_config(privacy: Privacy | None, population: int) -> dict[str, str | int | float]:

@@ -93,7 +93,7 @@ async def test_a_killed_aggregator_is_resumed_and_the_job_completes(
     address, superlink_process, database = superlink
     models = tmp_path / "models" / "digits"
     storage = ModelStorage(pvc=PVCStorage(name="digits-model", size=Quantity("1Gi"), path=str(models)))
-    body = resource(job(tls=False, rounds=3, storage=storage, training=Training(round_timeout_seconds=20)))
+    body = resource(job(tls=False, rounds=3, storage=storage, training=Training(round_timeout_seconds=60)))
     operator = Operator(hub, FlowerRunBackend(address_of=lambda _job: address, app=TINY_APP))
     operator.controller.progress = FileProgress(Path("/"))  # the model storage is this machine's tmp_path
     async with operator:
@@ -110,7 +110,7 @@ async def test_a_killed_aggregator_is_resumed_and_the_job_completes(
         await make_ready(hub, CLUSTERS[:2])
         progress = models / "progress.jsonl"
         await eventually(
-            lambda: progress.is_file() and '"event": "round"' in progress.read_text(), timeout=60, what="round 1"
+            lambda: progress.is_file() and '"event": "round"' in progress.read_text(), timeout=120, what="round 1"
         )
         (serverapp,) = _serverapps(superlink_process)
         serverapp.send_signal(signal.SIGKILL)  # the aggregator dies mid-run: no last event

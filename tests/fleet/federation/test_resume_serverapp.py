@@ -83,3 +83,22 @@ def test_a_fresh_run_has_no_resume_point_and_a_bad_one_is_refused(tmp_path: Path
         ResumePoint.from_run_config({"resume-from": str(tmp_path / "round-1.pt"), "first-round": 2})
     with pytest.raises(ResumeError, match="at least 2"):
         ResumePoint.from_run_config({"resume-from": str(tmp_path), "first-round": 1})
+
+
+def test_a_run_with_differential_privacy_is_not_resumed_with_its_budget_counted_from_zero(
+    tmp_path: Path, partitions: dict[str, Path]
+) -> None:
+    from dataclasses import replace
+
+    from fleet.app.privacy import DifferentialPrivacySettings
+    from fleet.app.server_app import FederationError, run_federation
+    from fleet.app.task import build_model, save_model
+
+    checkpoint = tmp_path / "model" / "checkpoints" / "round-1.pt"
+    save_model(checkpoint, build_model((1, 8, 8)), (1, 8, 8))
+    dp = DifferentialPrivacySettings("server", "fixed", 1.0, 1.0, 0.5, 0.2, 1e-5, None, 10.0, 2)
+    settings = replace(_settings(tmp_path, partitions, num_rounds=2), differential_privacy=dp)
+    grid = FakeGrid(_nodes(partitions, ["alpha", "beta"]))
+    with pytest.raises(FederationError, match="cannot resume at round 2 with differential privacy"):
+        run_federation(grid, settings, clock=grid.clock, sleep=grid.sleep, resume=ResumePoint(checkpoint, 2))
+    assert not any(node.received for node in grid.nodes.values())  # no round ran
