@@ -418,9 +418,15 @@ def main() -> None:
         ]
     machine = machine_lines()
     started = time.monotonic()
+    command = "benchmarks/rounds.py" + (" --quick" if args.quick else "") + (f" --rounds {r}" if r != 5 else "")
     scratch = Path(tempfile.mkdtemp(prefix="fleet-rounds-bench-"))
+    results: list[Measured] = []
     try:
-        results = [_measure(scratch, case) for case in cases]
+        for case in cases:
+            results.append(_measure(scratch, case))
+            # Written after every row: a run stopped half-way (a long one on a busy machine) keeps what it measured.
+            partial = [*machine, f"- partial: {len(results)} of {len(cases)} runs so far, no idle SuperNode yet"]
+            _write(results, [], partial, time.monotonic() - started, command)
         idle = _idle(scratch)
     finally:
         if args.keep:
@@ -429,7 +435,6 @@ def main() -> None:
             shutil.rmtree(scratch, ignore_errors=True)
     end_load = " ".join(f"{v:.1f}" for v in os.getloadavg())
     machine.append(f"- load average at the end: {end_load} (above 2, the rows' times include other sessions' work)")
-    command = "benchmarks/rounds.py" + (" --quick" if args.quick else "") + (f" --rounds {r}" if r != 5 else "")
     _write(results, idle, machine, time.monotonic() - started, command)
     print(RESULTS.read_text())
 
