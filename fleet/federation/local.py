@@ -824,6 +824,29 @@ def _git_commit(root: Path) -> str:
     return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
 
 
+def _privacy_summary(job: Job, metrics: Mapping[str, float]) -> str:
+    """The model card's privacy line: what protected the updates, and the privacy the run spent."""
+    dp, secure = job.privacy.differential_privacy, job.privacy.secure_aggregation
+    parts = []
+    if dp is not None:
+        parts.append(
+            f"differential privacy ({dp.side.value}-side {dp.clipping.value} clipping, clipping norm "
+            f"{dp.clipping_norm:g}, noise multiplier {dp.noise_multiplier:g}): "
+            + (
+                f"epsilon {metrics['privacy_epsilon']:.4g} spent at delta {metrics['privacy_delta']:g} "
+                f"(Flower's RDP accountant{f', budget {dp.epsilon:g}' if dp.epsilon is not None else ''})"
+                if "privacy_epsilon" in metrics
+                else "epsilon not accounted (Flower 1.41 accounts for fixed clipping only)"
+            )
+        )
+    if secure is not None:
+        parts.append(
+            f"secure aggregation (SecAgg+, {secure.shares} shares, reconstruction threshold "
+            f"{secure.reconstruction_threshold}): the aggregator received only masked updates and their sum"
+        )
+    return "; ".join(parts) or "none beyond TLS (no differential privacy, no secure aggregation)"
+
+
 def _write_model_card(
     folder: Path,
     plan: LocalPlan,
@@ -845,6 +868,7 @@ def _write_model_card(
         + (f", proximal mu {training.proximal_mu}" if training.proximal_mu else ""),
         f"- framework: {job.framework.value}",
         f"- TLS: {tls_on if job.tls else 'OFF'}",
+        f"- privacy: {_privacy_summary(job, metrics)}",
         f"- trained: {status.started_at} to {status.finished_at or now()}",
         "- model: `model.pt`; per-round checkpoints: `checkpoints/`; metrics: `metrics.json`",
         "",

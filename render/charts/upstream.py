@@ -4,6 +4,9 @@ FederatedLearning resources, for hubs that run the upstream controller.
 The upstream controller makes its own Placement from ``client.placement``. The namespace and its
 ManagedClusterSetBindings are rendered here; the cluster claims and policies come from the ``hub`` target's
 ``clusters/`` and ``policies/`` folders.
+
+A job with privacy options (differential privacy, secure aggregation) is left out: the upstream CRD cannot
+carry them and its controller would train without them, which is worse than not training there.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from render.constructs.upstream_federated_learning import UpstreamFederatedLearn
 def build_upstream(app: FleetApp, repository: Repository) -> None:
     build_namespaces(app, repository)
     for job in repository.jobs.values():
+        if job.privacy.enabled:
+            continue
         chart = FolderChart(app, f"jobs/{job.name}")
         spec = placement_spec(job, repository.policies.values())
         UpstreamFederatedLearning(chart, job=job, placement=spec, source=repository.source(job).file)
