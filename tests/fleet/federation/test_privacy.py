@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from dp_accounting import dp_event, rdp
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.quantization import quantize
@@ -29,6 +30,7 @@ from fleet.federation.local import STATUS_FILE
 from tests.fleet.federation.federation_support import fleet_run_tiny, write_repository
 
 INSPECT = Path(__file__).resolve().parent / "inspect"
+ROOT = Path(__file__).resolve().parents[3]
 CLUSTERS = ["alpha", "beta", "gamma"]
 SECURE = "privacy: {secureAggregation: {shares: 3, reconstructionThreshold: 2}}\n"
 
@@ -126,3 +128,33 @@ def test_with_secure_aggregation_the_aggregator_never_holds_an_update_in_clear(
     assert all(np.abs(got - want).max() < 1e-5 for got, want in zip(_model(tmp_path), mean, strict=True))
     status = json.loads((tmp_path / "runs" / "tiny" / STATUS_FILE).read_text())
     assert status["phase"] == "Completed" and status["rounds"][0]["participants"] == CLUSTERS
+    card = (tmp_path / "runs" / "tiny" / "storage" / "models" / "tiny" / "model-card.md").read_text()
+    assert "- privacy: secure aggregation (SecAgg+, 3 shares, reconstruction threshold 2)" in card
+
+
+def test_fleet_run_and_the_controller_hand_the_job_s_privacy_to_the_server_app() -> None:
+    from fleet.app.server_app import Settings
+    from fleet.controller.runs import run_config as hub_run_config
+    from fleet.federation.run_config import run_config
+    from fleet.models import FederatedLearningSpec, Job
+
+    document = yaml.safe_load((ROOT / "jobs" / "mnist-digits.yaml").read_text())
+    dp = {"side": "client", "noiseMultiplier": 0.8, "clippingNorm": 0.3, "epsilon": 5}
+    job = Job.model_validate({**document, "privacy": {"differentialPrivacy": dp}})
+    local = run_config(job.rounds, job.min_available_clients, job.training, "/m", privacy=job.privacy, population=3)
+    hub = hub_run_config(FederatedLearningSpec.from_job(job, {}), "/m")
+    for config in (local, hub):
+        settings = Settings.from_run_config(config).differential_privacy
+        assert settings is not None
+        assert (settings.side, settings.noise_multiplier, settings.clipping_norm, settings.epsilon) == (
+            "client",
+            0.8,
+            0.3,
+            5.0,
+        )
+        assert settings.population == job.max_clients == 3
+    secure = Job.model_validate(
+        {**document, "privacy": {"secureAggregation": {"shares": 3, "reconstructionThreshold": 2}}}
+    )
+    settings = Settings.from_run_config(hub_run_config(FederatedLearningSpec.from_job(secure, {}), "/m"))
+    assert (settings.secure_shares, settings.secure_threshold, settings.differential_privacy) == (3, 2, None)
