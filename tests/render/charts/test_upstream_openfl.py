@@ -1,0 +1,28 @@
+"""The upstream target renders a framework: openfl job for the upstream OCM controller, valid against its CRD."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import render
+from fleet.repository import load_repository
+from fleet.validation import Status, validate_documents
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_openfl_example_renders_for_the_upstream_controller_as_openfl(tmp_path: Path, crds_dir: Path) -> None:
+    for folder in ("jobs", "clusters", "policies"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    shutil.copy(ROOT / "examples" / "openfl" / "mnist-digits-openfl.yaml", tmp_path / "jobs")
+    rendered = render.synth(load_repository(tmp_path), "upstream")
+    [job] = [
+        m.body
+        for m in rendered
+        if m.body["kind"] == "FederatedLearning" and m.body["metadata"]["name"] == "mnist-digits-openfl"
+    ]
+    assert job["apiVersion"] == "federation-ai.open-cluster-management.io/v1alpha1"
+    assert job["spec"]["framework"] == "openfl"  # type: ignore[index]
+    report = validate_documents([("federatedlearning.yaml", job)], crds_dir, kubeconform=False)
+    assert report.ok and [r.status for r in report.resources] == [Status.VALID], "\n".join(report.lines())
