@@ -68,14 +68,18 @@ def _section(rows: list[Row], machine: list[str], elapsed: float) -> list[str]:
         BEGIN,
         "## Privacy options (benchmarks/privacy.py)",
         "",
-        "The example job (3 collaborators, 5 rounds of 3 local epochs) run plain, with central differential",
-        f"privacy (server-side clipping to an L2 norm of {CLIPPING_NORM:g}, Gaussian noise of standard deviation noise",
-        "multiplier x norm / 3 on each round's mean; epsilon from Flower's RDP accountant at delta 1e-5, no",
-        "amplification by sampling) and with SecAgg+ (3 shares, threshold 2: every collaborator weighs the same,",
-        "where the plain run weighs them by examples). All rows in one run of the script on this machine:",
+        "The example job (3 collaborators, 5 rounds of 3 local epochs, server-side evaluation on the held-out",
+        f"split) with central differential privacy (server-side clipping to an L2 norm of {CLIPPING_NORM:g}, Gaussian",
+        "noise of standard deviation noise multiplier x norm / 3 on each round's mean; epsilon from Flower's RDP",
+        "accountant at delta 1e-5, no amplification by sampling) and with SecAgg+ (3 shares, threshold 2; every",
+        "collaborator weighs the same, where the plain run weighs them by examples). Each privacy row is a real",
+        "`fleet run` (the runner of `benchmarks/federation.py`); the two DP runs ran at the same time (one",
+        "process each), SecAgg+ after them. The plain row is the example's row of the table above: the same job",
+        "on the same data trains the same model.pt byte for byte, so its accuracy is the plain run's; its time is",
+        "from that quieter run.",
         "",
         *machine,
-        f"- the script took {elapsed / 60:.1f} min",
+        f"- the longest privacy run took {elapsed / 60:.1f} min",
         "",
         "| run | privacy | end to end (s) | per round (s) | accuracy | vs plain | lowest digit | epsilon spent |",
         "|---|---|---|---|---|---|---|---|",
@@ -94,11 +98,13 @@ def _section(rows: list[Row], machine: list[str], elapsed: float) -> list[str]:
         )
     lines += [
         "",
-        "What it says: with three collaborators central DP buys no meaningful guarantee at an accuracy a user",
-        "would keep. The noise on the mean shrinks with the number of collaborators, so the noise multipliers that",
-        "leave the model usable here give epsilons in the thousands (a guarantee only in name); the multipliers of",
-        "about 1 that give single-digit epsilons need hundreds of collaborators per round. SecAgg+ costs time (four",
-        "exchanges per round instead of one, the masks computed on every collaborator), not accuracy.",
+        "Times are not comparable across rows: the privacy runs shared the 2 cores with each other and with",
+        "other sessions' work (the load average above). What the rows say: at noise this light the model keeps",
+        "its accuracy, and the privacy it buys is none to speak of (an epsilon in the thousands bounds nothing).",
+        "The noise on the mean falls as 1/collaborators: a noise multiplier of 1 (epsilon 12.3 after 5 rounds at",
+        f"delta 1e-5) would put noise of standard deviation {CLIPPING_NORM / 3:.2f} on every weight of this",
+        f"3-collaborator mean, {1 / max(NOISE_LEVELS):.0f} times the strongest here; DP with a meaningful epsilon",
+        "needs many more collaborators per round than this example has.",
         END,
     ]
     return lines
@@ -164,12 +170,16 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--rows-out", type=Path, help="also write the rows as JSON (to merge runs made at once)")
     parser.add_argument("--merge", type=Path, nargs="*", help="write the section from rows of --rows-out files")
+    parser.add_argument("--load", default="", help="with --merge: the load the runs saw, for the machine lines")
     args = parser.parse_args()
     machine = base.machine_lines()
     started = time.monotonic()
     if args.merge:
         rows = [_row(item) for path in args.merge for item in json.loads(path.read_text())]
         rows.insert(0, Row("plain (recorded)", "none", _recorded_plain() or base.Result("plain", "fleet", 3, 5, 0.0)))
+        # The machine as it is now, but the load the runs saw (given), not the load at merge time.
+        machine = [line for line in machine if not line.startswith("- load average at start")]
+        machine += [f"- load average while the privacy runs ran: {args.load}"] if args.load else []
         _write(_section(rows, machine, max(row.result.wall for row in rows)))
         print(f"wrote {FEDERATION_MD}")
         return
