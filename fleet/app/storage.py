@@ -197,9 +197,13 @@ def read_manifest(location: S3Location, client: S3Client | None = None) -> dict[
 
 
 def _files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """The run's output under ``folder``: dot-entries are state (the SuperLink's database), never published."""
     for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
         if path.is_file() and not path.is_symlink():
-            yield path.relative_to(folder).as_posix(), path
+            yield relative.as_posix(), path
 
 
 def _sha256(path: Path) -> str:

@@ -380,6 +380,11 @@ def _tls_secret(job: JobRef, tls: TlsMaterial) -> dict[str, Any]:
     )
 
 
+# The SuperLink's database (runs, nodes and their public keys) sits on the job's volume, so a replaced pod resumes
+# from it, but as a dot-file (SQLite's journal beside it is one too): S3 gets the run's output, never this state.
+SUPERLINK_STATE = ".superlink.db"
+
+
 def _superlink_labels(job: JobRef) -> dict[str, str]:
     return {JOB_LABEL: job.name, COMPONENT_LABEL: "superlink"}
 
@@ -389,7 +394,7 @@ def _superlink_deployment(
 ) -> dict[str, Any]:
     directory = model_dir(spec, job)
     args = ["--host=0.0.0.0", f"--port={SUPERLINK_PORT}", f"--health-server-address=0.0.0.0:{HEALTH_PORT}"]
-    args += ["--disable-runtime-dependency-installation", f"--database={directory}/superlink.db"]
+    args += ["--disable-runtime-dependency-installation", f"--database={directory}/{SUPERLINK_STATE}"]
     # The executor container, not Flower's SuperExec, starts the ServerApp: its connection presents the job's
     # ServerApp certificate, which a process Flower starts cannot.
     args.append("--isolation=process")

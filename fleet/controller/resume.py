@@ -1,6 +1,6 @@
 """On the hub: a run whose aggregator died is submitted again from its last round checkpoint, and the job goes on.
 
-The job's SuperLink keeps its state (runs, nodes, their keys) in ``superlink.db`` and the ServerApp its round
+The job's SuperLink keeps its state (runs, nodes, their keys) in ``.superlink.db`` and the ServerApp its round
 checkpoints, both on the job's model storage (the PVC), so a SuperLink pod that Kubernetes restarts comes back
 knowing its collaborators. What Flower 1.41 does not keep is the run: the SuperLink fails a ServerApp task whose
 heartbeats stopped after about 60 s ("No heartbeat received from the task"), and a SuperLink that lost its

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleet.controller.objects import SUPERLINK_STATE
 from fleet.controller.progress import FileProgress
 from fleet.controller.runs import FlowerRunBackend
 from fleet.federation.processes import ProcessSupervisor, free_port
@@ -51,7 +52,7 @@ def superlink(tmp_path: Path) -> Iterator[tuple[str, psutil.Process, Path]]:
         "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",
         "PYTHONPATH": str(TINY_APP),
     }
-    port, database = free_port(), tmp_path / "models" / "digits" / "superlink.db"
+    port, database = free_port(), tmp_path / "models" / "digits" / SUPERLINK_STATE
     database.parent.mkdir(parents=True)
     address = f"127.0.0.1:{port}"
     with ProcessSupervisor(tmp_path / "logs", env) as supervisor:

@@ -17,7 +17,7 @@ import pytest
 
 from fleet.app.server_app import FederationError
 from fleet.app.storage import MANIFEST
-from fleet.controller.objects import JobRef, federation_objects, model_path
+from fleet.controller.objects import SUPERLINK_STATE, JobRef, federation_objects, model_path
 from fleet.models import FederatedLearningSpec, ModelStorage, S3Storage
 from tests.fleet.app.test_server_app import FakeGrid, _nodes, _run, _settings, _task_identity, partitions
 from tests.fleet.federation.s3_support import BUCKET, REGION, Keys, S3Server, s3_server
@@ -89,6 +89,9 @@ def test_the_servers_run_is_published_where_the_controller_says_the_model_is(
     tmp_path: Path, partitions: dict[str, Path], s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec, model_dir, grid = _run_on_hub(tmp_path, partitions, s3_server, s3_server.writer, "hub/ok", monkeypatch)
+    # The SuperLink's database shares the job's volume (as the controller places it): it is state, never published.
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / SUPERLINK_STATE).write_bytes(b"SQLite format 3\x00 nodes and their public keys")
     _run(grid, _settings(tmp_path, partitions, num_rounds=1))
 
     events = [json.loads(line) for line in (model_dir / "progress.jsonl").read_text().splitlines()]
@@ -98,7 +101,7 @@ def test_the_servers_run_is_published_where_the_controller_says_the_model_is(
     assert s3_server.read(key) == (model_dir / "model.pt").read_bytes()
     manifest = json.loads(s3_server.read(f"hub/ok/{MANIFEST}"))
     assert manifest["model"] == key
-    assert {"checkpoints/round-1.pt", "metrics.json", "model.pt"} <= set(manifest["objects"])
+    assert set(manifest["objects"]) == {"checkpoints/round-1.pt", "metrics.json", "model.pt", "progress.jsonl"}
     # The published metrics are the final ones: the upload comes after them, before the completed event.
     metrics = json.loads(s3_server.read(manifest["objects"]["metrics.json"]["key"]))
     assert metrics["final"] == events[-1]["metrics"]
