@@ -530,6 +530,12 @@ class Job(_Model):
     @classmethod
     def _privacy_fits_the_rounds(cls, privacy: Privacy, info: ValidationInfo) -> Privacy:
         secure, dp = privacy.secure_aggregation, privacy.differential_privacy
+        if privacy.enabled and info.data.get("framework") is Framework.OPENFL:
+            # The mods and workflows are the Flower ServerApp's and ClientApp's: OpenFL would train without them.
+            raise ValueError(
+                "expected no differentialPrivacy or secureAggregation with framework: openfl (they run on "
+                "framework: flower only; OpenFL would train without them)"
+            )
         minimum, maximum = info.data.get("min_available_clients"), info.data.get("max_clients")
         if minimum is None or maximum is None:
             return privacy

@@ -86,12 +86,7 @@ class OpenFLRun(_Run):
 
     def execute(self) -> None:
         plan, job = self.plan, self.job
-        if job.privacy.enabled:
-            # Differential privacy and secure aggregation are the Flower ServerApp's; OpenFL would train without.
-            raise RunError(
-                f"job {job.name!r}: privacy (differential privacy, secure aggregation) runs on framework: flower "
-                "only; the OpenFL runtime would train without it, so it does not start"
-            )
+        # A job with privacy options does not load with framework: openfl (`fleet.models.Job`).
         for reason in plan.excluded.values():
             self.observer.warning(reason)
         self.python = openfl_python()

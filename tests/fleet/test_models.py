@@ -621,3 +621,19 @@ def test_policy_privacy_rules() -> None:
     assert policy.rules.require_secure_aggregation is True
     defaults = DataLocalityPolicy.model_validate(_example("policies/digits-residency.yaml")).rules
     assert defaults.require_differential_privacy is None and defaults.require_secure_aggregation is False
+
+
+@pytest.mark.parametrize(
+    "privacy",
+    [
+        {"differentialPrivacy": {"noiseMultiplier": 1.0, "clippingNorm": 0.5}},
+        {"secureAggregation": {"shares": 3, "reconstructionThreshold": 2}},
+    ],
+)
+def test_privacy_options_do_not_load_with_openfl(privacy: dict[str, Any]) -> None:
+    # Flower's mods and workflows carry them; an OpenFL federation would train without, so the job is refused at
+    # load (fleet validate, plan and render say so), not when a run starts.
+    [(location, message)] = _errors(Job, _job(framework="openfl", privacy=privacy))
+    assert location == ("privacy",)
+    assert "with framework: openfl" in message and "flower only" in message
+    Job.model_validate(_job(framework="flower", privacy=privacy))

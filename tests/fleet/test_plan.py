@@ -262,3 +262,16 @@ def test_all_equal_capacity_scores_the_maximum() -> None:
     }
     result = evaluate(spec, ["s"], clusters)
     assert [(d.cluster, d.score) for d in result.decisions] == [("a", 300), ("b", 300)]  # 2 x 100, Balance 100
+
+
+def test_the_plan_says_the_hub_fails_a_job_of_a_framework_it_cannot_run(tmp_path: Path) -> None:
+    # The controller fails framework: openfl (UnsupportedFramework): a plan that listed only the placement would
+    # promise a run the hub never starts.
+    _write(tmp_path, "jobs", "train", _job(framework="openfl"))
+    _write(tmp_path, "clusters", "a", _cluster("a"))
+    [job_plan] = plan(load_repository(tmp_path))
+    assert _by_cluster(job_plan)["a"].selected
+    [note] = job_plan.notes
+    assert "framework: openfl" in note and "UnsupportedFramework" in note
+    _write(tmp_path, "jobs", "train", _job())
+    assert plan(load_repository(tmp_path))[0].notes == ()

@@ -169,16 +169,3 @@ def test_a_lost_collaborator_is_left_out_and_ctrl_c_stops_every_openfl_process(
     assert "collaborator gamma: its OpenFL collaborator exited" in output
     assert not (tmp_path / "runs" / "tiny" / "storage").exists()  # nothing published by a run that did not complete
     assert not _openfl_processes(marker)
-
-
-def test_a_job_with_privacy_is_refused_by_the_openfl_runtime_before_anything_starts(
-    tmp_path: Path, no_leftovers: None
-) -> None:
-    repo = _repository(tmp_path, ["alpha", "beta"])
-    job = repo / "jobs" / "tiny.yaml"
-    job.write_text(job.read_text() + "privacy: {differentialPrivacy: {noiseMultiplier: 1.0, clippingNorm: 0.5}}\n")
-    plan = plan_run(load_repository(repo), "tiny", tmp_path / "data", tmp_path / "runs")
-    result = run_federation(plan, Recorder(), SETTINGS)
-    assert result.status.phase is Phase.FAILED
-    assert "privacy (differential privacy, secure aggregation) runs on framework: flower only" in result.status.message
-    assert not (result.attempt.path / "openfl").exists() and not result.attempt.logs.exists()
