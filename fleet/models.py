@@ -595,6 +595,8 @@ class Cluster(_Model):
 class DifferentialPrivacyRule(_Model):
     max_epsilon: Annotated[float, Field(strict=True, gt=0, le=1e6)]
     """The largest privacy budget (epsilon, at the job's targetDelta) a job may spend."""
+    max_delta: Annotated[float, Field(strict=True, gt=0, lt=1)] = 1e-5
+    """The largest targetDelta a job may state its epsilon at: without it, a large delta meets any maxEpsilon."""
 
 
 class LocalityRules(_Model):

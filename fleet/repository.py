@@ -523,6 +523,14 @@ def _privacy_rule_problems(job: Job, source: Source, policy: str, where: str, ru
                     f"covers): {governs} differential privacy with maxEpsilon {limit} for dataset {job.dataset!r}",
                 )
             )
+        elif dp.target_delta > required_dp.max_delta:
+            problems.append(
+                source.problem(
+                    ("privacy", "differentialPrivacy", "targetDelta"),
+                    f"expected at most {required_dp.max_delta:g}, got {dp.target_delta:g}: {governs} maxDelta "
+                    f"{required_dp.max_delta:g} for dataset {job.dataset!r} (an epsilon means little at a large delta)",
+                )
+            )
         elif dp.epsilon > required_dp.max_epsilon:
             problems.append(
                 source.problem(

@@ -711,6 +711,20 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
             ),
         ),
     ),
+    "cross-differential-privacy-at-a-delta-above-the-policys": (
+        _all(
+            replace(POLICY, "  egressOnlyToAggregator: true\n", "  egressOnlyToAggregator: true\n" + _DP_RULE),
+            append(JOB, _privacy(_DP + "    epsilon: 2\n    targetDelta: 0.5\n")),
+        ),
+        (
+            Expected(
+                JOB,
+                "targetDelta: 0.5",
+                "privacy.differentialPrivacy.targetDelta",
+                ("expected at most 1e-05, got 0.5", "maxDelta"),
+            ),
+        ),
+    ),
     "cross-secure-aggregation-required-and-absent": (
         replace(
             POLICY,
