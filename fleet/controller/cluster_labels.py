@@ -94,7 +94,11 @@ class ClusterLabeler:
             labels = desired_labels(declaration.get("spec") or {})
         except ValidationError as error:  # the CRD cannot check label keys (a map's keys): the model does
             problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            self._status(declaration, {}, "False", "Refused", f"invalid spec, nothing applied: {problems}")
+            # What an earlier, valid spec applied stays on the ManagedCluster (the object still declares the
+            # cluster, so the sweep keeps it): the status says so rather than claim none.
+            kept = dict((declaration.get("status") or {}).get("appliedLabels") or {})
+            message = f"invalid spec, nothing new applied ({len(kept)} label(s) applied before are kept): {problems}"
+            self._status(declaration, kept, "False", "Refused", message)
             return
         if managed_cluster is None:
             message = (
@@ -154,7 +158,10 @@ class ClusterLabeler:
         }
         if {k: old.get(k) for k in new} == new:
             return
-        self.hub.patch(MANAGED_CLUSTER_LABELS, "", str(metadata["name"]), {"status": new}, status=True)
+        # A merge patch keeps a map's keys it does not name: a label no longer applied is named with null.
+        gone = {key: None for key in old.get("appliedLabels") or {} if key not in applied}
+        patch = {**new, "appliedLabels": {**gone, **applied}}
+        self.hub.patch(MANAGED_CLUSTER_LABELS, "", str(metadata["name"]), {"status": patch}, status=True)
 
 
 def register_cluster_labels(registry: kopf.OperatorRegistry, hub: HubClient) -> None:

@@ -147,6 +147,24 @@ async def test_declared_labels_are_applied_under_the_controllers_field_manager_a
         )
         await eventually(lambda: "tier" not in labels_of(hub), what="tier removed")
 
+        # An edit the model refuses applies nothing new; the status still names what the cluster carries from Git.
+        def applied_labels() -> dict[str, str]:
+            return dict(hub.objects(LABELS_API)[0].get("status", {}).get("appliedLabels", {}))
+
+        await eventually(lambda: "tier" not in applied_labels(), what="the status after tier went")
+        applied_before = len(applies(hub))
+        await hub.request(
+            "PATCH", f"{LABELS_PATH}/{CLUSTER}", {"metadata": {"generation": 3}, "spec": {"labels": {"bad key!": "x"}}}
+        )
+        await eventually(lambda: applied_condition(hub)["reason"] == "Refused", what="the bad edit refused")
+        assert applied_labels() == {"region": "eu-west", SET: "research-eu"}
+        assert "2 label(s) applied before are kept" in applied_condition(hub)["message"]
+        assert len(applies(hub)) == applied_before and labels_of(hub)["region"] == "eu-west"
+        await hub.request(
+            "PATCH", f"{LABELS_PATH}/{CLUSTER}", {"metadata": {"generation": 4}, "spec": {"labels": {"bad key!": None}}}
+        )
+        await eventually(lambda: applied_condition(hub)["reason"] == "Applied", what="the bad key taken back")
+
         # The file removed: Argo CD or Flux prunes the object; its finalizer removes Git's labels, only those.
         await hub.request("DELETE", f"{LABELS_PATH}/{CLUSTER}")
         await eventually(lambda: not hub.objects(LABELS_API), what="the object gone (finalizer released)")
