@@ -110,6 +110,15 @@ def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, 
     from render.output import render_files
 
     trees = render.synth_all(repository)
+    for job in repository.jobs.values():
+        if job.privacy.enabled:
+            # Said on every render: the upstream controller would train the job without its privacy options.
+            click.echo(
+                f"note: {repository.source(job).file}: privacy: the upstream target leaves job {job.name!r} out "
+                "(the upstream FederatedLearning cannot carry privacy options; its controller would train "
+                "without them)",
+                err=True,
+            )
     documents = [(f"{target}/{m.path}", m.body) for target, manifests in trees.items() for m in manifests]
     crds_dir = default_crds_dir(repository.root, crds)
     if not crds_dir.is_dir():

@@ -37,3 +37,17 @@ def test_a_private_job_is_rendered_for_the_hub_and_not_for_the_upstream_controll
         assert _jobs("upstream", root) == []  # its controller would train without them
         hub = _jobs("hub", root)
         assert len(hub) == 1 and hub[0]["spec"]["privacy"]  # type: ignore[index]
+
+
+def test_fleet_render_says_which_job_the_upstream_target_leaves_out(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fleet.cli import main
+
+    root = _repository(tmp_path / "repo", "privacy: {secureAggregation: {shares: 3, reconstructionThreshold: 2}}\n")
+    result = CliRunner().invoke(main, ["render", "--repo", str(root), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "jobs/mnist-digits.yaml: privacy: the upstream target leaves job 'mnist-digits' out" in result.stderr
+    plain = _repository(tmp_path / "plain", "")
+    result = CliRunner().invoke(main, ["render", "--repo", str(plain), "--out", str(tmp_path / "out-plain")])
+    assert result.exit_code == 0 and "upstream target leaves" not in result.stderr
