@@ -204,7 +204,11 @@ async def test_a_key_git_declares_stays_gits_and_other_labels_stay_theirs(labels
     # A restarted controller resumes the object and lists the clusters: nothing to apply, nothing sent.
     before = len(applies(hub))
     async with Operator(hub, RecordedRuns()):
-        await asyncio.sleep(2.0)  # its resume handler and the sweep over the initial listing have run
+        # Proof the restarted controller is at work: a declaration made after its start is applied (kopf handles
+        # the initial listing, eu-west-a's object among it, before later events), then a grace for stragglers.
+        await hub.create(LABELS_API, None, declaration("eu-west-b", "research-eu", region="eu-west"))
+        await eventually(lambda: labels_of(hub, "eu-west-b").get("region") == "eu-west", what="a new object applied")
+        await asyncio.sleep(1.0)
     assert len(applies(hub)) == before
     assert writes_that_are_not_applies(hub) == []
 
