@@ -38,7 +38,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,12 @@ from flwr.serverapp import Grid, ServerApp
 from numpy.typing import NDArray
 
 from fleet.app.data import DataError, Dataset, load_dataset
-from fleet.app.files import write_text_atomically
+from fleet.app.files import METRICS_FILE, append_event, now, write_metrics
 from fleet.app.privacy import DifferentialPrivacy, DifferentialPrivacySettings, PrivacyError, settings_from_run_config
 from fleet.app.resume import ResumeError, ResumePoint
 from fleet.app.secure_aggregation import SecureRound, masked_bytes, secure_round
 from fleet.app.task import aggregate, build_model, evaluate, save_model
 
-PROGRESS_FILE = "progress.jsonl"
-METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
 CHECKPOINTS = "checkpoints"
 
@@ -772,7 +769,7 @@ class Progress:
             event["dropped"] = dropped
         if dropped_clusters:
             event["dropped_clusters"] = dropped_clusters
-        time_ = _now()
+        time_ = now()
         self._metrics["rounds"].append(
             {
                 "round": server_round,
@@ -803,14 +800,10 @@ class Progress:
         self._event({"event": "failed", "reason": reason})
 
     def _event(self, event: dict[str, Any], time_: str | None = None) -> None:
-        event["time"] = time_ or _now()
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        with (self.model_dir / PROGRESS_FILE).open("a", encoding="utf-8") as file:
-            file.write(json.dumps(event) + "\n")
-            file.flush()
+        append_event(self.model_dir, event, time_)
 
     def _write_metrics(self) -> None:
-        write_text_atomically(self.model_dir / METRICS_FILE, json.dumps(self._metrics, indent=2) + "\n")
+        write_metrics(self.model_dir, self._metrics)
 
 
 def _rounds_before(metrics_file: Path, first_round: int) -> list[Any]:
@@ -825,7 +818,3 @@ def _rounds_before(metrics_file: Path, first_round: int) -> list[Any]:
 def _round_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     # The progress line stays short: per-digit accuracies go to metrics.json and the final event.
     return {k: float(v) for k, v in metrics.items() if not k.startswith("accuracy_")}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

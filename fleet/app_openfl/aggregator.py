@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,10 @@ from openfl.component.aggregator.straggler_handling import CutoffTimePolicy
 from openfl.protocols import utils
 
 from fleet.app.data import Dataset, load_dataset
-from fleet.app.files import write_text_atomically
+from fleet.app.files import append_event, now, write_metrics, write_text_atomically
 from fleet.app.task import build_model, evaluate, save_model
 from fleet.app_openfl.runner import cluster_of
 
-PROGRESS_FILE = "progress.jsonl"
-METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
 CHECKPOINTS = "checkpoints"
 _MODEL_PREFIX = "model."
@@ -162,7 +159,7 @@ class _Progress(Callback):
             cluster_of(c) for c in self.aggregator.authorized_cols if c not in self.aggregator.collaborators_done
         )
         seconds = round(time.monotonic() - self.round_began, 3)
-        time_ = _now()
+        time_ = now()
         self.metrics["rounds"].append(
             {
                 "round": server_round,
@@ -215,18 +212,10 @@ class _Progress(Callback):
         self._event({"event": "failed", "reason": reason})
 
     def _event(self, event: dict[str, Any], time_: str | None = None) -> None:
-        event["time"] = time_ or _now()
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        with (self.model_dir / PROGRESS_FILE).open("a", encoding="utf-8") as file:
-            file.write(json.dumps(event) + "\n")
-            file.flush()
+        append_event(self.model_dir, event, time_)
 
     def _write_metrics(self) -> None:
-        write_text_atomically(self.model_dir / METRICS_FILE, json.dumps(self.metrics, indent=2) + "\n")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        write_metrics(self.model_dir, self.metrics)
 
 
 class LeftOutPolicy(CutoffTimePolicy):
