@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -623,3 +628,85 @@ def test_label_keys_kubernetes_refuses_are_invalid(key: str) -> None:
     result = only(validate_documents([("cm.yaml", body)], None, kubeconform=False))
     assert result.status is Status.INVALID
     assert any("metadata.labels" in e.path for e in result.errors), result.lines()
+
+
+# --- the cache of parsed CRDs -------------------------------------------------------------------------------
+
+
+def _validate_with_cache(crds: Path, manifest: Path, cache_home: Path) -> subprocess.CompletedProcess[str]:
+    """``fleet validate`` as a user runs it: a fresh process, so only the cache on disk carries a parse over."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    env.pop(CRDS_DIR_VARIABLE, None)
+    command = [sys.executable, "-m", "fleet", "validate", "--crds", str(crds), str(manifest)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_a_changed_crd_is_never_validated_from_a_stale_cache(tmp_path: Path) -> None:
+    crds, cache_home, manifest = tmp_path / "crds", tmp_path / "cache", tmp_path / "own.yaml"
+    crds.mkdir()
+    (crds / "own.yaml").write_text(OWN_CRD)
+    manifest.write_text(OWN)
+
+    first = _validate_with_cache(crds, manifest, cache_home)
+    assert first.returncode == 0, first.stdout + first.stderr
+    entries = list((cache_home / "fleet" / "parsed-crds").glob("*.json"))
+    assert len(entries) == 1 and json.loads(entries[0].read_text()) == [yaml.safe_load(OWN_CRD)]
+
+    (crds / "own.yaml").write_text(OWN_CRD.replace("maximum: 1000", "maximum: 3"))  # the job has 5 rounds
+    second = _validate_with_cache(crds, manifest, cache_home)
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "spec.server.rounds" in second.stdout, second.stdout
+    assert len(list((cache_home / "fleet" / "parsed-crds").glob("*.json"))) == 2  # the old entry is merely unused
+
+
+def test_a_cached_crd_is_read_back_without_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet import validation
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    file = tmp_path / "own.yaml"
+    parsed = validation._crd_documents(file, OWN_CRD)
+    assert parsed == [yaml.safe_load(OWN_CRD)]
+
+    def no_parsing(*_: object, **__: object) -> None:
+        raise AssertionError("parsed again although the cache holds this text")
+
+    monkeypatch.setattr(validation.yaml, "load_all", no_parsing)
+    assert validation._crd_documents(file, OWN_CRD) == parsed
+
+
+def test_a_damaged_cache_entry_is_parsed_again_and_rewritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet import validation
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    validation._crd_documents(tmp_path / "own.yaml", OWN_CRD)
+    (entry,) = (tmp_path / "fleet" / "parsed-crds").glob("*.json")
+    entry.write_text('[{"kind": "CustomResourceDefin')  # cut short, as by a full disk
+    assert validation._crd_documents(tmp_path / "own.yaml", OWN_CRD) == [yaml.safe_load(OWN_CRD)]
+    assert json.loads(entry.read_text()) == [yaml.safe_load(OWN_CRD)]
+
+
+def test_crds_json_cannot_hold_exactly_are_parsed_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet import validation
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    text = OWN_CRD.replace("  scope: Namespaced\n", "  scope: Namespaced\n  x-released: 2026-01-02\n")  # JSON: a string
+    assert validation._crd_documents(tmp_path / "own.yaml", text)[0]["spec"]["x-released"] == datetime.date(2026, 1, 2)
+    assert not list(tmp_path.glob("fleet/parsed-crds/*"))
+
+
+def test_an_unwritable_cache_only_costs_the_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet import validation
+
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    assert validation._crd_documents(tmp_path / "own.yaml", OWN_CRD) == [yaml.safe_load(OWN_CRD)]
+
+
+def test_a_crd_with_a_duplicate_key_is_refused_and_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet import validation
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    text = OWN_CRD.replace("  scope: Namespaced\n", "  scope: Namespaced\n  scope: Cluster\n")
+    with pytest.raises(ManifestError, match=r"bad\.yaml: expected a valid YAML CustomResourceDefinition.*duplicate"):
+        validation._crd_documents(tmp_path / "bad.yaml", text)
+    assert not (tmp_path / "cache").exists()
