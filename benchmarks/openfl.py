@@ -1,8 +1,7 @@
 """Benchmark the OpenFL runtime beside Flower: the example job (`jobs/mnist-digits.yaml`) and its OpenFL twin
-(`examples/openfl/mnist-digits-openfl.yaml`, added to the copy's jobs: the same data, placement, model and
-training), each a real `fleet run` on the same machine in the same run, measured as `benchmarks/federation.py`
-measures (end to end, per round, peak memory of every process of the federation, accuracy and every digit on the
-held-out split, by `fleet.evaluation`).
+(`jobs/mnist-digits-openfl.yaml`: the same data, placement, model and training), each a real `fleet run` on the
+same machine in the same run, measured as `benchmarks/federation.py` measures (end to end, per round, peak memory of
+every process of the federation, accuracy and every digit on the held-out split, by `fleet.evaluation`).
 
 Writes the section "OpenFL beside Flower" of benchmarks/federation.md (the rest of that file is
 federation.py's). Needs the MNIST cache (`make mnist`) and OpenFL's environment (`make openfl-env`). Run it from a
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +26,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from federation import Result, _example_repository, _federated, _num, machine_lines  # noqa: E402
 
 OPENFL_JOB = "mnist-digits-openfl"
-OPENFL_EXAMPLE = ROOT / "examples" / "openfl" / "mnist-digits-openfl.yaml"
 FLOWER_JOB = "mnist-digits"
 REPORT = ROOT / "benchmarks" / "federation.md"
 HEADING = "## OpenFL beside Flower"
@@ -41,7 +38,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fleet-openfl-bench-") as folder:
         repo = Path(folder)
         _example_repository(repo)
-        shutil.copy(OPENFL_EXAMPLE, repo / "jobs")
         print("OpenFL beside Flower, the example's data", flush=True)
         flower = _federated("example", repo, FLOWER_JOB, "fleet")
         flower.engine = "flower (fleet run)"

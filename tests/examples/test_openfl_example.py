@@ -1,27 +1,21 @@
-"""The OpenFL example job (examples/openfl/mnist-digits-openfl.yaml) is the Flower example on OpenFL: with the
-repository's clusters and policies it loads and places like jobs/mnist-digits.yaml, and differs from it only in
-its framework and in what names it (name, namespace, storage, listener port)."""
+"""The OpenFL example job (jobs/mnist-digits-openfl.yaml) is the Flower example on OpenFL: with the repository's
+clusters and policies it places like jobs/mnist-digits.yaml, and differs from it only in its framework and in what
+names it (name, namespace, storage, listener port)."""
 
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 from fleet.models import Framework
 from fleet.repository import load_repository
 from tests.conftest import ROOT
 
-EXAMPLE = ROOT / "examples" / "openfl" / "mnist-digits-openfl.yaml"
 
-
-def test_the_openfl_example_is_the_flower_example_on_openfl(tmp_path: Path) -> None:
-    for folder in ("jobs", "clusters", "policies"):
-        shutil.copytree(ROOT / folder, tmp_path / folder)
-    shutil.copy(EXAMPLE, tmp_path / "jobs")
-    repository = load_repository(tmp_path)
+def test_the_openfl_example_is_the_flower_example_on_openfl() -> None:
+    repository = load_repository(ROOT)
     openfl, flower = repository.jobs["mnist-digits-openfl"], repository.jobs["mnist-digits"]
+    assert repository.source(openfl).file == "jobs/mnist-digits-openfl.yaml"
     assert openfl.framework is Framework.OPENFL and flower.framework is Framework.FLOWER
     assert repository.placement(openfl).selected == repository.placement(flower).selected
     names = {"name", "namespace", "framework", "storage", "listeners"}
     assert openfl.model_dump(exclude=names) == flower.model_dump(exclude=names)
     assert openfl.tls and openfl.storage.pvc is not None and openfl.storage.pvc.path == "/models/mnist-digits-openfl"
+    assert openfl.listeners[0].port != flower.listeners[0].port

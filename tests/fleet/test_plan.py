@@ -55,7 +55,8 @@ def _by_cluster(job_plan: JobPlan) -> dict[str, Any]:
 
 
 def test_example(example_repo: Path) -> None:
-    [job_plan] = plan(load_repository(example_repo))
+    job_plan, openfl_plan = plan(load_repository(example_repo))
+    assert (job_plan.job, openfl_plan.job) == ("mnist-digits", "mnist-digits-openfl")
     clusters = _by_cluster(job_plan)
 
     assert set(job_plan.selected) == EXAMPLE_SELECTED
@@ -79,6 +80,13 @@ def test_example(example_repo: Path) -> None:
     assert "us-east" in clinic.reasons[0].message
     edge_categories = {r.category for r in clusters["us-west-edge"].reasons}
     assert "dataset" in edge_categories
+    assert job_plan.notes == ()
+    # The same job on OpenFL places the same, from its own Placement; the hub's controller does not run it yet.
+    assert openfl_plan.selected == job_plan.selected
+    assert openfl_plan.placement == "jobs/mnist-digits-openfl/placement-mnist-digits-openfl.yaml"
+    assert _by_cluster(openfl_plan)["eu-central-lab"].scores == clusters["eu-central-lab"].scores
+    [note] = openfl_plan.notes
+    assert "framework: openfl" in note and "UnsupportedFramework" in note
 
 
 def test_dataset_not_held(tmp_path: Path) -> None:

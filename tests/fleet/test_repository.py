@@ -20,6 +20,9 @@ from fleet.repository import load_repository
 from tests.fleet.deadline import deadline
 
 JOB = "jobs/mnist-digits.yaml"
+OPENFL_JOB = "jobs/mnist-digits-openfl.yaml"
+"""The example's second job, the same training on OpenFL: an edit of a policy or a cluster reaches it too."""
+EXAMPLE_JOBS = ["mnist-digits", "mnist-digits-openfl"]
 _DP_RULE = "  requireDifferentialPrivacy:\n    maxEpsilon: 3\n"
 _DP = "differentialPrivacy:\n    noiseMultiplier: 1.0\n    clippingNorm: 1.0\n"
 
@@ -47,6 +50,21 @@ class Expected:
     phrases: tuple[str, ...]
     """Each must appear in the message."""
 
+
+def _in_both_jobs(expected: Expected) -> tuple[Expected, Expected]:
+    """``expected`` (a problem of the Flower job) and the same problem of the OpenFL job: a policy governs every job
+    on its dataset, and the loader reports each job that breaks it."""
+    return expected, Expected(OPENFL_JOB, expected.marker, expected.field, expected.phrases)
+
+
+_OPENFL_JOB_WITHOUT_DP = Expected(
+    OPENFL_JOB,
+    "name: mnist-digits-openfl",
+    "privacy.differentialPrivacy",
+    ("expected differential privacy", "at most 3", "'digits-residency'"),
+)
+"""What a policy requiring differential privacy makes of the OpenFL job, which has none (nor may have: its runtime
+has no DP), while a case edits the Flower job's."""
 
 Edit = Callable[[Path], None]
 
@@ -617,7 +635,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
     ),
     "cross-too-few-eligible-by-region-policy": (
         replace(POLICY, "values: [eu-west, eu-central]", "values: [eu-central]"),
-        (
+        _in_both_jobs(
             Expected(
                 JOB,
                 "minAvailableClients:",
@@ -627,7 +645,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
                     "(eu-central-lab)",
                     "eu-west-hospital: label selector region In ['eu-central']",
                 ),
-            ),
+            )
         ),
     ),
     "cross-too-few-eligible-by-capacity": (
@@ -663,24 +681,24 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
     ),
     "cross-policy-minimum-above-job-minimum": (
         replace(POLICY, "minClientsPerRound: 2", "minClientsPerRound: 3"),
-        (
+        _in_both_jobs(
             Expected(
                 JOB,
                 "minAvailableClients:",
                 "minAvailableClients",
                 ("expected at least 3", "'digits-residency'", "clients per round"),
-            ),
+            )
         ),
     ),
     "cross-differential-privacy-required-and-absent": (
         replace(POLICY, "  egressOnlyToAggregator: true\n", "  egressOnlyToAggregator: true\n" + _DP_RULE),
-        (
+        _in_both_jobs(
             Expected(
                 JOB,
                 "name: mnist-digits",
                 "privacy.differentialPrivacy",
                 ("expected differential privacy", "at most 3", "'digits-residency'", "'digits'"),
-            ),
+            )
         ),
     ),
     "cross-differential-privacy-without-a-budget": (
@@ -695,6 +713,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
                 "privacy.differentialPrivacy.epsilon",
                 ("expected a budget of at most 3", "fixed"),
             ),
+            _OPENFL_JOB_WITHOUT_DP,
         ),
     ),
     "cross-differential-privacy-over-the-policy-budget": (
@@ -709,6 +728,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
                 "privacy.differentialPrivacy.epsilon",
                 ("expected at most 3, got 5.5", "maxEpsilon"),
             ),
+            _OPENFL_JOB_WITHOUT_DP,
         ),
     ),
     "cross-differential-privacy-at-a-delta-above-the-policys": (
@@ -723,6 +743,7 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
                 "privacy.differentialPrivacy.targetDelta",
                 ("expected at most 1e-05, got 0.5", "maxDelta"),
             ),
+            _OPENFL_JOB_WITHOUT_DP,
         ),
     ),
     "cross-secure-aggregation-required-and-absent": (
@@ -731,13 +752,13 @@ CASES: dict[str, tuple[Edit, tuple[Expected, ...]]] = {
             "  egressOnlyToAggregator: true\n",
             "  egressOnlyToAggregator: true\n  requireSecureAggregation: true\n",
         ),
-        (
+        _in_both_jobs(
             Expected(
                 JOB,
                 "name: mnist-digits",
                 "privacy.secureAggregation",
                 ("expected secure aggregation", "'digits-residency'"),
-            ),
+            )
         ),
     ),
     "policy-require-differential-privacy-needs-a-budget": (
@@ -837,10 +858,11 @@ def assert_problems(repo: Path, problems: list[Problem], expected: tuple[Expecte
 
 def test_the_bundled_example_loads(example_repo: Path) -> None:
     repository = load_repository(example_repo)
-    assert list(repository.jobs) == ["mnist-digits"]
+    assert list(repository.jobs) == EXAMPLE_JOBS
     assert len(repository.clusters) == 5
     assert list(repository.policies) == ["digits-residency"]
     assert repository.source(repository.jobs["mnist-digits"]).file == JOB
+    assert repository.source(repository.jobs["mnist-digits-openfl"]).file == OPENFL_JOB
 
 
 def test_there_are_at_least_thirty_cases() -> None:
@@ -883,7 +905,7 @@ def test_an_empty_repository_loads(tmp_path: Path) -> None:
 def test_files_other_than_yaml_are_ignored(example_repo: Path) -> None:
     (example_repo / "jobs" / "README.md").write_text("# not a job\n")
     (example_repo / "clusters" / "notes.txt").write_text("name: [\n")
-    assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+    assert list(load_repository(example_repo).jobs) == EXAMPLE_JOBS
 
 
 def test_dotfiles_and_files_with_other_extensions_are_ignored(example_repo: Path) -> None:
@@ -896,7 +918,7 @@ def test_dotfiles_and_files_with_other_extensions_are_ignored(example_repo: Path
     (jobs / ".archive" / "old.yaml").write_text("name: [\n")
     (jobs / ".current.yaml").symlink_to("mnist-digits.yaml")
     (jobs / "NOTES.md").write_text("name: [\n")
-    assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+    assert list(load_repository(example_repo).jobs) == EXAMPLE_JOBS
 
 
 @pytest.mark.parametrize("case", ["entry-symlink-out-of-the-repository", "folder-symlink-out-of-the-repository"])
@@ -950,7 +972,7 @@ def test_an_entry_swapped_after_its_check_is_not_read(
 
 def test_yml_files_are_read(example_repo: Path) -> None:
     (example_repo / JOB).rename(example_repo / "jobs" / "mnist-digits.yml")
-    assert list(load_repository(example_repo).jobs) == ["mnist-digits"]
+    assert list(load_repository(example_repo).jobs) == EXAMPLE_JOBS
 
 
 def test_a_policy_may_govern_a_dataset_not_held_yet_beside_a_held_one(example_repo: Path) -> None:

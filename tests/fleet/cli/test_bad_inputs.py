@@ -813,7 +813,8 @@ DATA: dict[str, Bad] = {
     "data-prepare-unknown-job": Bad(
         "data-prepare",
         lambda c: Call(
-            ["data", "prepare", "--job", "nope"], err=["--job", "expected a job name (mnist-digits), got 'nope'"]
+            ["data", "prepare", "--job", "nope"],
+            err=["--job", "expected a job name (mnist-digits, mnist-digits-openfl), got 'nope'"],
         ),
     ),
     "data-prepare-empty-job-name": Bad(

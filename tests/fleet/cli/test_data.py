@@ -41,7 +41,7 @@ def test_an_unknown_job_exits_2(example_repo: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, args)
 
     assert result.exit_code == 2
-    assert "expected a job name (mnist-digits), got 'nope'" in result.output
+    assert "expected a job name (mnist-digits, mnist-digits-openfl), got 'nope'" in result.output
     assert not (tmp_path / "d").exists()
 
 

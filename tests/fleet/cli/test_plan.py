@@ -37,8 +37,9 @@ def _edit(path: Path, **changes: object) -> None:
 def test_json_lists_every_cluster(example_repo: Path) -> None:
     result = CliRunner().invoke(main, ["plan", "--repo", str(example_repo), "--output", "json"])
     assert result.exit_code == 0, result.output
-    [job] = json.loads(result.output)["jobs"]
+    job, openfl = json.loads(result.output)["jobs"]
     assert job["job"] == "mnist-digits" and job["minAvailableClientsMet"] is True
+    assert openfl["job"] == "mnist-digits-openfl" and openfl["selected"] == job["selected"]
     clusters = {c["cluster"]: c for c in job["clusters"]}
     assert set(clusters) == {p.stem for p in (example_repo / "clusters").glob("*.yaml")}
     assert sorted(job["selected"]) == ["eu-central-lab", "eu-west-hospital", "eu-west-university"]
@@ -63,12 +64,14 @@ def test_diff_no_change_exits_0(example_repo: Path) -> None:
     _commit_base(example_repo)
     result = CliRunner().invoke(main, ["plan", "--diff", "--repo", str(example_repo), "--output", "json"])
     assert result.exit_code == 0, result.output
-    assert [j["status"] for j in json.loads(result.output)["jobs"]] == ["unchanged"]
+    statuses = {j["job"]: j["status"] for j in json.loads(result.output)["jobs"]}
+    assert statuses == {"mnist-digits": "unchanged", "mnist-digits-openfl": "unchanged"}
 
 
 def test_diff_shows_gains_and_losses(example_repo: Path) -> None:
     _commit_base(example_repo)
-    # The job now takes two clusters (the smallest, eu-west-university, is cut); a new EU cluster joins.
+    # The Flower job now takes two clusters (the smallest, eu-west-university, is cut); a new EU cluster joins
+    # and eu-central-lab goes, for both jobs.
     _edit(example_repo / "jobs" / "mnist-digits.yaml", maxClients=2)
     (example_repo / "clusters" / "eu-central-lab.yaml").unlink()
     hospital = yaml.safe_load((example_repo / "clusters" / "eu-west-hospital.yaml").read_text())
@@ -76,10 +79,12 @@ def test_diff_shows_gains_and_losses(example_repo: Path) -> None:
     (example_repo / "clusters" / "eu-north-institute.yaml").write_text(yaml.safe_dump(hospital))
     result = CliRunner().invoke(main, ["plan", "--diff", "--repo", str(example_repo), "--output", "json"])
     assert result.exit_code == 1, result.output
-    [job] = json.loads(result.output)["jobs"]
-    assert job["status"] == "changed"
+    job, openfl = json.loads(result.output)["jobs"]
+    assert job["job"] == "mnist-digits" and job["status"] == "changed"
     assert job["gained"] == ["eu-north-institute"]
     assert job["lost"] == ["eu-central-lab", "eu-west-university"]
+    assert openfl["job"] == "mnist-digits-openfl" and openfl["status"] == "changed"
+    assert (openfl["gained"], openfl["lost"]) == (["eu-north-institute"], ["eu-central-lab"])
 
     markdown = CliRunner().invoke(main, ["plan", "--diff", "--repo", str(example_repo), "--output", "markdown"])
     assert markdown.exit_code == 1
@@ -96,7 +101,7 @@ def test_diff_added_and_removed_jobs(example_repo: Path) -> None:
     result = CliRunner().invoke(main, ["plan", "--diff", "--repo", str(example_repo), "--output", "json"])
     assert result.exit_code == 1, result.output
     statuses = {j["job"]: j["status"] for j in json.loads(result.output)["jobs"]}
-    assert statuses == {"digits-two": "added", "mnist-digits": "removed"}
+    assert statuses == {"digits-two": "added", "mnist-digits": "removed", "mnist-digits-openfl": "unchanged"}
 
 
 def test_diff_bad_base_exits_2(example_repo: Path) -> None:

@@ -106,9 +106,10 @@ async def _register_example(hub: MockHub, university: tuple[str, str] = ("4", "8
     await hub.cluster("us-west-edge", "2", "4Gi")
 
 
-def _job(result: Result) -> dict[str, Any]:
+def _job(result: Result, name: str = "mnist-digits") -> dict[str, Any]:
+    """The plan of job ``name`` (the example's Flower job unless said) from a JSON plan of every job."""
     assert result.exit_code == 0, result.output
-    [job] = json.loads(result.stdout)["jobs"]
+    [job] = [job for job in json.loads(result.stdout)["jobs"] if job["job"] == name]
     return dict(job)
 
 
@@ -196,8 +197,10 @@ def test_diff_reports_no_swap_that_steady_prevents(example_repo: Path) -> None:
     assert _job(first)["selected"] == ["eu-central-lab", "eu-west-university"]
     diff = CliRunner().invoke(main, ["plan", "--diff", "--repo", str(example_repo), "--output", "json"])
     assert diff.exit_code == 0, diff.output
-    [change] = json.loads(diff.stdout)["jobs"]
+    change, openfl = json.loads(diff.stdout)["jobs"]
+    assert change["job"] == "mnist-digits"
     assert change["status"] == "unchanged" and change["after"] == ["eu-central-lab", "eu-west-hospital"]
+    assert openfl["job"] == "mnist-digits-openfl" and openfl["status"] == "unchanged"  # it takes all three
 
 
 @pytest.mark.asyncio

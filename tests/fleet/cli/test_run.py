@@ -288,5 +288,5 @@ def test_a_job_file_where_a_name_is_expected_names_the_job_or_says_what_to_pass(
         result = CliRunner().invoke(main, ["run", argument, "--work-dir", str(runs)])
         assert result.exit_code == EXIT_INVALID, result.output
         assert f"fleet run: {argument}: expected a job name (the `name:` in a file under" in result.stderr
-        assert "or the path of such a file; it is neither (jobs: mnist-digits)" in result.stderr
+        assert "or the path of such a file; it is neither (jobs: mnist-digits, mnist-digits-openfl)" in result.stderr
     assert not runs.exists()

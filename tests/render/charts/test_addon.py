@@ -152,11 +152,11 @@ def test_agent_image_follows_the_jobs_client_images(
 ) -> None:
     _, rendered = render_repo(example_repo)
     images = {c["image"] for c in _containers(rendered)}
-    assert images == {"ghcr.io/fleet-fl/fleet-app:0.1.0"}  # the example job's client image
+    assert images == {"ghcr.io/fleet-fl/fleet-app:0.1.0"}  # both example jobs' client image
 
     job = yaml.safe_load((example_repo / "jobs" / "mnist-digits.yaml").read_text())
     other = {**job, "name": "mnist-digits-b", "images": {**job["images"], "client": "example.org/other:1"}}
-    other["listeners"] = [{**job["listeners"][0], "port": 30094}]  # a NodePort of its own
+    other["listeners"] = [{**job["listeners"][0], "port": 30095}]  # a NodePort of its own (30094: the OpenFL job)
     (example_repo / "jobs" / "mnist-digits-b.yaml").write_text(yaml.safe_dump(other))
     _, rendered = render_repo(example_repo)
     assert {c["image"] for c in _containers(rendered)} == {APP_IMAGE}  # no one image to pick: the app's

@@ -238,6 +238,7 @@ EXAMPLE_CLUSTERS = ("eu-central-lab", "eu-west-hospital", "eu-west-university", 
 EXPECTED_ROLES = {
     CONTROLLER_NAMESPACE: expected_controller_namespace_role(EXAMPLE_CLUSTERS),
     "fl-mnist-digits": EXPECTED_JOB_NAMESPACE_ROLE,
+    "fl-mnist-digits-openfl": EXPECTED_JOB_NAMESPACE_ROLE,
     **dict.fromkeys(EXAMPLE_CLUSTERS, EXPECTED_CLUSTER_NAMESPACE_ROLE),
 }
 """The example's Roles, by namespace: the controller's, the job's, each cluster's."""
@@ -311,10 +312,10 @@ def test_roles_follow_the_repositorys_job_and_cluster_namespaces(example_repo: P
         "namespace": "fl-second",
         "storage": {"pvc": {"name": "second", "size": "1Gi", "path": "/models/second"}},
     }
-    second["listeners"] = [{"name": "server", "type": "NodePort", "port": 30094}]
+    second["listeners"] = [{"name": "server", "type": "NodePort", "port": 30095}]  # 30093/4: the example's
     (example_repo / "jobs" / "second.yaml").write_text(yaml.safe_dump(second))
     beside = {**second, "name": "beside", "namespace": "fl-mnist-digits"}  # a second job in a namespace
-    beside["listeners"] = [{"name": "server", "type": "NodePort", "port": 30095}]
+    beside["listeners"] = [{"name": "server", "type": "NodePort", "port": 30096}]
     (example_repo / "jobs" / "beside.yaml").write_text(yaml.safe_dump(beside))
     cluster = yaml.safe_load((example_repo / "clusters" / "us-west-edge.yaml").read_text())
     (example_repo / "clusters" / "ap-south-edge.yaml").write_text(yaml.safe_dump({**cluster, "name": "ap-south-edge"}))
@@ -322,7 +323,7 @@ def test_roles_follow_the_repositorys_job_and_cluster_namespaces(example_repo: P
 
     roles = _roles(rendered)
     job_namespaces = {j.namespace for j in repository.jobs.values()}
-    assert job_namespaces == {"fl-mnist-digits", "fl-second"}
+    assert job_namespaces == {"fl-mnist-digits", "fl-mnist-digits-openfl", "fl-second"}
     assert set(roles) == job_namespaces | set(repository.clusters) | {CONTROLLER_NAMESPACE}
     assert "ap-south-edge" in roles
     expected = {
@@ -343,10 +344,11 @@ def test_roles_follow_the_repositorys_job_and_cluster_namespaces(example_repo: P
     sources = {namespace: body["metadata"]["annotations"]["fleet.dev/source"] for namespace, (_, body) in roles.items()}
     assert sources["fl-mnist-digits"] == "jobs/beside.yaml,jobs/mnist-digits.yaml"
     assert sources["fl-second"] == "jobs/second.yaml"
+    assert sources["fl-mnist-digits-openfl"] == "jobs/mnist-digits-openfl.yaml"
     assert sources["ap-south-edge"] == "clusters/ap-south-edge.yaml"
 
     # ... and a namespace without jobs loses its Role with them.
-    for name in ("second", "beside", "mnist-digits"):
+    for name in ("second", "beside", "mnist-digits", "mnist-digits-openfl"):
         (example_repo / "jobs" / f"{name}.yaml").unlink()
     (example_repo / "policies" / "digits-residency.yaml").unlink()  # it would govern no job
     repository, rendered = render_repo(example_repo)

@@ -109,9 +109,10 @@ def test_egress_network_policy_allows_dns_and_the_aggregator_only(example: Examp
     assert spec["podSelector"] == {} and spec["policyTypes"] == ["Egress"]
     dns, aggregator = spec["egress"]
     assert dns == {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
-    # No aggregatorCidrs in the example: any address, but only on the governed job's listener port.
+    # No aggregatorCidrs in the example: any address, but only on the governed jobs' listener ports (the Flower
+    # job's and the OpenFL job's).
     ports = sorted({listener.port for job in repository.jobs.values() for listener in job.listeners})
-    assert aggregator == {"ports": [{"protocol": "TCP", "port": port} for port in ports]} and ports == [30093]
+    assert aggregator == {"ports": [{"protocol": "TCP", "port": port} for port in ports]} and ports == [30093, 30094]
 
 
 def test_egress_to_the_aggregator_cidrs_when_given(example_repo: Path, render_repo: RenderRepo) -> None:
@@ -121,7 +122,7 @@ def test_egress_to_the_aggregator_cidrs_when_given(example_repo: Path, render_re
     egress = template["objectDefinition"]["spec"]["object-templates"][0]["objectDefinition"]["spec"]["egress"]
     assert egress[1] == {
         "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}, {"ipBlock": {"cidr": "2001:db8::/64"}}],
-        "ports": [{"protocol": "TCP", "port": 30093}],
+        "ports": [{"protocol": "TCP", "port": 30093}, {"protocol": "TCP", "port": 30094}],
     }
 
 
@@ -133,7 +134,8 @@ def test_route_listeners_are_reached_on_the_routers_tls_port(example_repo: Path,
     _, rendered = render_repo(example_repo)
     (template,) = one(rendered, "Policy", f"{POLICY}-egress")["spec"]["policy-templates"]
     egress = template["objectDefinition"]["spec"]["object-templates"][0]["objectDefinition"]["spec"]["egress"]
-    assert egress[1] == {"ports": [{"protocol": "TCP", "port": 443}]}
+    # The Flower job's Route is reached on 443 (not 9092); the OpenFL job keeps its NodePort.
+    assert egress[1] == {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 30094}]}
 
 
 def test_no_egress_policy_without_the_rule(example_repo: Path, render_repo: RenderRepo) -> None:

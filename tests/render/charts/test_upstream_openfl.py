@@ -1,22 +1,17 @@
-"""The upstream target renders a framework: openfl job for the upstream OCM controller, valid against its CRD."""
+"""The upstream target renders the example's framework: openfl job (jobs/mnist-digits-openfl.yaml) for the upstream
+OCM controller, valid against its CRD."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import render
 from fleet.repository import load_repository
 from fleet.validation import Status, validate_documents
 
-ROOT = Path(__file__).resolve().parents[3]
 
-
-def test_the_openfl_example_renders_for_the_upstream_controller_as_openfl(tmp_path: Path, crds_dir: Path) -> None:
-    for folder in ("jobs", "clusters", "policies"):
-        shutil.copytree(ROOT / folder, tmp_path / folder)
-    shutil.copy(ROOT / "examples" / "openfl" / "mnist-digits-openfl.yaml", tmp_path / "jobs")
-    rendered = render.synth(load_repository(tmp_path), "upstream")
+def test_the_openfl_example_renders_for_the_upstream_controller_as_openfl(example_repo: Path, crds_dir: Path) -> None:
+    rendered = render.synth(load_repository(example_repo), "upstream")
     [job] = [
         m.body
         for m in rendered
