@@ -10,8 +10,12 @@ from render.node import use_bundled_node
 
 use_bundled_node()
 
+# cdk8s (which needs JSII_NODE set) before the models: `fleet render` imports this package on a thread so that
+# jsii's Node starts while the command imports the models, which must not hold that start back.
+from render.charts.base import FleetApp  # noqa: E402
+
+# isort: split
 from fleet.repository import Repository  # noqa: E402
-from render.charts.base import FleetApp  # noqa: E402  (imports cdk8s, which needs JSII_NODE set first)
 
 
 @dataclass(frozen=True)
