@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fleet
+
 CONTROLLER_NAMESPACE = "fleet-system"
 CONTROLLER_NAME = "fleet-controller"
 ADDON_NAME = "fleet-collaborator"
@@ -89,3 +91,7 @@ SOURCE_ANNOTATION = "fleet.dev/source"
 POLICIES_ANNOTATION = "fleet.dev/policies"
 """On a job's Placement: the data-locality policies whose rules its label selector carries (for `fleet plan`)."""
 INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+APP_IMAGE = f"ghcr.io/fleet-fl/fleet-app:{fleet.__version__}"
+"""fleet's app image of this version (`docker/app.Dockerfile`): the add-on's agent, the progress sidecars."""

@@ -20,7 +20,7 @@ from typing import Any
 from fleet.claims import CPU_CLAIM, GPU_CLAIM, MEMORY_CLAIM, dataset_claim
 from fleet.hub import JOB_LABEL, POLICIES_ANNOTATION
 from fleet.hub_state import LiveHub, label_drift, leftover_note
-from fleet.models import Cluster, Framework, Job
+from fleet.models import Cluster, Job
 from fleet.placement import (
     CLUSTER_SET_LABEL,
     ClusterDecision,
@@ -314,14 +314,10 @@ def _job_plan(
 
 
 def _framework_note(job: Job) -> tuple[str, ...]:
-    """What the hub's controller does with a job it cannot run (`fleet.controller.reconcile`)."""
-    if job.framework is Framework.FLOWER:
-        return ()
-    return (
-        f"framework: {job.framework}: OCM places it as shown, then the hub's controller fails the job "
-        "(UnsupportedFramework; it runs framework: flower only) and starts nothing for it; `fleet run` trains it "
-        "on one machine",
-    )
+    """What the hub runs for the job beyond its placement, where its runtime says more (`fleet.runtimes`)."""
+    from fleet.runtimes import runtime_for
+
+    return runtime_for(job.framework).plan_notes(job)
 
 
 def _cluster_set(name: str, declared: Mapping[str, Cluster], hub: LiveHub | None) -> str:

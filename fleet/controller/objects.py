@@ -50,6 +50,7 @@ from fleet.hub import (
     DATASET_LABEL,
     JOB_LABEL,
     OPERATOR_USER,
+    collaborator_user,
 )
 from fleet.models import FederatedLearningSpec, Listener, ListenerType, StorageType
 
@@ -120,14 +121,14 @@ _CA_DIR = "/var/run/fleet/ca"
 _CERT_DIR = "/var/run/fleet/client"
 _AUTH_DIR = "/var/run/fleet/auth"
 _AUTH_KEY = f"{_AUTH_DIR}/supernode.key"
-_NON_ROOT: dict[str, Any] = {
+NON_ROOT: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
     "runAsGroup": 65532,
     "fsGroup": 65532,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-_LOCKED_DOWN: dict[str, Any] = {
+LOCKED_DOWN: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
@@ -182,6 +183,9 @@ class JobRef:
     name: str
     namespace: str
     uid: str
+    aggregator: str = "superlink"
+    """What the job's runtime calls its aggregator (`fleet.runtimes.Runtime.aggregator`): the hub objects' names
+    and component label say it (``<job>-superlink`` for Flower, ``<job>-aggregator`` for OpenFL)."""
 
 
 @dataclass(frozen=True)
@@ -219,12 +223,12 @@ def dns_name(*parts: str, limit: int = 63) -> str:
     return f"{name[: limit - 9].rstrip('-')}-{digest}"
 
 
-def superlink_name(job: JobRef) -> str:
-    return dns_name(job.name, "superlink")
+def aggregator_name(job: JobRef) -> str:
+    return dns_name(job.name, job.aggregator)
 
 
 def tls_secret_name(job: JobRef) -> str:
-    return dns_name(job.name, "superlink-tls", limit=253)
+    return dns_name(job.name, f"{job.aggregator}-tls", limit=253)
 
 
 def clients_name(job: JobRef) -> str:
@@ -245,11 +249,11 @@ def collaborator_name(job: JobRef) -> str:
 
 def internal_address(job: JobRef) -> str:
     """The SuperLink's address inside the hub: where the controller submits the run."""
-    return f"{superlink_name(job)}.{job.namespace}.svc:{SUPERLINK_PORT}"
+    return f"{aggregator_name(job)}.{job.namespace}.svc:{SUPERLINK_PORT}"
 
 
 def progress_url(job: JobRef) -> str:
-    return f"http://{superlink_name(job)}.{job.namespace}.svc:{PROGRESS_PORT}/progress"
+    return f"http://{aggregator_name(job)}.{job.namespace}.svc:{PROGRESS_PORT}/progress"
 
 
 def model_dir(spec: FederatedLearningSpec, job: JobRef) -> str:
@@ -274,7 +278,7 @@ def server_hosts(spec: FederatedLearningSpec, job: JobRef, addresses: Iterable[s
     """The names the SuperLink's certificate must be valid for: its Services, its listeners' hosts and known
     ``addresses`` (``host:port``, from `observe.listener_statuses`: a node's, a load balancer's), and 127.0.0.1,
     where the executor in its own pod dials it (`LOCAL_SUPERLINK`) with the host name checked."""
-    service = superlink_name(job)
+    service = aggregator_name(job)
     hosts = [service, f"{service}.{job.namespace}", f"{service}.{job.namespace}.svc", "127.0.0.1"]
     hosts += [f"{listener_name(job, listener)}.{job.namespace}.svc" for listener in spec.server.listeners]
     hosts += [listener.host for listener in spec.server.listeners if listener.host]
@@ -303,20 +307,23 @@ def federation_objects(
     *,
     replicas: int,
     collaborators: Mapping[str, str] | None = None,
+    client_keys: Mapping[str, str] | None = None,
+    address: str = "",
 ) -> list[dict[str, Any]]:
-    """The hub objects of the job's federation; ``tls`` is None when the job says ``tls: false`` or when the
-    certificate is not made yet (then the Deployment waits for it); ``collaborators``: the registration subject
-    of each cluster placed for the job -> the cluster (the SuperLink's allow-list)."""
+    """The hub objects of the job's federation: what every job has (its TLS Secret, its model volume, its
+    listeners) and its runtime's aggregator (`fleet.runtimes.Runtime.aggregator_objects`). ``tls`` is None when
+    the job says ``tls: false`` or when the certificate is not made yet (then the Deployment waits for it);
+    ``collaborators``: the registration subject of each cluster placed for the job -> the cluster;
+    ``client_keys``: cluster -> its key's digest; ``address``: where collaborators reach the aggregator."""
+    from fleet.runtimes import runtime_for
+
     objects: list[dict[str, Any]] = []
     if tls is not None:
         objects.append(_tls_secret(job, tls))
-    if spec.tls:
-        document = json.dumps(allowed_clients(job, collaborators or {}), indent=2) + "\n"
-        objects.append(_hub_object(CONFIG_MAP, job, clients_name(job), "superlink", {"data": {CLIENTS_FILE: document}}))
     storage = spec.server.storage
     if storage.type is StorageType.PVC and storage.name and storage.size is not None:
         objects.append(
-            _hub_object(
+            hub_object(
                 PVC,
                 job,
                 storage.name,
@@ -329,34 +336,58 @@ def federation_objects(
                 },
             )
         )
-    if not spec.tls or tls is not None:
-        objects.append(_superlink_deployment(spec, job, replicas, tls))
-    objects.append(
-        _hub_object(
-            SERVICE,
-            job,
-            superlink_name(job),
-            "superlink",
-            {
-                "spec": {
-                    "type": "ClusterIP",
-                    "selector": _superlink_labels(job),
-                    "ports": [
-                        {"name": "fleet", "port": SUPERLINK_PORT, "targetPort": "fleet", "protocol": "TCP"},
-                        {
-                            "name": "progress",
-                            "port": PROGRESS_PORT,
-                            "targetPort": "progress",
-                            "protocol": "TCP",
-                        },
-                    ],
-                }
-            },
-        )
+    objects += runtime_for(spec.framework).aggregator_objects(
+        spec,
+        job,
+        tls,
+        replicas=replicas,
+        collaborators=collaborators or {},
+        client_keys=client_keys or {},
+        address=address,
     )
     for listener in spec.server.listeners:
         objects.extend(_listener_objects(job, listener))
     return [with_hash(o) for o in objects]
+
+
+def flower_aggregator_objects(
+    spec: FederatedLearningSpec,
+    job: JobRef,
+    tls: TlsMaterial | None,
+    *,
+    replicas: int,
+    collaborators: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """Flower's aggregator on the hub: the SuperLink's allow-list, its Deployment and its in-hub Service."""
+    objects: list[dict[str, Any]] = []
+    if spec.tls:
+        document = json.dumps(allowed_clients(job, collaborators), indent=2) + "\n"
+        objects.append(hub_object(CONFIG_MAP, job, clients_name(job), "superlink", {"data": {CLIENTS_FILE: document}}))
+    if not spec.tls or tls is not None:
+        objects.append(_superlink_deployment(spec, job, replicas, tls))
+    objects.append(aggregator_service(job))
+    return objects
+
+
+def aggregator_service(job: JobRef) -> dict[str, Any]:
+    """The aggregator's in-hub Service: its ``fleet`` port (the controller's way in, and the listeners' target)
+    and the progress sidecar's."""
+    return hub_object(
+        SERVICE,
+        job,
+        aggregator_name(job),
+        job.aggregator,
+        {
+            "spec": {
+                "type": "ClusterIP",
+                "selector": aggregator_labels(job),
+                "ports": [
+                    {"name": "fleet", "port": SUPERLINK_PORT, "targetPort": "fleet", "protocol": "TCP"},
+                    {"name": "progress", "port": PROGRESS_PORT, "targetPort": "progress", "protocol": "TCP"},
+                ],
+            }
+        },
+    )
 
 
 def _tls_secret(job: JobRef, tls: TlsMaterial) -> dict[str, Any]:
@@ -367,11 +398,11 @@ def _tls_secret(job: JobRef, tls: TlsMaterial) -> dict[str, Any]:
         "serverapp.crt": tls.serverapp_certificate,
         "serverapp.key": tls.serverapp_key,
     }
-    return _hub_object(
+    return hub_object(
         SECRET,
         job,
         tls_secret_name(job),
-        "superlink",
+        job.aggregator,
         {
             "metadata": {"annotations": {SERVER_NAMES_ANNOTATION: ",".join(tls.hosts)}},
             "type": "kubernetes.io/tls",
@@ -385,8 +416,8 @@ def _tls_secret(job: JobRef, tls: TlsMaterial) -> dict[str, Any]:
 SUPERLINK_STATE = ".superlink.db"
 
 
-def _superlink_labels(job: JobRef) -> dict[str, str]:
-    return {JOB_LABEL: job.name, COMPONENT_LABEL: "superlink"}
+def aggregator_labels(job: JobRef) -> dict[str, str]:
+    return {JOB_LABEL: job.name, COMPONENT_LABEL: job.aggregator}
 
 
 def _superlink_deployment(
@@ -454,7 +485,7 @@ def _superlink_deployment(
             s3 = storage.s3
             location = S3Location.at(s3.bucket_name, s3.prefix, s3.region, s3.endpoint)
             executor_env += s3_environment(location, s3.credentials_secret)
-    labels = _superlink_labels(job)
+    labels = aggregator_labels(job)
     superlink = {
         "name": "superlink",
         "image": spec.server.image,
@@ -468,7 +499,7 @@ def _superlink_deployment(
         "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 5},
         "livenessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 20, "failureThreshold": 6},
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
-        "securityContext": _LOCKED_DOWN,
+        "securityContext": LOCKED_DOWN,
         "volumeMounts": mounts,
     }
     # The ServerApp runs here (aggregation, the model): the larger share of the pod's resources.
@@ -479,7 +510,7 @@ def _superlink_deployment(
         "args": executor_args,
         "env": executor_env,
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
-        "securityContext": _LOCKED_DOWN,
+        "securityContext": LOCKED_DOWN,
         "volumeMounts": executor_mounts,
     }
     sidecar = {
@@ -492,13 +523,13 @@ def _superlink_deployment(
             "requests": {"cpu": "10m", "memory": "32Mi"},
             "limits": {"cpu": "100m", "memory": "128Mi"},
         },
-        "securityContext": _LOCKED_DOWN,
+        "securityContext": LOCKED_DOWN,
         "volumeMounts": [{"name": "model", "mountPath": directory, "readOnly": True}],
     }
-    return _hub_object(
+    return hub_object(
         DEPLOYMENT,
         job,
-        superlink_name(job),
+        aggregator_name(job),
         "superlink",
         {
             "spec": {
@@ -507,10 +538,10 @@ def _superlink_deployment(
                 "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {"labels": labels, **_certificate_annotation(tls)},
+                    "metadata": {"labels": labels, **certificate_annotation(tls)},
                     "spec": {
                         "automountServiceAccountToken": False,
-                        "securityContext": _NON_ROOT,
+                        "securityContext": NON_ROOT,
                         "containers": [superlink, executor, sidecar],
                         "volumes": volumes,
                     },
@@ -520,7 +551,7 @@ def _superlink_deployment(
     )
 
 
-def _certificate_annotation(tls: TlsMaterial | None) -> dict[str, Any]:
+def certificate_annotation(tls: TlsMaterial | None) -> dict[str, Any]:
     if tls is None:
         return {}
     digest = hashlib.sha256(tls.certificate.encode()).hexdigest()[:16]
@@ -551,15 +582,15 @@ def _listener_objects(job: JobRef, listener: Listener) -> list[dict[str, Any]]:
         service_type, port = "LoadBalancer", {**port, "port": listener.port}
     else:
         service_type, port = "ClusterIP", {**port, "port": SUPERLINK_PORT}
-    body: dict[str, Any] = {"spec": {"type": service_type, "selector": _superlink_labels(job), "ports": [port]}}
+    body: dict[str, Any] = {"spec": {"type": service_type, "selector": aggregator_labels(job), "ports": [port]}}
     if listener.type is ListenerType.LOAD_BALANCER and listener.host:
         body["metadata"] = {"annotations": {EXTERNAL_DNS_HOSTNAME: listener.host}}
-    service = _hub_object(SERVICE, job, name, "listener", body)
+    service = hub_object(SERVICE, job, name, "listener", body)
     objects = [service]
     if listener.type is ListenerType.ROUTE:
         # TLS passes through to the SuperLink: collaborators verify its hub-signed certificate end to end.
         objects.append(
-            _hub_object(
+            hub_object(
                 ROUTE,
                 job,
                 name,
@@ -576,7 +607,7 @@ def _listener_objects(job: JobRef, listener: Listener) -> list[dict[str, Any]]:
         )
     elif listener.type is ListenerType.INGRESS:
         objects.append(
-            _hub_object(
+            hub_object(
                 INGRESS,
                 job,
                 name,
@@ -612,7 +643,7 @@ def _listener_objects(job: JobRef, listener: Listener) -> list[dict[str, Any]]:
     return objects
 
 
-def _hub_object(kind: Kind, job: JobRef, name: str, component: str, body: dict[str, Any]) -> dict[str, Any]:
+def hub_object(kind: Kind, job: JobRef, name: str, component: str, body: dict[str, Any]) -> dict[str, Any]:
     extra_metadata = body.pop("metadata", {})
     return {
         "apiVersion": kind.api_version,
@@ -655,37 +686,36 @@ def collaborator_work(
     job: JobRef,
     cluster: str,
     data_path: str,
-    superlink_address: str,
+    aggregator_address: str,
     ca_pem: str,
     client_key: str | None = None,
+    *,
+    user: str = "",
+    collaborators: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The ManifestWork running the job's collaborator on ``cluster``, with the hub CA it verifies the SuperLink
-    against; ``client_key``: the digest of the cluster's registration key the SuperLink knows (None while the
-    hub has seen no certificate of the cluster's)."""
-    name = collaborator_name(job)
-    labels = {
-        JOB_LABEL: job.name,
-        JOB_NAMESPACE_LABEL: job.namespace,
-        COMPONENT_LABEL: "collaborator",
-        DATASET_LABEL: spec.dataset,
-    }
-    ca_config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": f"{name}-ca"[:253], "namespace": ADDON_INSTALL_NAMESPACE, "labels": labels},
-        "data": {"ca.crt": ca_pem},
-    }
+    """The ManifestWork running the job's collaborator on ``cluster`` (`fleet.runtimes.Runtime.collaborator_manifests`),
+    with the hub CA it verifies the aggregator against; ``client_key``: the digest of the cluster's registration key
+    the hub knows (None while it has seen no certificate of the cluster's); ``user``: the cluster's registration
+    subject; ``collaborators``: the subjects of every cluster placed for the job."""
+    from fleet.runtimes import runtime_for
+
+    manifests = runtime_for(spec.framework).collaborator_manifests(
+        spec,
+        job,
+        cluster,
+        data_path=data_path,
+        address=aggregator_address,
+        ca_pem=ca_pem,
+        client_key=client_key,
+        user=user or collaborator_user(cluster),
+        collaborators=collaborators,
+    )
     work = {
         "apiVersion": MANIFEST_WORK.api_version,
         "kind": MANIFEST_WORK.kind,
         "metadata": {"name": work_name(job), "namespace": cluster, "labels": _labels(job, "collaborator")},
         "spec": {
-            "workload": {
-                "manifests": [
-                    ca_config_map,
-                    _supernode(spec, name, labels, cluster, data_path, superlink_address, ca_config_map, client_key),
-                ]
-            },
+            "workload": {"manifests": manifests},
             "deleteOption": {"propagationPolicy": "Foreground"},
             "manifestConfigs": [
                 {
@@ -693,7 +723,7 @@ def collaborator_work(
                         "group": "apps",
                         "resource": "deployments",
                         "namespace": ADDON_INSTALL_NAMESPACE,
-                        "name": name,
+                        "name": collaborator_name(job),
                     },
                     "feedbackRules": [
                         {"type": "WellKnownStatus"},
@@ -710,6 +740,46 @@ def collaborator_work(
         },
     }
     return with_hash(work)
+
+
+def collaborator_labels(spec: FederatedLearningSpec, job: JobRef) -> dict[str, str]:
+    """The labels of a collaborator's objects on its cluster."""
+    return {
+        JOB_LABEL: job.name,
+        JOB_NAMESPACE_LABEL: job.namespace,
+        COMPONENT_LABEL: "collaborator",
+        DATASET_LABEL: spec.dataset,
+    }
+
+
+def ca_config_map(spec: FederatedLearningSpec, job: JobRef, ca_pem: str) -> dict[str, Any]:
+    """The hub CA bundle on the collaborator's cluster: what it verifies the aggregator's certificate against."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{collaborator_name(job)}-ca"[:253],
+            "namespace": ADDON_INSTALL_NAMESPACE,
+            "labels": collaborator_labels(spec, job),
+        },
+        "data": {"ca.crt": ca_pem},
+    }
+
+
+def flower_collaborator_manifests(
+    spec: FederatedLearningSpec,
+    job: JobRef,
+    cluster: str,
+    data_path: str,
+    superlink_address: str,
+    ca_pem: str,
+    client_key: str | None,
+) -> list[dict[str, Any]]:
+    """Flower's collaborator: the hub CA bundle and a SuperNode Deployment."""
+    ca = ca_config_map(spec, job, ca_pem)
+    labels = collaborator_labels(spec, job)
+    name = collaborator_name(job)
+    return [ca, _supernode(spec, name, labels, cluster, data_path, superlink_address, ca, client_key)]
 
 
 def _supernode(
@@ -764,7 +834,7 @@ def _supernode(
                 "image": spec.client.image,
                 "command": ["python", "-c", SUPERNODE_KEY_PROGRAM, *key_args],
                 "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-                "securityContext": _LOCKED_DOWN,
+                "securityContext": LOCKED_DOWN,
                 "volumeMounts": [
                     {"name": "client-certificate", "mountPath": _CERT_DIR, "readOnly": True},
                     {"name": "auth", "mountPath": _AUTH_DIR},
@@ -791,14 +861,14 @@ def _supernode(
         "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
         "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 10},
         "resources": resources,
-        "securityContext": _LOCKED_DOWN,
+        "securityContext": LOCKED_DOWN,
         "volumeMounts": mounts,
     }
     if env:
         container["env"] = env
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # a collaborator never talks to a Kubernetes API
-        "securityContext": _NON_ROOT,
+        "securityContext": NON_ROOT,
         "containers": [container],
         "volumes": volumes,
     }

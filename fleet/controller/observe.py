@@ -139,7 +139,7 @@ def listener_statuses(
     return tuple(found)
 
 
-def superlink_address(listeners: Iterable[ListenerStatus], job: JobRef) -> str:
+def aggregator_address(listeners: Iterable[ListenerStatus], job: JobRef) -> str:
     """The address collaborators dial: the first listener with a known address; the in-hub Service otherwise
     (which only collaborators inside the hub's network reach)."""
     for listener in listeners:

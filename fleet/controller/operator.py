@@ -47,7 +47,8 @@ from fleet.claims import API_GROUP
 from fleet.federation.progress import Event
 from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE, JOB_LABEL, serverapp_user
 from fleet.lifecycle import FEDERATION_READY, TERMINAL, EmitEvent
-from fleet.models import FederatedLearningSpec
+from fleet.models import FederatedLearningSpec, Framework
+from fleet.runtimes import runtime_for
 
 from .cluster_labels import register_cluster_labels
 from .hub import (
@@ -92,15 +93,15 @@ from .objects import (
     RUN_ID_ANNOTATION,
     JobRef,
     ObjectKey,
+    aggregator_name,
     model_dir,
     progress_url,
-    superlink_name,
 )
 from .observe import cluster_claims, selected_clusters
 from .progress import HttpProgress, ProgressSource, ProgressUnavailableError
 from .reconcile import JobState, Settings, current_status, job_ref, reconcile, run_id, status_body
 from .resume import RESUMES_ANNOTATION, Resume, resume_lost_run
-from .runs import FlowerRunBackend, KeyRetiredError, RunBackend, RunSubmissionError
+from .runs import KeyRegistry, KeyRetiredError, RunBackend, RunSubmissionError
 
 logger = logging.getLogger("fleet.controller")
 
@@ -172,14 +173,22 @@ class Controller:
         hub: HubClient,
         options: Options = Options(),
         *,
-        runs: RunBackend | None = None,
+        runs: RunBackend | Mapping[Framework, RunBackend] | None = None,
         progress: ProgressSource | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.hub = hub
         self.options = options
-        self.runs = runs or FlowerRunBackend()
+        given = {Framework.FLOWER: runs} if runs is not None and not isinstance(runs, Mapping) else dict(runs or {})
+        self.backends: dict[Framework, RunBackend] = {
+            f: given.get(f) or runtime_for(f).run_backend() for f in Framework
+        }
+        """Each runtime's run backend (`fleet.runtimes.Runtime.run_backend`); ``runs`` alone is Flower's."""
+        flower = self.backends[Framework.FLOWER]
+        if not isinstance(flower, KeyRegistry):
+            raise TypeError(f"Flower's run backend {flower!r} must also register the collaborators' keys")
+        self.keys: KeyRegistry = flower
         self.progress = progress or HttpProgress(progress_url)
         self.metrics = metrics or Metrics()
         # Counted where each request is made: reconciles of different jobs run at once in threads.
@@ -196,6 +205,9 @@ class Controller:
         self.outcomes: deque[Outcome] = deque(maxlen=100_000)
         """The latest reconciles' costs, for the benchmark."""
         self._ca_lock = threading.Lock()
+
+    def runs_of(self, spec: FederatedLearningSpec) -> RunBackend:
+        return self.backends[spec.framework]
 
     def memory(self, job: JobRef) -> _JobMemory:
         memory = self.jobs.get(job)
@@ -328,7 +340,9 @@ class Controller:
         plan = reconcile(state)
         if plan.needs_tls:
             hosts = plan.server_hosts
-            issued = self.hub_ca().issue_federation(superlink_name(job), hosts, serverapp_user(job.namespace, job.name))
+            issued = self.hub_ca().issue_federation(
+                aggregator_name(job), hosts, serverapp_user(job.namespace, job.name)
+            )
             plan = reconcile(replace(state, issued_tls=replace(issued, hosts=hosts)))
 
         for obj in plan.apply:
@@ -338,12 +352,17 @@ class Controller:
         events_out = [*memory.resumed, *plan.events]
         memory.resumed.clear()
         status = plan.status
-        if _condition_true(status, FEDERATION_READY) and _tls(resource) and status.phase not in TERMINAL:
+        if (
+            _condition_true(status, FEDERATION_READY)
+            and _tls(resource)
+            and status.phase not in TERMINAL
+            and runtime_for(_framework(resource)).registers_keys
+        ):
             self._sync_collaborators(job, resource, plan.collaborators, identities, memory, events_out)
         if plan.submit is not None and memory.run_id is None:
             spec = FederatedLearningSpec.model_validate(resource["spec"])
             try:
-                memory.run_id = self.runs.submit(job, spec, model_dir(spec, job), self.credentials(spec))
+                memory.run_id = self.runs_of(spec).submit(job, spec, model_dir(spec, job), self.credentials(spec))
             except RunSubmissionError as error:
                 memory.submit_failures += 1
                 if memory.submit_failures < _SUBMIT_ATTEMPTS:
@@ -359,7 +378,7 @@ class Controller:
         if plan.stop_run and memory.run_id is not None:
             spec = FederatedLearningSpec.model_validate(resource["spec"])
             try:
-                self.runs.stop(job, memory.run_id, self.credentials(spec))
+                self.runs_of(spec).stop(job, memory.run_id, self.credentials(spec))
             except Exception as error:  # the job fails either way; the SuperLink is being scaled down
                 logger.warning("stopping run %s of %s/%s: %s", memory.run_id, job.namespace, job.name, error)
         if plan.status_changed:
@@ -410,7 +429,7 @@ class Controller:
             if have is not None and have[0] == identity.key_digest:
                 continue
             try:
-                node = self.runs.register(job, cluster, identity.public_key, credentials)
+                node = self.keys.register(job, cluster, identity.public_key, credentials)
             except KeyRetiredError as error:
                 if f"{cluster}:{identity.key_digest}" not in memory.warned:
                     memory.warned.add(f"{cluster}:{identity.key_digest}")
@@ -448,7 +467,7 @@ class Controller:
     def _unregister(self, job: JobRef, cluster: str, node: int, credentials: Credentials) -> bool:
         """Unregister a node; False when the SuperLink did not answer (tried again on the next reconcile)."""
         try:
-            self.runs.unregister(job, node, credentials)
+            self.keys.unregister(job, node, credentials)
         except Exception as error:
             if "not found" in str(error).lower():
                 return True  # gone already
@@ -490,7 +509,7 @@ class Controller:
         if failure is None and now - memory.last_run_check >= _RUN_STATE_SECONDS:
             memory.last_run_check = now
             try:
-                failure = self.runs.failure(job, memory.run_id, self.credentials(spec))
+                failure = self.runs_of(spec).failure(job, memory.run_id, self.credentials(spec))
             except Exception as error:  # the SuperLink is unreachable now: its Deployment status tells the rest
                 logger.info("run state of %s/%s unknown: %s", job.namespace, job.name, error)
             if failure is not None:
@@ -509,7 +528,9 @@ class Controller:
     def _resubmit(self, job: JobRef, spec: FederatedLearningSpec, memory: _JobMemory, resume: Resume) -> None:
         """Submit the run again where the lost one left off; the job goes on Running."""
         try:
-            run = self.runs.submit(job, spec, model_dir(spec, job), self.credentials(spec), resume=resume.config)
+            run = self.runs_of(spec).submit(
+                job, spec, model_dir(spec, job), self.credentials(spec), resume=resume.config
+            )
         except RunSubmissionError as error:
             raise TransientError(0, f"resuming the run of {job.namespace}/{job.name}: {error}") from error
         memory.run_id, memory.run_failure = run, None
@@ -529,7 +550,7 @@ class Controller:
         if run is not None and status.phase not in TERMINAL:
             try:
                 spec = FederatedLearningSpec.model_validate(body.get("spec") or {})
-                self.runs.stop(job, run, self.credentials(spec))
+                self.runs_of(spec).stop(job, run, self.credentials(spec))
             except Exception as error:  # the federation goes away with the job anyway
                 logger.info("stopping run %s of %s/%s: %s", run, job.namespace, job.name, error)
         keys = set(owned)
@@ -588,6 +609,13 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _condition_true(status: Any, kind: str) -> bool:
     return any(c.type == kind and c.status == "True" for c in status.conditions)
+
+
+def _framework(resource: Mapping[str, Any]) -> Framework:
+    try:
+        return Framework(str((resource.get("spec") or {}).get("framework", Framework.FLOWER.value)))
+    except ValueError:
+        return Framework.FLOWER
 
 
 def _tls(resource: Mapping[str, Any]) -> bool:

@@ -33,6 +33,7 @@ from fleet.lifecycle import (
     step,
 )
 from fleet.models import Condition, FederatedLearningSpec, FederatedLearningStatus, Framework, Phase
+from fleet.runtimes import aggregator_of
 
 from . import observe
 from .objects import (
@@ -46,12 +47,12 @@ from .objects import (
     JobRef,
     ObjectKey,
     TlsMaterial,
+    aggregator_name,
     collaborator_work,
     federation_objects,
     key_of,
     model_path,
     server_hosts,
-    superlink_name,
     tls_secret_name,
     work_name,
 )
@@ -111,7 +112,8 @@ class Plan:
 
 def job_ref(resource: Mapping[str, Any]) -> JobRef:
     metadata = resource["metadata"]
-    return JobRef(metadata["name"], metadata["namespace"], metadata.get("uid", ""))
+    framework = (resource.get("spec") or {}).get("framework", Framework.FLOWER.value)
+    return JobRef(metadata["name"], metadata["namespace"], metadata.get("uid", ""), aggregator_of(framework))
 
 
 def run_id(resource: Mapping[str, Any]) -> int | None:
@@ -138,16 +140,6 @@ def reconcile(state: JobState) -> Plan:
         spec = FederatedLearningSpec.model_validate(resource.get("spec") or {})
     except ValidationError as error:
         return _invalid(status, state, error)
-    if spec.framework is not Framework.FLOWER:
-        # Its pods would start Flower's SuperLink and SuperNodes: refused, saying so, rather than run as Flower.
-        return _refused(
-            status,
-            state,
-            "UnsupportedFramework",
-            f"spec.framework: {spec.framework.value}: this controller runs Flower jobs only so far; "
-            f"`fleet run` trains an OpenFL job on one machine",
-        )
-
     decided = observe.selected_clusters(state.decisions)
     selected = (decided or ())[: spec.max_clients]
     data_paths: dict[str, str] = {}
@@ -179,7 +171,7 @@ def reconcile(state: JobState) -> Plan:
     # A listener's address appears (a load balancer's) or moves (a node's): the certificate must name it.
     stale = existing_tls is not None and not set(hosts) <= set(existing_tls.hosts)
     tls = state.issued_tls or existing_tls
-    superlink = state.owned.get(ObjectKey(DEPLOYMENT.kind, job.namespace, superlink_name(job)))
+    superlink = state.owned.get(ObjectKey(DEPLOYMENT.kind, job.namespace, aggregator_name(job)))
     federation_ready = observe.deployment_available(superlink) and (not spec.tls or existing_tls is not None)
     generation = int((resource.get("metadata") or {}).get("generation") or 1)
     observation = Observation(
@@ -210,13 +202,32 @@ def reconcile(state: JobState) -> Plan:
         if isinstance(action, EnsureFederation | ScaleDownFederation):
             replicas = 1 if isinstance(action, EnsureFederation) else 0
             needs_tls = replicas == 1 and spec.tls and state.issued_tls is None and (tls is None or stale)
-            desired += federation_objects(spec, job, tls, replicas=replicas, collaborators=allowed)
+            desired += federation_objects(
+                spec,
+                job,
+                tls,
+                replicas=replicas,
+                collaborators=allowed,
+                client_keys={c: state.client_keys[c] for c in placed if c in state.client_keys},
+                address=observe.aggregator_address(listeners, job),
+            )
         elif isinstance(action, DeployCollaborators) and (tls is not None or not spec.tls):
-            address = observe.superlink_address(listeners, job)
+            address = observe.aggregator_address(listeners, job)
             ca = tls.ca if tls else state.ca_pem
             collaborators = tuple(placed)
+            users = tuple(sorted(allowed))
             desired += [
-                collaborator_work(spec, job, cluster, data_paths[cluster], address, ca, state.client_keys.get(cluster))
+                collaborator_work(
+                    spec,
+                    job,
+                    cluster,
+                    data_paths[cluster],
+                    address,
+                    ca,
+                    state.client_keys.get(cluster),
+                    user=state.collaborator_users.get(cluster) or collaborator_user(cluster),
+                    collaborators=users,
+                )
                 for cluster in collaborators
             ]
     desired_keys = {key_of(o) for o in desired}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from fleet.federation.run_config import run_config as federation_run_config
 from fleet.models import FederatedLearningSpec
@@ -36,6 +36,8 @@ class KeyRetiredError(Exception):
 
 
 class RunBackend(Protocol):
+    """How the controller starts, follows and stops a job's run (`fleet.runtimes.Runtime.run_backend`)."""
+
     def submit(
         self,
         job: JobRef,
@@ -53,6 +55,11 @@ class RunBackend(Protocol):
         ...
 
     def stop(self, job: JobRef, run_id: int, credentials: Credentials | None) -> None: ...
+
+
+@runtime_checkable
+class KeyRegistry(Protocol):
+    """Where the collaborators' keys are registered with a job's aggregator (Flower's SuperNode authentication)."""
 
     def register(self, job: JobRef, cluster: str, public_key: bytes, credentials: Credentials) -> int:
         """Register a collaborator's SuperNode authentication key (OpenSSH) with the job's SuperLink; the node

@@ -76,7 +76,7 @@ from fleet.federation.status import STATUS_FILE, StatusRecorder, now
 from fleet.federation.workspace import AlreadyRunningError, Attempt, exclusive_run, publish
 from fleet.hub import OPERATOR_USER, collaborator_user
 from fleet.lifecycle import SubmitRun
-from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Framework, Job, Phase
+from fleet.models import FederatedLearningSpec, FederatedLearningStatus, Job, Phase
 from fleet.placement import placement_spec
 from fleet.plan import exclusion_reasons
 from fleet.repository import Repository
@@ -266,13 +266,11 @@ def run_federation(
         return RunResult(recorder.status, attempt)
 
 
-def _run_class(job: Job) -> type[_Run]:
-    """The runtime of the job's framework: Flower's here, OpenFL's in `fleet.federation.openfl_runtime`."""
-    if job.framework is Framework.OPENFL:
-        from fleet.federation.openfl_runtime import OpenFLRun
+def _run_class(job: Job) -> type[LocalRun]:
+    """The local run of the job's framework (`fleet.runtimes`)."""
+    from fleet.runtimes import runtime_for
 
-        return OpenFLRun
-    return _Run
+    return runtime_for(job.framework).local_run()
 
 
 @contextlib.contextmanager
@@ -306,7 +304,12 @@ def _in_main_thread() -> bool:
 
 
 @dataclass
-class _Run:
+class LocalRun:
+    """One local run of a job: what every runtime shares (the phase machine, the status, following the
+    aggregator's progress, losing collaborators, the model card and publishing), with Flower's processes (a
+    SuperLink, one SuperNode per cluster, the warm executor). Another runtime overrides how its processes start
+    and are watched (`fleet.federation.openfl_runtime.OpenFLRun`)."""
+
     plan: LocalPlan
     attempt: Attempt
     settings: RunSettings

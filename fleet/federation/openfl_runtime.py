@@ -39,8 +39,23 @@ import yaml
 
 import fleet
 from fleet.app.files import write_text_atomically
+from fleet.app_openfl.launcher import ALLOWED_KEYS_ENV, key_digest
+from fleet.app_openfl.plan import (
+    COLLABORATORS,
+    CONNECTED,
+    DATA,
+    LEFT_OUT,
+    PLAN,
+    TRUSTED_CA,
+    PlanSettings,
+    client_certificate,
+    collaborators_document,
+    data_document,
+    plan_document,
+    server_certificate,
+)
 from fleet.federation.certificates import CertificateAuthority, ClusterIdentity, create_cluster_identity
-from fleet.federation.local import RunError, _Run
+from fleet.federation.local import LocalRun, RunError
 from fleet.federation.processes import ManagedProcess, free_port
 from fleet.hub import collaborator_user
 
@@ -51,10 +66,8 @@ DEFAULT_OPENFL_VENV = _SOURCES.parent / ".venv-openfl"
 _AGGREGATOR_HOST = "127.0.0.1"
 _LAUNCHER = ["-m", "fleet.app_openfl.launcher"]
 _INITIALIZE_TIMEOUT = 300.0
-_CONNECTED = "logs/connected.json"
-"""In the workspace: the collaborators that asked the aggregator for work (`fleet.app_openfl.aggregator`)."""
-_LEFT_OUT = "logs/left-out.json"
-"""In the workspace: the collaborators `fleet run` lost, which no round waits for (`LeftOutPolicy`)."""
+_ALLOWED_KEYS = "certs/allowed-keys.json"
+"""In the attempt folder: collaborator name -> the key digests the aggregator admits (`fleet.app_openfl.launcher`)."""
 _TLS_ON = "on (hub CA, CA-signed cluster identities, OpenFL mutual TLS)"
 
 
@@ -76,7 +89,7 @@ def collaborator_name(cluster: str) -> str:
 
 
 @dataclass
-class OpenFLRun(_Run):
+class OpenFLRun(LocalRun):
     """`fleet.federation.local`'s run of one job, with OpenFL's aggregator and collaborators."""
 
     tls_on: ClassVar[str] = _TLS_ON
@@ -103,7 +116,8 @@ class OpenFLRun(_Run):
         self.observer.phase("initialising the OpenFL plan (fx plan initialize)")
         self._initialize()
         self.observer.phase("starting the OpenFL aggregator")
-        self.aggregator = self.supervisor.start("aggregator", self._fx("aggregator", "start"), self._env())
+        keys = {ALLOWED_KEYS_ENV: str(self.attempt.path / _ALLOWED_KEYS)} if job.tls else {}
+        self.aggregator = self.supervisor.start("aggregator", self._fx("aggregator", "start"), self._env() | keys)
         self._wait_for_aggregator(port)
         self.recorder.federation_ready()
         self.observer.phase(f"starting {len(plan.collaborators)} OpenFL collaborators")
@@ -142,117 +156,50 @@ class OpenFLRun(_Run):
         workspace = self.workspace
         for folder in ("plan", "save", "logs", "local_state"):
             (workspace / folder).mkdir(parents=True)
-        _stage_code(workspace)
+        stage_workspace_code(workspace)
         names = {c.cluster: collaborator_name(c.cluster) for c in self.plan.collaborators}
-        _write_yaml(workspace / "plan" / "cols.yaml", {"collaborators": list(names.values())})
-        data = "".join(f"{names[c.cluster]},{c.data_path}\n" for c in self.plan.collaborators)
-        (workspace / "plan" / "data.yaml").write_text(data, encoding="utf-8")
-        _write_yaml(workspace / "plan" / "plan.yaml", self._plan(port))
+        _write_yaml(workspace / COLLABORATORS, collaborators_document(list(names.values())))
+        paths = {names[c.cluster]: str(c.data_path) for c in self.plan.collaborators}
+        (workspace / DATA).write_text(data_document(paths), encoding="utf-8")
+        _write_yaml(workspace / PLAN, self._plan(port))
         if credentials is None:
             return
         authority, identities = credentials
-        cert = workspace / "cert"
-        (cert / "server").mkdir(parents=True)
-        (cert / "client").mkdir(parents=True)
-        shutil.copyfile(authority.path, cert / "cert_chain.crt")
+        (workspace / "cert" / "server").mkdir(parents=True)
+        (workspace / "cert" / "client").mkdir(parents=True)
+        shutil.copyfile(authority.path, workspace / TRUSTED_CA)
         server = authority.issue_server(self.attempt.path / "certs", "aggregator")
-        _copy_private(server.certificate, cert / "server" / f"agg_{_AGGREGATOR_HOST}.crt")
-        _copy_private(server.key, cert / "server" / f"agg_{_AGGREGATOR_HOST}.key")
+        for source, target in zip((server.certificate, server.key), server_certificate(_AGGREGATOR_HOST), strict=True):
+            _copy_private(source, workspace / target)
         for cluster, identity in identities.items():
-            _copy_private(identity.certificate, cert / "client" / f"col_{names[cluster]}.crt")
-            _copy_private(identity.key, cert / "client" / f"col_{names[cluster]}.key")
+            pair = client_certificate(names[cluster])
+            for source, target in zip((identity.certificate, identity.key), pair, strict=True):
+                _copy_private(source, workspace / target)
+        # The key each collaborator must present, beyond its CA and common name (`fleet.app_openfl.launcher`).
+        allowed = {names[c]: [key_digest(i.certificate.read_bytes())] for c, i in identities.items()}
+        write_text_atomically(self.attempt.path / _ALLOWED_KEYS, json.dumps(allowed, indent=2) + "\n")
 
     def _plan(self, port: int) -> dict[str, object]:
         job, training = self.job, self.job.training
-        side = self._input_side()
-        return {
-            "aggregator": {
-                "template": "fleet.app_openfl.aggregator.ProgressAggregator",
-                "settings": {
-                    "init_state_path": "save/init.pbuf",
-                    "best_state_path": "save/best.pbuf",
-                    "last_state_path": "save/last.pbuf",
-                    "rounds_to_train": job.rounds,
-                    "db_store_rounds": 2,
-                    "write_logs": True,
-                    "persist_checkpoint": True,
-                    "persistent_db_path": "local_state/tensor.db",
-                    "model_dir": str(self.attempt.storage),
-                    "input_side": side,
-                    "test_data": str(self.test_data) if self.test_data else "",
-                    "seed": self.settings.seed,
-                    "min_available_clients": job.min_available_clients,
-                    "round_timeout": training.round_timeout_seconds,
-                    "connected_file": _CONNECTED,
-                    "run_settings": {
-                        "framework": "openfl",
-                        "num_rounds": job.rounds,
-                        "strategy": training.strategy.value,
-                        "local_epochs": training.local_epochs,
-                        "learning_rate": training.learning_rate,
-                        "batch_size": training.batch_size,
-                        "proximal_mu": training.proximal_mu,
-                    },
-                },
-            },
-            "assigner": {
-                "template": "openfl.component.RandomGroupedAssigner",
-                "settings": {
-                    "task_groups": [
-                        {"name": "learning", "percentage": 1.0, "tasks": ["aggregated_model_validation", "train"]}
-                    ]
-                },
-            },
-            "collaborator": {
-                "template": "openfl.component.Collaborator",
-                # Whole models each round (no deltas): the aggregator averages weights, as FedAvg does.
-                "settings": {"db_store_rounds": 1, "use_delta_updates": False, "opt_treatment": "RESET"},
-            },
-            "compression_pipeline": {"template": "openfl.pipelines.NoCompressionPipeline", "settings": {}},
-            "data_loader": {
-                "template": "fleet.app_openfl.loader.ClaimedPathDataLoader",
-                "settings": {"batch_size": training.batch_size, "input_side": side},
-            },
-            "network": {
-                "template": "openfl.federation.Network",
-                "settings": {
-                    "agg_addr": _AGGREGATOR_HOST,
-                    "agg_port": port,
-                    "hash_salt": "auto",
-                    "use_tls": job.tls,
-                    "require_client_auth": job.tls,
-                    "cert_folder": "cert",
-                    "client_reconnect_interval": 1,
-                    "enable_atomic_connections": False,
-                    "transport_protocol": "grpc",
-                },
-            },
-            "straggler_handling_policy": {
-                "template": "fleet.app_openfl.aggregator.LeftOutPolicy",
-                "settings": {
-                    "left_out_file": _LEFT_OUT,
-                    "straggler_cutoff_time": training.round_timeout_seconds,
-                    "minimum_reporting": job.min_available_clients,
-                },
-            },
-            "task_runner": {
-                "template": "fleet.app_openfl.runner.SmallCnnTaskRunner",
-                "settings": {
-                    "local_epochs": training.local_epochs,
-                    "learning_rate": training.learning_rate,
-                    "proximal_mu": training.proximal_mu,
-                    "seed": self.settings.seed,
-                },
-            },
-            "tasks": {
-                "settings": {},
-                "aggregated_model_validation": {
-                    "function": "validate_task",
-                    "kwargs": {"apply": "global", "metrics": ["accuracy"]},
-                },
-                "train": {"function": "train_task", "kwargs": {"epochs": 1, "metrics": ["train_loss"]}},
-            },
-        }
+        return plan_document(
+            PlanSettings(
+                rounds=job.rounds,
+                min_available_clients=job.min_available_clients,
+                strategy=training.strategy.value,
+                local_epochs=training.local_epochs,
+                learning_rate=training.learning_rate,
+                batch_size=training.batch_size,
+                proximal_mu=training.proximal_mu,
+                round_timeout_seconds=training.round_timeout_seconds,
+                tls=job.tls,
+                address=_AGGREGATOR_HOST,
+                port=port,
+                model_dir=str(self.attempt.storage),
+                input_side=self._input_side(),
+                test_data=str(self.test_data) if self.test_data else "",
+                seed=self.settings.seed,
+            )
+        )
 
     def _input_side(self) -> int:
         """The image side of the collaborators' data (8 or 28): what the initial model is built for."""
@@ -287,7 +234,7 @@ class OpenFLRun(_Run):
         with log.open("wb") as out:
             try:
                 result = subprocess.run(
-                    self._fx("plan", "initialize", "-a", _AGGREGATOR_HOST),
+                    self._fx("plan", "initialize"),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -345,7 +292,7 @@ class OpenFLRun(_Run):
         """The clusters whose collaborator has asked the aggregator for work (`ProgressAggregator` lists them),
         which it can only after the TLS handshake and the aggregator's common-name check passed."""
         try:
-            names = set(json.loads((self.workspace / _CONNECTED).read_text(encoding="utf-8")))
+            names = set(json.loads((self.workspace / CONNECTED).read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return set()
         return {c for c in self.supernodes if collaborator_name(c) in names}
@@ -366,13 +313,13 @@ class OpenFLRun(_Run):
     def _unregister(self, cluster: str) -> None:
         """Tell the aggregator's round policy that a lost collaborator will not report (`LeftOutPolicy`)."""
         left_out = sorted(collaborator_name(c) for c in self.lost)
-        write_text_atomically(self.workspace / _LEFT_OUT, json.dumps(left_out) + "\n")
+        write_text_atomically(self.workspace / LEFT_OUT, json.dumps(left_out) + "\n")
 
     def _run_ended(self) -> str | None:
         return None  # the aggregator's progress says when it ends; it exiting early is a process check
 
 
-def _stage_code(workspace: Path) -> None:
+def stage_workspace_code(workspace: Path) -> None:
     """What the OpenFL processes import: `fleet.app` (model, training, data), `fleet.app_openfl`, `fleet.hub`."""
     sources = [
         _SOURCES / "__init__.py",

@@ -28,6 +28,7 @@ from fleet.hub import (
     ADDON_INSTALL_NAMESPACE,
     ADDON_NAME,
     ADDON_SIGNER,
+    APP_IMAGE,
     CLIENT_CERT_SECRET,
     CONTROLLER_NAMESPACE,
     HUB_CA_SECRET,
@@ -43,7 +44,6 @@ COMPONENT = "collaborator-addon"
 ADDON_GROUP = "addon.open-cluster-management.io"
 TEMPLATE_NAME = f"{ADDON_NAME}-{fleet.__version__}"
 """Versioned, so that a new release rolls out as a new template instead of mutating the one agents run."""
-APP_IMAGE = f"ghcr.io/fleet-fl/fleet-app:{fleet.__version__}"
 HEALTH_PORT = 8081
 
 _CERT_DIR = "/var/run/fleet/client"

@@ -31,8 +31,8 @@ def _final_stage(path: Path) -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
-def test_both_images_exist() -> None:
-    assert [p.name for p in DOCKERFILES] == ["app.Dockerfile", "controller.Dockerfile"]
+def test_every_image_exists() -> None:
+    assert [p.name for p in DOCKERFILES] == ["app.Dockerfile", "controller.Dockerfile", "openfl.Dockerfile"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -122,3 +122,64 @@ def test_every_module_the_rendered_pods_run_is_in_the_package_the_app_image_inst
         found = importlib.util.find_spec(module)
         assert found is not None and found.origin is not None
         assert Path(found.origin).resolve().is_relative_to(ROOT / "fleet"), module
+
+
+def test_the_openfl_image_installs_exactly_openfl_s_lock_then_the_package_without_its_dependencies() -> None:
+    runs = [argument for keyword, argument in _final_stage(ROOT / "docker" / "openfl.Dockerfile") if keyword == "RUN"]
+    lock = next(i for i, run in enumerate(runs) if "openfl.txt" in run)
+    package = next(i for i, run in enumerate(runs) if "/wheels/*.whl" in run)
+    assert lock < package
+    assert "--require-hashes" in runs[lock] and "--no-deps" in runs[lock]
+    assert "--no-deps" in runs[package]  # fleet's own dependencies (Flower) cannot be in OpenFL's environment
+    ignored = (ROOT / "docker" / "openfl.Dockerfile.dockerignore").read_text(encoding="utf-8")
+    assert "!requirements/openfl.txt" in ignored.splitlines()
+
+
+def test_every_module_an_openfl_job_s_pods_run_is_in_the_package_and_imports_in_openfl_s_environment() -> None:
+    """An OpenFL job's pods run fleet's OpenFL launcher in the OpenFL image and the progress sidecar in the app
+    image; the launcher must import with only what the OpenFL image holds (OpenFL's lock and fleet's sources)."""
+    import importlib.util
+    import subprocess
+
+    from fleet.controller.objects import JobRef, TlsMaterial, collaborator_work, federation_objects
+    from fleet.federation import openfl_runtime
+    from fleet.models import FederatedLearningSpec, Framework
+    from fleet.runtimes.openfl import PROGRESS_IMAGE
+    from render.charts.addon import APP_IMAGE
+    from tests.fleet.controller.conftest import job
+
+    spec = FederatedLearningSpec.from_job(job(framework=Framework.OPENFL), {})
+    ref = JobRef("digits", "fl-digits", "uid", "aggregator")
+    tls = TlsMaterial("ca", "crt", "key", "sa-crt", "sa-key")
+    pods = [
+        o["spec"]["template"]["spec"]
+        for o in federation_objects(spec, ref, tls, replicas=1)
+        if o["kind"] == "Deployment"
+    ]
+    work = collaborator_work(spec, ref, "a", "/data/a", "hub:30093", "ca", "0" * 64)
+    pods += [m["spec"]["template"]["spec"] for m in work["spec"]["workload"]["manifests"] if m["kind"] == "Deployment"]
+    containers = [c for pod in pods for c in [*pod["containers"], *pod.get("initContainers", [])]]
+    by_image = {(c["image"], c["command"][2]) for c in containers if c["command"][:2] == ["python", "-m"]}
+    assert by_image == {
+        (spec.server.image, "fleet.app_openfl.launcher"),
+        (spec.client.image, "fleet.app_openfl.launcher"),
+        (PROGRESS_IMAGE, "fleet.controller.progress"),
+    }
+    assert PROGRESS_IMAGE == APP_IMAGE
+    for _, module in by_image:
+        found = importlib.util.find_spec(module)
+        assert found is not None and found.origin is not None
+        assert Path(found.origin).resolve().is_relative_to(ROOT / "fleet"), module
+    python = openfl_runtime.DEFAULT_OPENFL_VENV / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"OpenFL's environment is missing ({python}): `make openfl-env` makes it")
+    result = subprocess.run(
+        [str(python), "-c", "import fleet.app_openfl.launcher as l; l.patch(); import fleet.app_openfl.aggregator"],
+        cwd="/",
+        env={"PYTHONPATH": str(ROOT), "PYTHONNOUSERSITE": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -81,12 +81,12 @@ def test_example(example_repo: Path) -> None:
     edge_categories = {r.category for r in clusters["us-west-edge"].reasons}
     assert "dataset" in edge_categories
     assert job_plan.notes == ()
-    # The same job on OpenFL places the same, from its own Placement; the hub's controller does not run it yet.
+    # The same job on OpenFL places the same, from its own Placement; the plan says what the hub runs for it.
     assert openfl_plan.selected == job_plan.selected
     assert openfl_plan.placement == "jobs/mnist-digits-openfl/placement-mnist-digits-openfl.yaml"
     assert _by_cluster(openfl_plan)["eu-central-lab"].scores == clusters["eu-central-lab"].scores
     [note] = openfl_plan.notes
-    assert "framework: openfl" in note and "UnsupportedFramework" in note
+    assert "framework: openfl" in note and "mnist-digits-openfl-aggregator" in note and "28x28" in note
 
 
 def test_dataset_not_held(tmp_path: Path) -> None:
@@ -272,14 +272,14 @@ def test_all_equal_capacity_scores_the_maximum() -> None:
     assert [(d.cluster, d.score) for d in result.decisions] == [("a", 300), ("b", 300)]  # 2 x 100, Balance 100
 
 
-def test_the_plan_says_the_hub_fails_a_job_of_a_framework_it_cannot_run(tmp_path: Path) -> None:
-    # The controller fails framework: openfl (UnsupportedFramework): a plan that listed only the placement would
-    # promise a run the hub never starts.
+def test_the_plan_says_what_the_hub_runs_for_an_openfl_job(tmp_path: Path) -> None:
+    # OpenFL's aggregator on the hub reads its plan once and builds its initial model for 28x28 images: a plan
+    # that listed only the placement would leave out what decides whether the run can work.
     _write(tmp_path, "jobs", "train", _job(framework="openfl"))
     _write(tmp_path, "clusters", "a", _cluster("a"))
     [job_plan] = plan(load_repository(tmp_path))
     assert _by_cluster(job_plan)["a"].selected
     [note] = job_plan.notes
-    assert "framework: openfl" in note and "UnsupportedFramework" in note
+    assert "framework: openfl" in note and "train-aggregator" in note and "28x28" in note
     _write(tmp_path, "jobs", "train", _job())
     assert plan(load_repository(tmp_path))[0].notes == ()

@@ -226,13 +226,19 @@ async def seed(server: kmock.KubernetesEmulator, api: str, namespace: str | None
 
 
 class Operator:
-    def __init__(self, hub: Hub, runs: RunBackend, clock: Callable[[], datetime.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        runs: RunBackend,
+        clock: Callable[[], datetime.datetime] | None = None,
+        node_host: str = "hub.example",
+    ) -> None:
         configuration = kubernetes.client.Configuration()
         configuration.host = hub.url
         self.client = HubClient(kubernetes.client.ApiClient(configuration))
         self.controller = Controller(
             self.client,
-            Options(interval=0.2, node_host="hub.example", exit_timeout=0.2),
+            Options(interval=0.2, node_host=node_host, exit_timeout=0.2),
             runs=runs,
             progress=FileProgress(hub.models),
             clock=clock or (lambda: datetime.datetime.now(datetime.UTC)),

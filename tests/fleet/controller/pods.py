@@ -2,10 +2,11 @@
 
 No container runtime runs here. What can be run is what a pod runs: each container's command and arguments,
 its environment and its mounts, with every mount path mapped to a local folder (Secrets and ConfigMaps written
-as the kubelet projects them, ``items`` included; emptyDirs and claims as folders), ``python`` the test's
-interpreter, Flower's commands this environment's, and the pod's ports moved to free ones. Init containers run
-first, each to success, retried as the kubelet retries them. So the tests start exactly the command lines the
-controller renders.
+as the kubelet projects them, ``items`` included, projected volumes too; emptyDirs and claims as folders; a mount
+inside another's path as a link in that folder), ``python`` the test's interpreter (or the one a pod's image
+would hold, e.g. OpenFL's environment), Flower's commands this environment's, and the pod's ports moved to free
+ones. Init containers run first, each to success, retried as the kubelet retries them. So the tests start exactly
+the command lines the controller renders.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class LocalPod:
     """Container port -> the free local port it is moved to."""
     mounts: dict[str, Path] = field(default_factory=dict)
     """Volume name -> its local folder."""
+    python: str = sys.executable
+    """What ``python`` is in this pod's image."""
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
 
@@ -60,6 +63,7 @@ class Kubelet:
         skip: tuple[str, ...] = (),
         loopback_ports: tuple[int, ...] = (),
         init_timeout: float = 60.0,
+        python: str = sys.executable,
     ) -> LocalPod:
         """Start the pod ``name``: ``secrets``/``config_maps`` by name -> file name -> text, ``claims`` by claim
         name -> folder; ``rewrite``: argument text to replace (the cluster network: a Service name -> 127.0.0.1);
@@ -67,7 +71,7 @@ class Kubelet:
         its own network on a node; here they share one)."""
         ports = [p["containerPort"] for c in pod_spec["containers"] for p in c.get("ports", [])]
         ports += list(loopback_ports)
-        pod = LocalPod(name, self.root / name, pod_spec, {port: free_port() for port in ports})
+        pod = LocalPod(name, self.root / name, pod_spec, {port: free_port() for port in ports}, python=python)
         for volume in pod_spec.get("volumes", []):
             folder = pod.root / "volumes" / volume["name"]
             folder.mkdir(parents=True, exist_ok=True)
@@ -79,8 +83,16 @@ class Kubelet:
                 project(folder, files or {}, volume["secret"].get("items"))
             elif "configMap" in volume:
                 project(folder, (config_maps or {})[volume["configMap"]["name"]], volume["configMap"].get("items"))
+            elif "projected" in volume:
+                for source in volume["projected"]["sources"]:
+                    if "secret" in source:
+                        project(folder, secrets[source["secret"]["name"]], source["secret"].get("items"))
+                    elif "configMap" in source:
+                        files = (config_maps or {})[source["configMap"]["name"]]
+                        project(folder, files, source["configMap"].get("items"))
             elif "persistentVolumeClaim" in volume:
                 pod.mounts[volume["name"]] = (claims or {})[volume["persistentVolumeClaim"]["claimName"]]
+        _link_nested_mounts(pod)
         for init in pod_spec.get("initContainers", []):
             self._run_init(pod, init, rewrite or {}, init_timeout)
         for container in pod_spec["containers"]:
@@ -131,7 +143,7 @@ class Kubelet:
 
         command = [str(part) for part in container["command"]]
         if command[0] == "python":
-            command[0] = sys.executable
+            command[0] = pod.python
         elif (_BIN / command[0]).exists():
             command[0] = str(_BIN / command[0])
         argv = [*command[:1], *(local(part) for part in command[1:]), *(local(a) for a in container.get("args", []))]
@@ -149,7 +161,23 @@ def project(folder: Path, files: Mapping[str, str], items: list[dict[str, str]] 
     chosen = {i["path"]: files[i["key"]] for i in items} if items else dict(files)
     for name, text in chosen.items():
         target = folder / name
-        staging = folder / f".{name}.tmp"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.tmp"
         staging.write_text(text, encoding="utf-8")
         staging.chmod(0o600)
         staging.replace(target)
+
+
+def _link_nested_mounts(pod: LocalPod) -> None:
+    """A volume mounted inside another's mount path (``/workspace/plan`` in ``/workspace``) appears in that folder."""
+    for container in [*pod.spec.get("initContainers", []), *pod.spec["containers"]]:
+        paths = {m["mountPath"]: pod.mounts[m["name"]] for m in container.get("volumeMounts", [])}
+        for path, folder in paths.items():
+            parents = [p for p in paths if path.startswith(p.rstrip("/") + "/")]
+            if not parents:
+                continue
+            parent = max(parents, key=len)
+            link = paths[parent] / path[len(parent) :].lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(folder, target_is_directory=True)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet.controller.objects import PLACEMENT_LABEL, JobRef, superlink_name, work_name
+from fleet.controller.objects import PLACEMENT_LABEL, JobRef, aggregator_name, work_name
 
 from .conftest import ROOT
 from .operator_support import FL, ApiServer, Hub, Operator, RecordedRuns, eventually, register_identities
@@ -127,9 +127,9 @@ async def test_the_example_job_as_rendered_goes_to_completed_on_a_hub_shaped_lik
         await hub.patch_status(DECISIONS, ref.namespace, decision["metadata"]["name"], status)
         await eventually(lambda: len(hub.objects(WORKS)) == len(PLACED), what="a ManifestWork per placed cluster")
 
-        superlink = next(d for d in hub.objects(DEPLOYMENTS) if d["metadata"]["name"] == superlink_name(ref))
+        superlink = next(d for d in hub.objects(DEPLOYMENTS) if d["metadata"]["name"] == aggregator_name(ref))
         served = served_deployment(superlink, available=1)["status"]
-        await hub.patch_status(DEPLOYMENTS, ref.namespace, superlink_name(ref), served)
+        await hub.patch_status(DEPLOYMENTS, ref.namespace, aggregator_name(ref), served)
         for work in hub.objects(WORKS):
             cluster = work["metadata"]["namespace"]
             await hub.patch_status(WORKS, cluster, work_name(ref), collaborator_status(work, 1))
@@ -153,5 +153,5 @@ async def test_the_example_job_as_rendered_goes_to_completed_on_a_hub_shaped_lik
     minimum = job["spec"]["server"]["minAvailableClients"]
     assert set(final["participatingClusters"]) <= set(PLACED) and len(final["participatingClusters"]) >= minimum
     assert {c for c, _ in runs.registered} == set(PLACED)
-    (superlink,) = [d for d in hub.objects(DEPLOYMENTS) if d["metadata"]["name"] == superlink_name(ref)]
+    (superlink,) = [d for d in hub.objects(DEPLOYMENTS) if d["metadata"]["name"] == aggregator_name(ref)]
     assert superlink["spec"]["replicas"] == 0

@@ -25,9 +25,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from fleet.controller.identity import key_digest
 from fleet.controller.objects import RUNTIME_PORT
 from fleet.controller.progress import FileProgress
 from fleet.controller.runs import FlowerRunBackend
@@ -37,9 +35,10 @@ from fleet.hub import CLIENT_CERT_SECRET
 from fleet.models import Listener, ListenerType, ModelStorage, PVCStorage, Training
 from fleet.quantity import Quantity
 
-from .conftest import job, placement_decision, registration_csr, resource, sign_registration
+from .conftest import job, placement_decision, resource
 from .operator_support import CLUSTERS, FL, JOB, ApiServer, Hub, Operator, eventually, phase
 from .pods import Kubelet, LocalPod, secret_files
+from .spokes import Spoke, hub_object, sign
 from .work_agent import collaborator_status
 
 pytestmark = [
@@ -70,43 +69,8 @@ def supervisor(tmp_path: Path) -> Iterator[ProcessSupervisor]:
         yield running
 
 
-class Spoke:
-    """One managed cluster: its klusterlet's registration Secret, its data, the pod of its collaborator."""
-
-    def __init__(self, cluster: str, root: Path) -> None:
-        self.cluster = cluster
-        self.data = root / cluster / "data"
-        (self.data / "digits" / cluster).mkdir(parents=True)
-        (self.data / "digits" / cluster / "part.npz").write_bytes(b"x")
-        self.secret: dict[str, str] = {}
-        self.key: ec.EllipticCurvePrivateKey | None = None
-        self.pod: LocalPod | None = None
-
-    def hold(self, certificate: str, key: ec.EllipticCurvePrivateKey) -> None:
-        """The klusterlet stores a newly signed certificate and its key (PEM, as keyutil writes EC keys)."""
-        self.key = key
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-        self.secret = {"tls.crt": certificate, "tls.key": pem.decode()}
-
-    @property
-    def digest(self) -> str:
-        assert self.key is not None
-        public = self.key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        return key_digest(public)
-
-
-def _object(hub: Hub, api: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-    for obj in hub.objects(api):
-        metadata = obj["metadata"]
-        if metadata["name"] == name and (namespace is None or metadata.get("namespace") == namespace):
-            return obj
-    return None
-
-
 def _work(hub: Hub, cluster: str) -> dict[str, Any] | None:
-    return _object(hub, WORKS, "fl-fl-digits-digits", cluster)
+    return hub_object(hub, WORKS, "fl-fl-digits-digits", cluster)
 
 
 def _work_key(hub: Hub, cluster: str) -> str | None:
@@ -124,16 +88,6 @@ def _registered(hub: Hub) -> dict[str, Any]:
     text = hub.job().get("metadata", {}).get("annotations", {}).get("federation.fleet.dev/collaborators", "{}")
     found: dict[str, Any] = json.loads(text)
     return found
-
-
-async def _sign(hub: Hub, spoke: Spoke) -> None:
-    """OCM signs a registration for the spoke (a new key each time) and its klusterlet stores it."""
-    ca = _object(hub, "v1/secrets", "fleet-hub-ca")
-    assert ca is not None
-    files = secret_files(ca)
-    certificate, key = sign_registration(files["tls.crt"], files["tls.key"], spoke.cluster)
-    spoke.hold(certificate, key)
-    await hub.create(CSRS, None, registration_csr(certificate, spoke.cluster))
 
 
 def _start_collaborator(kubelet: Kubelet, hub: Hub, spoke: Spoke, superlink: str) -> LocalPod:
@@ -168,14 +122,14 @@ async def test_a_mutual_tls_federation_from_the_controller_s_objects_completes_a
     kubelet = Kubelet(tmp_path / "pods", supervisor, supervisor.env)
     spokes = {c: Spoke(c, tmp_path / "spokes") for c in PLACED}
     async with operator:
-        await eventually(lambda: _object(hub, "v1/secrets", "fleet-hub-ca"), what="the hub CA")
+        await eventually(lambda: hub_object(hub, "v1/secrets", "fleet-hub-ca"), what="the hub CA")
         for spoke in spokes.values():
-            await _sign(hub, spoke)
+            await sign(hub, spoke)
         await hub.create(FL, JOB.namespace, body)
-        await eventually(lambda: _object(hub, "v1/secrets", "digits-superlink-tls"), what="the job's certificates")
-        deployment = await eventually(lambda: _object(hub, "apps/v1/deployments", "digits-superlink"))
-        clients = await eventually(lambda: _object(hub, "v1/configmaps", "digits-clients"), what="the allow-list")
-        tls = _object(hub, "v1/secrets", "digits-superlink-tls")
+        await eventually(lambda: hub_object(hub, "v1/secrets", "digits-superlink-tls"), what="the job's certificates")
+        deployment = await eventually(lambda: hub_object(hub, "apps/v1/deployments", "digits-superlink"))
+        clients = await eventually(lambda: hub_object(hub, "v1/configmaps", "digits-clients"), what="the allow-list")
+        tls = hub_object(hub, "v1/secrets", "digits-superlink-tls")
         assert tls is not None
         superlink = await asyncio.to_thread(
             kubelet.start,
@@ -190,7 +144,7 @@ async def test_a_mutual_tls_federation_from_the_controller_s_objects_completes_a
 
         async def sync_allow_list() -> None:
             while True:  # the kubelet's refresh of a mounted ConfigMap
-                current = _object(hub, "v1/configmaps", "digits-clients")
+                current = hub_object(hub, "v1/configmaps", "digits-clients")
                 if current is not None:
                     kubelet.update_config_map(superlink, "clients", current["data"])
                 await asyncio.sleep(0.2)
@@ -206,7 +160,7 @@ async def test_a_mutual_tls_federation_from_the_controller_s_objects_completes_a
             # The controller reaches the SuperLink only with its certificate: the keys registered show it does.
             await eventually(lambda: set(_registered(hub)) == set(PLACED), timeout=60, what="the keys registered")
             # The pod's SuperLink is a mutual-TLS one: no certificate, no answer; the controller's own, answered.
-            operator_secret = _object(hub, "v1/secrets", "fleet-operator")
+            operator_secret = hub_object(hub, "v1/secrets", "fleet-operator")
             assert operator_secret is not None
             ca_file = superlink.mounts["tls"] / "ca.crt"
             assert _health(address[0], ca_file, None, tmp_path).startswith("closed")
@@ -225,7 +179,7 @@ async def test_a_mutual_tls_federation_from_the_controller_s_objects_completes_a
             # OCM renews eu-west-a's certificate, with a new key: its collaborator is replaced.
             renewed, old = spokes[PLACED[0]], dict(spokes[PLACED[0]].secret)
             old_node = _registered(hub)[renewed.cluster]["node"]
-            await _sign(hub, renewed)
+            await sign(hub, renewed)
             await eventually(
                 lambda: _work_key(hub, renewed.cluster) == renewed.digest, what="the collaborator replaced"
             )

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from fleet.controller.metrics import HealthServer
-from fleet.controller.objects import superlink_name, work_name
+from fleet.controller.objects import aggregator_name, work_name
 from fleet.federation.processes import free_port
 from fleet.observability.allowlist import controller_metric_names
 from fleet.observability.dashboard import ACM_METRICS, dashboard, parse_label_values, queries, variable_queries
@@ -124,7 +124,7 @@ async def test_prometheus_scrapes_the_controller_and_the_sidecar_and_answers_the
                 await start_job(hub)
                 await make_ready(hub, CLUSTERS)
                 await eventually(lambda: phase(hub) == "Running", timeout=60, what="Running")
-                [service] = [s for s in hub.objects("v1/services") if s["metadata"]["name"] == superlink_name(JOB)]
+                [service] = [s for s in hub.objects("v1/services") if s["metadata"]["name"] == aggregator_name(JOB)]
                 aggregators = monitors["fleet-aggregators"]
                 scrape = [
                     _scrape_config(

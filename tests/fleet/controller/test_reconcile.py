@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fleet.controller.objects import (
     DESIRED_HASH,
     RUN_ID_ANNOTATION,
@@ -22,7 +24,7 @@ from fleet.controller.reconcile import JobState, Plan, Settings, reconcile
 from fleet.federation.flower_launcher import ALLOWED_CLIENTS, CLIENT_CA, CLIENT_CERT
 from fleet.federation.progress import Completed, RoundFinished
 from fleet.hub import CLIENT_CERT_SECRET, collaborator_user
-from fleet.models import FederatedLearningSpec, Phase
+from fleet.models import FederatedLearningSpec, Framework, Phase
 from fleet.validation import Status, validate_documents
 
 from .conftest import (
@@ -247,14 +249,88 @@ def test_an_invalid_spec_fails_the_job_and_removes_its_objects() -> None:
     assert not hub.owned
 
 
-def test_an_openfl_job_is_refused_on_the_hub_not_run_as_flower() -> None:
-    hub = Hub()
-    hub.fl = {**hub.fl, "spec": {**hub.fl["spec"], "framework": "openfl"}}
-    plan = hub.reconcile(issued_tls=TLS)
-    assert plan.status.phase is Phase.FAILED
-    assert plan.status.message.startswith("spec.framework: openfl: this controller runs Flower jobs only")
-    assert [c.reason for c in plan.status.conditions if c.type == "Succeeded"] == ["UnsupportedFramework"]
-    assert not plan.apply and not hub.owned and plan.submit is None
+def _openfl_hub() -> Hub:
+    hub = Hub(resource(job(framework=Framework.OPENFL)))
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    return hub
+
+
+def test_an_openfl_job_runs_openfl_s_aggregator_on_the_hub_with_the_plan_its_collaborators_get() -> None:
+    hub = _openfl_hub()
+    names = {(k.kind, k.name) for k in hub.owned if k.namespace == "fl-digits"}
+    assert {("Deployment", "digits-aggregator"), ("Service", "digits-aggregator")} <= names
+    assert {("ConfigMap", "digits-aggregator-plan"), ("ConfigMap", "digits-aggregator-keys")} <= names
+    assert ("Secret", "digits-aggregator-tls") in names
+    assert not any("superlink" in name for _, name in names)  # no Flower object
+    users = sorted(collaborator_user(c) for c in CLUSTERS)
+    aggregator_plan = hub.owned[ObjectKey("ConfigMap", "fl-digits", "digits-aggregator-plan")]["data"]
+    assert yaml.safe_load(aggregator_plan["cols.yaml"]) == {"collaborators": users}
+    network = yaml.safe_load(aggregator_plan["plan.yaml"])["network"]["settings"]
+    # Where the collaborators dial (the first listener), the same in every plan: OpenFL hashes the whole plan.
+    assert (network["agg_addr"], network["agg_port"], network["use_tls"], network["require_client_auth"]) == (
+        "hub.example",
+        30093,
+        True,
+        True,
+    )
+    keys = json.loads(
+        hub.owned[ObjectKey("ConfigMap", "fl-digits", "digits-aggregator-keys")]["data"]["allowed-keys.json"]
+    )
+    assert keys == {collaborator_user(c): [c[-1] * 64] for c in CLUSTERS}  # the digests of the hub-vouched keys
+    pod = hub.of_kind("Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["command"][-2:] == ["plan", "initialize"]
+    aggregator = pod["containers"][0]
+    assert aggregator["command"][:3] == ["python", "-m", "fleet.app_openfl.launcher"]
+    assert aggregator["command"][-2:] == ["aggregator", "start"]
+    assert aggregator["ports"] == [{"name": "fleet", "containerPort": 30093, "protocol": "TCP"}]
+    assert {"name": "FLEET_OPENFL_ALLOWED_KEYS", "value": "/var/run/fleet/clients/allowed-keys.json"} in aggregator[
+        "env"
+    ]
+    cert = next(v for v in pod["volumes"] if v["name"] == "cert")["projected"]["sources"][0]["secret"]
+    assert cert["name"] == "digits-aggregator-tls"
+    assert [i["path"] for i in cert["items"]] == [
+        "cert_chain.crt",
+        "server/agg_hub.example.crt",
+        "server/agg_hub.example.key",
+    ]
+    for work in hub.of_kind("ManifestWork"):
+        cluster = work["metadata"]["namespace"]
+        _, plan, deployment = work["spec"]["workload"]["manifests"]
+        assert plan["data"]["plan.yaml"] == aggregator_plan["plan.yaml"]
+        assert plan["data"]["cols.yaml"] == aggregator_plan["cols.yaml"]
+        assert plan["data"]["data.yaml"] == f"{collaborator_user(cluster)},/data/digits/{cluster}\n"  # its own only
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][-4:] == ["collaborator", "start", "-n", collaborator_user(cluster)]
+        sources = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "cert")
+        secret = sources["projected"]["sources"][1]["secret"]
+        assert secret["name"] == CLIENT_CERT_SECRET  # the add-on registration certificate, presented as is
+        assert [i["path"] for i in secret["items"]] == [
+            f"client/col_{collaborator_user(cluster)}.crt",
+            f"client/col_{collaborator_user(cluster)}.key",
+        ]
+
+
+def test_an_openfl_job_goes_running_to_completed_without_registering_keys() -> None:
+    hub = _openfl_hub()
+    hub.set_status("Deployment", "fl-digits", "digits-aggregator", {"availableReplicas": 1, "replicas": 1})
+    _collaborators_available(hub, CLUSTERS)
+    plan = hub.reconcile()
+    assert plan.status.phase is Phase.RUNNING and plan.submit is not None
+    plan = hub.reconcile(events=(Completed({"accuracy": 0.9}),))
+    assert plan.status.phase is Phase.COMPLETED
+    assert not hub.of_kind("ManifestWork")
+
+
+def test_a_cluster_placed_later_changes_the_openfl_plan_and_so_replaces_the_aggregator() -> None:
+    hub = Hub(resource(job(framework=Framework.OPENFL)))
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS[:2])]
+    hub.reconcile(issued_tls=TLS)
+    before = hub.of_kind("Deployment")[0]["spec"]["template"]["metadata"]["annotations"]["fleet.dev/plan"]
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile()
+    after = hub.of_kind("Deployment")[0]["spec"]["template"]["metadata"]["annotations"]["fleet.dev/plan"]
+    assert before != after  # OpenFL reads cols.yaml once, at start
 
 
 def test_load_balancer_address_comes_from_the_service_status() -> None:
@@ -307,12 +383,12 @@ def test_every_object_validates_against_the_upstream_crds_and_kubernetes(crds_di
 
 
 def test_job_ref_names_stay_valid_for_long_names() -> None:
-    from fleet.controller.objects import collaborator_name, listener_name, superlink_name
+    from fleet.controller.objects import aggregator_name, collaborator_name, listener_name
     from fleet.models import Listener, ListenerType
 
     ref = JobRef("j" * 63, "n" * 63, "uid")
     listener = Listener(name="l" * 63, type=ListenerType.NODE_PORT, port=30000)
-    for name in (superlink_name(ref), collaborator_name(ref), listener_name(ref, listener)):
+    for name in (aggregator_name(ref), collaborator_name(ref), listener_name(ref, listener)):
         assert len(name) <= 63 and not name.endswith("-")
     assert collaborator_name(ref) != collaborator_name(JobRef("j" * 63, "n" * 62 + "m", "uid"))
 

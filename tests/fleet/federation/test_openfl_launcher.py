@@ -68,3 +68,51 @@ def test_the_launcher_refuses_a_bad_sleep_and_any_other_openfl(tmp_path: Path) -
     )
     assert other.returncode != 0
     assert "written for OpenFL 1.9, found 1.10" in other.stderr
+
+
+_KEYS_PROBE = """
+import inspect, json
+from fleet.app_openfl import launcher
+from openfl.transport.grpc.aggregator_server import AggregatorGRPCServer
+upstream = inspect.getsource(AggregatorGRPCServer)
+original = AggregatorGRPCServer.validate_collaborator
+launcher.patch()
+print(json.dumps({"source": upstream, "patched": AggregatorGRPCServer.validate_collaborator is not original}))
+"""
+
+
+def test_with_allowed_keys_the_launcher_wraps_the_collaborator_check_every_request_goes_through(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text("{}")
+    ran = _python(_KEYS_PROBE, {"FLEET_OPENFL_ALLOWED_KEYS": str(keys)})
+    assert ran.returncode == 0, ran.stderr
+    probe = json.loads(ran.stdout.splitlines()[-1])
+    assert probe["patched"]
+    # What the check was written against: OpenFL 1.9 authenticates by the common name only, in one method that each
+    # of the aggregator's RPCs calls first; the key check runs after it, on the same request.
+    source = probe["source"]
+    assert 'context.auth_context()["x509_common_name"]' in source
+    assert source.count("self.validate_collaborator(request, context)") >= 4
+    unpatched = json.loads(_python(_KEYS_PROBE).stdout.splitlines()[-1])
+    assert not unpatched["patched"]  # without the variable, OpenFL's check alone (fleet run with tls: false)
+
+
+def test_the_key_digest_is_the_one_the_controller_records(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from fleet.app_openfl.launcher import allowed_digests, key_digest
+    from fleet.controller.identity import key_digest as recorded_digest
+    from fleet.federation.certificates import CertificateAuthority, create_cluster_identity
+
+    authority = CertificateAuthority.create(tmp_path / "ca", "hub")
+    identity = create_cluster_identity(tmp_path / "id", "alpha", authority)
+    from cryptography import x509
+
+    public = x509.load_pem_x509_certificate(identity.certificate.read_bytes()).public_key()
+    line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    assert key_digest(identity.certificate.read_bytes()) == recorded_digest(line)
+    listed = tmp_path / "keys.json"
+    listed.write_text(json.dumps({"alpha": ["a" * 64], "beta": "not a list"}))
+    assert allowed_digests(listed, "alpha") == {"a" * 64}
+    assert allowed_digests(listed, "beta") == set()  # malformed: nothing admitted
+    assert allowed_digests(tmp_path / "missing.json", "alpha") == set()  # unreadable: refused, not open

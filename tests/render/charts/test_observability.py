@@ -8,7 +8,7 @@ from typing import Any
 
 from chart_helpers import Rendered, one
 
-from fleet.controller.objects import JobRef, federation_objects, superlink_name
+from fleet.controller.objects import JobRef, aggregator_name, federation_objects
 from fleet.models import FederatedLearningSpec
 from fleet.repository import Repository
 
@@ -64,7 +64,7 @@ def test_each_job_namespace_has_a_monitor_of_its_superlink_service_only(example:
         services = [o for o in federation_objects(spec, ref, None, replicas=1) if o["kind"] == "Service"]
         assert len(services) > 1  # the SuperLink's and its listeners'
         [selected] = [s for s in services if _selects(monitor, s)]
-        assert selected["metadata"]["name"] == superlink_name(ref)
+        assert selected["metadata"]["name"] == aggregator_name(ref)
         assert [e["port"] for e in _endpoints(monitor)] == ["progress"]
         assert "progress" in {p["name"] for p in selected["spec"]["ports"]}
         # prometheus-operator names the series' job after this label of the Service.
