@@ -85,7 +85,7 @@ class Observation:
     collaborator_problems: Mapping[str, Problem] = field(default_factory=dict)
     """Cluster -> why its collaborator cannot start (for example an image that cannot be pulled)."""
     federation_ready: bool = False
-    """The aggregator (SuperLink) is up and reachable."""
+    """The aggregator (Flower's SuperLink, OpenFL's aggregator) is up and reachable."""
     run_submitted: bool = False
     events: tuple[Event, ...] = ()
     """Progress events read since the last step (re-reading old ones is harmless)."""
@@ -97,7 +97,7 @@ class Observation:
 
 @dataclass(frozen=True)
 class EnsureFederation:
-    """Create (or keep) the aggregator: certificates, SuperLink, listeners, model storage."""
+    """Create (or keep) the aggregator: certificates, its Deployment and Service, listeners, model storage."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,8 @@ class DeployCollaborators:
 
 @dataclass(frozen=True)
 class SubmitRun:
-    """Submit the run to the federation's SuperLink (once; then report ``run_submitted``)."""
+    """Start the run (once; then report ``run_submitted``): submitted to Flower's SuperLink; OpenFL's aggregator
+    runs its plan from its start."""
 
     clusters: tuple[str, ...]
 
@@ -249,7 +250,7 @@ class _Stepper:
         elif not self.obs.federation_ready:
             reason, message = (
                 "WaitingForFederation",
-                "waiting for the aggregator (SuperLink) to become available",
+                "waiting for the aggregator to become available",
             )
         else:
             reason = "WaitingForCollaborators"
@@ -272,7 +273,7 @@ class _Stepper:
         hints = {
             "PlacementPending": "check the Placement's events and the namespace's ManagedClusterSetBindings",
             "TooFewClusters": "add clusters that claim the dataset, or lower minAvailableClients",
-            "WaitingForFederation": "check the SuperLink Deployment's pods and events on the hub",
+            "WaitingForFederation": "check the aggregator Deployment's pods and events on the hub",
             "WaitingForCollaborators": "check the ManifestWork status of the collaborators not available",
         }
         return reason, f"waited {waited:.0f} s (waitTimeoutSeconds={timeout}): {message}; {hints[reason]}"
@@ -383,9 +384,9 @@ class _Stepper:
 
     def _federation_condition(self) -> None:
         if self.obs.federation_ready:
-            self._condition(FEDERATION_READY, "True", "SuperLinkAvailable", "the SuperLink is available")
+            self._condition(FEDERATION_READY, "True", "AggregatorAvailable", "the aggregator is available")
         else:
-            self._condition(FEDERATION_READY, "False", "SuperLinkStarting", "the SuperLink is not available yet")
+            self._condition(FEDERATION_READY, "False", "AggregatorStarting", "the aggregator is not available yet")
 
     def _spec_generation(self, *, running: bool) -> None:
         observed = self.before.observed_generation

@@ -45,7 +45,7 @@ def test_a_local_run_moves_through_the_hub_phases_and_conditions(tmp_path: Path)
     assert waiting.phase is Phase.WAITING
     assert {c.type: c.reason for c in waiting.conditions} == {
         "PlacementSatisfied": "EnoughClusters",
-        "FederationReady": "SuperLinkStarting",
+        "FederationReady": "AggregatorStarting",
         "Training": "WaitingForFederation",
         "SpecAccepted": "Applied",
     }
