@@ -5,8 +5,10 @@ settings come from the ServerApp, in each message, so that they are decided in o
 
 Messages. An instruction carries ``arrays`` (an ArrayRecord with the global model's state dict, or empty in
 the first round when the server does not know the input shape: then every collaborator starts from the model
-`build_model` gives for the shared seed) and ``config`` (a ConfigRecord: ``server-round``, ``local-epochs``,
-``learning-rate``, ``batch-size``, ``proximal-mu`` (0 for FedAvg), ``seed``). A train reply carries
+`build_model` gives for the shared seed; packed into one array, `fleet.app.packing`, unless client-side
+clipping reads it, and then the train reply's ``arrays`` are packed too) and ``config`` (a ConfigRecord:
+``server-round``, ``local-epochs``, ``learning-rate``, ``batch-size``, ``proximal-mu`` (0 for FedAvg),
+``seed``). A train reply carries
 ``arrays``, ``metrics`` (``num-examples``, ``train_loss``, ``train-seconds``) and ``info`` (``cluster-name``,
 ``input-shape``); an evaluate reply carries ``metrics`` (``num-examples``, ``eval_loss``, ``accuracy``) and
 ``info``. Both replies' metrics also carry ``started-at`` and ``finished-at``: the Unix times at which the
@@ -36,6 +38,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from fleet.app.data import DataError, Dataset, load_dataset
+from fleet.app.packing import PackingError, is_packed, pack, unpack
 from fleet.app.task import build_model, evaluate, train
 
 DATA_ERROR_CODE = 1001
@@ -100,7 +103,8 @@ def _train(message: Message, context: Context) -> Message:
             "info": ConfigRecord({"cluster-name": cluster, "input-shape": list(data.input_shape)}),
         }
     )
-    return Message(content, reply_to=message)
+    # Packed when the instruction was (`fleet.app.packing`): then no Flower mod reads the update's arrays here.
+    return Message(pack(content) if is_packed(message.content) else content, reply_to=message)
 
 
 @app.evaluate()
@@ -200,12 +204,15 @@ def _number(config: ConfigRecord, key: str, default: float | None = None) -> flo
 
 def _model(message: Message, context: Context, data: Dataset) -> torch.nn.Module:
     model = build_model(data.input_shape, seed=int(_number(_config(message), "seed", 0)))
-    arrays = message.content.array_records.get("arrays")
+    cluster = str(context.node_config.get("cluster-name", ""))
+    try:
+        arrays = unpack(message.content).array_records.get("arrays")
+    except PackingError as error:
+        raise DataError(f"cluster {cluster!r}: the global model could not be unpacked: {error}") from None
     if arrays is not None and len(arrays) > 0:
         try:
             model.load_state_dict(arrays.to_torch_state_dict())
         except RuntimeError as error:
-            cluster = str(context.node_config.get("cluster-name", ""))
             raise DataError(
                 f"cluster {cluster!r}: its images ({data.input_shape[1]}x{data.input_shape[2]}) do not fit "
                 f"the global model: {error}"

@@ -45,10 +45,12 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from numpy.typing import NDArray
 
 from fleet.app.data import DataError, Dataset, load_dataset
 from fleet.app.files import METRICS_FILE, append_event, now, write_metrics
+from fleet.app.packing import PackingError, is_packed, pack, unpack
 from fleet.app.privacy import DifferentialPrivacy, DifferentialPrivacySettings, PrivacyError, settings_from_run_config
 from fleet.app.resume import ResumeError, ResumePoint
 from fleet.app.secure_aggregation import SecureRound, masked_bytes, secure_round
@@ -345,6 +347,11 @@ def _exchange(
     """Push one message to each node and pull the replies until all are in, the nodes are gone, or the round
     times out."""
     settings = federation.settings
+    config = content.config_records.get("config")
+    if config is None or KEY_CLIPPING_NORM not in config:
+        # One array on the wire instead of one per tensor (`fleet.app.packing`): 8 Flower objects a message, not
+        # 21, each an HTTPS request on every hop. Flower's clipping mods read the arrays on the ClientApp.
+        content = pack(content)
     messages = [
         Message(content, node, message_type, ttl=settings.round_timeout + 60, group_id=str(server_round))
         for node in nodes
@@ -372,6 +379,12 @@ def _exchange_messages(federation: _Federation, messages: list[Message]) -> _Rep
             if reply.metadata.reply_to_message_id not in waiting:
                 continue
             node = waiting.pop(reply.metadata.reply_to_message_id)
+            if not reply.has_error() and is_packed(reply.content):
+                try:
+                    reply.content = unpack(reply.content)
+                except PackingError as error:
+                    result.missing[node] = f"its reply's arrays could not be unpacked: {error}"
+                    continue
             if reply.has_error():
                 result.missing[node] = _error_reason(reply)
             else:
