@@ -150,16 +150,17 @@ def test_every_template_variable_is_defined_and_every_defined_one_used(example: 
 def test_agent_image_follows_the_jobs_client_images(
     example_repo: Path, render_repo: Callable[[Path], tuple[Repository, Rendered]]
 ) -> None:
-    _, rendered = render_repo(example_repo)
-    images = {c["image"] for c in _containers(rendered)}
-    assert images == {"ghcr.io/fleet-fl/fleet-app:0.1.0"}  # both example jobs' client image
+    # The example's jobs differ (Flower's app image, OpenFL's): no one image to pick, so the app's.
+    repository, rendered = render_repo(example_repo)
+    assert len({job.images.client for job in repository.jobs.values()}) == 2
+    assert {c["image"] for c in _containers(rendered)} == {APP_IMAGE}
 
-    job = yaml.safe_load((example_repo / "jobs" / "mnist-digits.yaml").read_text())
-    other = {**job, "name": "mnist-digits-b", "images": {**job["images"], "client": "example.org/other:1"}}
-    other["listeners"] = [{**job["listeners"][0], "port": 30095}]  # a NodePort of its own (30094: the OpenFL job)
-    (example_repo / "jobs" / "mnist-digits-b.yaml").write_text(yaml.safe_dump(other))
+    # Every job on one client image: the agent runs that one.
+    for path in (example_repo / "jobs").glob("*.yaml"):
+        job = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**job, "images": {**job["images"], "client": "example.org/one:1"}}))
     _, rendered = render_repo(example_repo)
-    assert {c["image"] for c in _containers(rendered)} == {APP_IMAGE}  # no one image to pick: the app's
+    assert {c["image"] for c in _containers(rendered)} == {"example.org/one:1"}
 
 
 def _containers(rendered: Rendered) -> list[dict[str, Any]]:
