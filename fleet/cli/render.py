@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import sys
@@ -149,9 +150,14 @@ def _render_repository(
 def _start_renderer() -> threading.Thread:
     """Import the renderer on a thread: jsii starts Node and loads cdk8s into it (0.35 s, mostly waiting for Node)
     while this thread imports the models and loads the repository; ``import render`` waits for it to finish."""
-    thread = threading.Thread(target=importlib.import_module, args=("render",), name="fleet-render-cdk8s", daemon=True)
+    thread = threading.Thread(target=_import_renderer, name="fleet-render-cdk8s", daemon=True)
     thread.start()
     return thread
+
+
+def _import_renderer() -> None:
+    with contextlib.suppress(Exception):  # a broken install: the command's own `import render` says so, once
+        importlib.import_module("render")
 
 
 def render_and_validate(repository: Repository, crds: Path | None) -> dict[str, str]:
