@@ -1,5 +1,10 @@
 """The objects the controller keeps on the hub and the spokes for one job, as pure builders.
 
+What every job has is built here: its TLS Secret, its model volume, its listeners, the ManifestWork around each
+collaborator. What runs the aggregator and the collaborators comes from the job's runtime (`fleet.runtimes`):
+OpenFL's in `fleet.runtimes.openfl`, Flower's here (`flower_aggregator_objects`, `flower_collaborator_manifests`),
+described below.
+
 Per job, in the job's namespace on the hub (each owned by the FederatedLearning resource, so that
 Kubernetes' garbage collector removes them with it even when the controller is down):
 - ``<job>-superlink-tls``: the SuperLink's server certificate (valid for the names collaborators, the controller

@@ -48,7 +48,7 @@ from fleet.federation.progress import Event
 from fleet.hub import ADDON_NAME, CONTROLLER_NAME, CONTROLLER_NAMESPACE, JOB_LABEL, serverapp_user
 from fleet.lifecycle import FEDERATION_READY, TERMINAL, EmitEvent
 from fleet.models import FederatedLearningSpec, Framework
-from fleet.runtimes import runtime_for
+from fleet.runtimes import DEFAULT_FRAMEWORK, framework_of, runtime_for
 
 from .cluster_labels import register_cluster_labels
 from .hub import (
@@ -180,15 +180,15 @@ class Controller:
     ) -> None:
         self.hub = hub
         self.options = options
-        given = {Framework.FLOWER: runs} if runs is not None and not isinstance(runs, Mapping) else dict(runs or {})
+        given = {DEFAULT_FRAMEWORK: runs} if runs is not None and not isinstance(runs, Mapping) else dict(runs or {})
         self.backends: dict[Framework, RunBackend] = {
             f: given.get(f) or runtime_for(f).run_backend() for f in Framework
         }
-        """Each runtime's run backend (`fleet.runtimes.Runtime.run_backend`); ``runs`` alone is Flower's."""
-        flower = self.backends[Framework.FLOWER]
-        if not isinstance(flower, KeyRegistry):
-            raise TypeError(f"Flower's run backend {flower!r} must also register the collaborators' keys")
-        self.keys: KeyRegistry = flower
+        """Each runtime's run backend (`fleet.runtimes.Runtime.run_backend`); ``runs`` alone is the default
+        framework's."""
+        for framework, backend in self.backends.items():
+            if runtime_for(framework).registers_keys and not isinstance(backend, KeyRegistry):
+                raise TypeError(f"{framework}'s run backend {backend!r} must also register the collaborators' keys")
         self.progress = progress or HttpProgress(progress_url)
         self.metrics = metrics or Metrics()
         # Counted where each request is made: reconciles of different jobs run at once in threads.
@@ -208,6 +208,12 @@ class Controller:
 
     def runs_of(self, spec: FederatedLearningSpec) -> RunBackend:
         return self.backends[spec.framework]
+
+    def _keys(self, resource: Mapping[str, Any]) -> KeyRegistry:
+        """The job's runtime's key registry (checked at start: a runtime that registers keys has one)."""
+        backend = self.backends[framework_of(resource)]
+        assert isinstance(backend, KeyRegistry)
+        return backend
 
     def memory(self, job: JobRef) -> _JobMemory:
         memory = self.jobs.get(job)
@@ -356,7 +362,7 @@ class Controller:
             _condition_true(status, FEDERATION_READY)
             and _tls(resource)
             and status.phase not in TERMINAL
-            and runtime_for(_framework(resource)).registers_keys
+            and runtime_for(framework_of(resource)).registers_keys
         ):
             self._sync_collaborators(job, resource, plan.collaborators, identities, memory, events_out)
         if plan.submit is not None and memory.run_id is None:
@@ -413,6 +419,7 @@ class Controller:
         registered = memory.registered
         before = dict(registered)
         credentials = self.operator_credentials()
+        keys = self._keys(resource)
         for cluster in collaborators:
             identity = identities.get(cluster)
             if identity is None:
@@ -429,7 +436,7 @@ class Controller:
             if have is not None and have[0] == identity.key_digest:
                 continue
             try:
-                node = self.keys.register(job, cluster, identity.public_key, credentials)
+                node = keys.register(job, cluster, identity.public_key, credentials)
             except KeyRetiredError as error:
                 if f"{cluster}:{identity.key_digest}" not in memory.warned:
                     memory.warned.add(f"{cluster}:{identity.key_digest}")
@@ -450,9 +457,9 @@ class Controller:
                     f"cluster {cluster}'s renewed key registered (CSR {identity.source}); its collaborator restarts",
                 )
             )
-            self._unregister(job, cluster, have[1], credentials)
+            self._unregister(keys, job, cluster, have[1], credentials)
         for cluster in sorted(set(registered) - set(collaborators)):
-            if self._unregister(job, cluster, registered[cluster][1], credentials):
+            if self._unregister(keys, job, cluster, registered[cluster][1], credentials):
                 del registered[cluster]
                 events.append(EmitEvent("Normal", "CollaboratorRemoved", f"cluster {cluster} left the job"))
         if registered != before:
@@ -464,10 +471,10 @@ class Controller:
                 {"metadata": {"annotations": {COLLABORATORS_ANNOTATION: value}}},
             )
 
-    def _unregister(self, job: JobRef, cluster: str, node: int, credentials: Credentials) -> bool:
+    def _unregister(self, keys: KeyRegistry, job: JobRef, cluster: str, node: int, credentials: Credentials) -> bool:
         """Unregister a node; False when the SuperLink did not answer (tried again on the next reconcile)."""
         try:
-            self.keys.unregister(job, node, credentials)
+            keys.unregister(job, node, credentials)
         except Exception as error:
             if "not found" in str(error).lower():
                 return True  # gone already
@@ -609,13 +616,6 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _condition_true(status: Any, kind: str) -> bool:
     return any(c.type == kind and c.status == "True" for c in status.conditions)
-
-
-def _framework(resource: Mapping[str, Any]) -> Framework:
-    try:
-        return Framework(str((resource.get("spec") or {}).get("framework", Framework.FLOWER.value)))
-    except ValueError:
-        return Framework.FLOWER
 
 
 def _tls(resource: Mapping[str, Any]) -> bool:

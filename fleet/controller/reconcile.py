@@ -32,8 +32,8 @@ from fleet.lifecycle import (
     rfc3339,
     step,
 )
-from fleet.models import Condition, FederatedLearningSpec, FederatedLearningStatus, Framework, Phase
-from fleet.runtimes import aggregator_of
+from fleet.models import Condition, FederatedLearningSpec, FederatedLearningStatus, Phase
+from fleet.runtimes import framework_of, runtime_for
 
 from . import observe
 from .objects import (
@@ -112,8 +112,8 @@ class Plan:
 
 def job_ref(resource: Mapping[str, Any]) -> JobRef:
     metadata = resource["metadata"]
-    framework = (resource.get("spec") or {}).get("framework", Framework.FLOWER.value)
-    return JobRef(metadata["name"], metadata["namespace"], metadata.get("uid", ""), aggregator_of(framework))
+    aggregator = runtime_for(framework_of(resource)).aggregator
+    return JobRef(metadata["name"], metadata["namespace"], metadata.get("uid", ""), aggregator)
 
 
 def run_id(resource: Mapping[str, Any]) -> int | None:

@@ -133,6 +133,7 @@ class OpenFLRun(LocalRun):
             raise RunError(f"the job cannot start: {self.recorder.status.message}")
         # OpenFL's aggregator holds the plan from its start: the rounds begin as the collaborators ask for tasks.
         self.recorder.submitted()
+        self.submitted = True
         self.observer.started(job.rounds, tuple(self.supernodes))
         self._follow(time.monotonic() + self._timeout())
 
@@ -277,15 +278,8 @@ class OpenFLRun(LocalRun):
             if not late:
                 return
             if time.monotonic() > deadline:
-                if len(self.supernodes) - len(late) >= self.job.min_available_clients:
-                    for cluster in late:
-                        self._lose(cluster, "did not connect in time (refused by the aggregator?)", stop=True)
-                    return
-                raise RunError(
-                    f"OpenFL collaborators of {', '.join(late)} did not connect within "
-                    f"{self.settings.start_timeout:.0f} s"
-                    + "".join(f"\n--- {c} ({self.supernodes[c].log}):\n{self.supernodes[c].tail()}" for c in late)
-                )
+                self._leave_out_late(late, "OpenFL collaborators")  # a refused certificate retries for ever
+                return
             time.sleep(0.2)
 
     def _connected(self) -> set[str]:

@@ -98,13 +98,17 @@ def runtime_for(framework: Framework) -> Runtime:
     return runtime
 
 
-def aggregator_of(framework_value: object) -> str:
-    """What a job's runtime calls its aggregator, from the raw ``spec.framework`` (Flower's when unreadable)."""
+DEFAULT_FRAMEWORK: Framework = Job.model_fields["framework"].default
+"""A job's framework when it names none (`fleet.models.Job.framework`)."""
+
+
+def framework_of(resource: Mapping[str, Any]) -> Framework:
+    """The framework of a FederatedLearning resource as the API server holds it (the default when it names none;
+    one this version does not know fails the spec's validation, so any runtime's names do here)."""
     try:
-        framework = Framework(str(framework_value))
+        return Framework(str((resource.get("spec") or {}).get("framework", DEFAULT_FRAMEWORK.value)))
     except ValueError:
-        framework = Framework.FLOWER
-    return runtime_for(framework).aggregator
+        return DEFAULT_FRAMEWORK
 
 
-__all__ = ["Runtime", "aggregator_of", "runtime_for"]
+__all__ = ["DEFAULT_FRAMEWORK", "Runtime", "framework_of", "runtime_for"]

@@ -1,7 +1,7 @@
 """Flower as a fleet runtime: a SuperLink on the hub (with fleet's warm executor running the ServerApp), one SuperNode
 per collaborator, the run submitted and followed through Flower's Control API.
 
-Locally the run is `fleet.federation.local.LocalRun`; on the hub the objects are
+Locally the run is `fleet.federation.flower_runtime.FlowerRun`; on the hub the objects are
 `fleet.controller.objects.flower_aggregator_objects` and `fleet.controller.objects.flower_collaborator_manifests`,
 the run `fleet.controller.runs.FlowerRunBackend`. Each collaborator's key is registered with the SuperLink
 (SuperNode authentication).
@@ -28,9 +28,9 @@ class FlowerRuntime:
     registers_keys: bool = True
 
     def local_run(self) -> type[LocalRun]:
-        from fleet.federation.local import LocalRun
+        from fleet.federation.flower_runtime import FlowerRun
 
-        return LocalRun
+        return FlowerRun
 
     def aggregator_objects(
         self,

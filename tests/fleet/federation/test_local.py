@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fleet.federation import local
+from fleet.federation import flower_runtime, local
 from fleet.federation.certificates import CertificateAuthority, ClusterIdentity, create_cluster_identity
 from fleet.federation.local import RunError, RunSettings, plan_run, run_federation
 from fleet.federation.progress import RoundFinished
@@ -140,7 +140,7 @@ def test_foreign_certificate_foreign_ca_and_unregistered_key_are_refused(
 ) -> None:
     plan = _plan(tmp_path, ["alpha", "beta", "forged", "lost", "unknown"])
     foreign = CertificateAuthority.create(tmp_path / "foreign", "not the hub")
-    real_create = local.create_cluster_identity
+    real_create = flower_runtime.create_cluster_identity
 
     def identity(directory: Path, cluster: str, authority: CertificateAuthority) -> ClusterIdentity:
         if cluster == "forged":  # a certificate the hub CA did not sign
@@ -150,15 +150,15 @@ def test_foreign_certificate_foreign_ca_and_unregistered_key_are_refused(
             made.trusted_ca.write_bytes(foreign.path.read_bytes())
         return made
 
-    real_register = local.ControlClient.register_node
+    real_register = flower_runtime.ControlClient.register_node
 
-    def register(self: local.ControlClient, key: bytes, name: str) -> int:
+    def register(self: flower_runtime.ControlClient, key: bytes, name: str) -> int:
         if name == "unknown":  # a key the SuperLink never registered
             return 0
         return real_register(self, key, name)
 
-    monkeypatch.setattr(local, "create_cluster_identity", identity)
-    monkeypatch.setattr(local.ControlClient, "register_node", register)
+    monkeypatch.setattr(flower_runtime, "create_cluster_identity", identity)
+    monkeypatch.setattr(flower_runtime.ControlClient, "register_node", register)
     observer = Recorder()
     result = run_federation(plan, observer, SETTINGS)
     status = result.status
