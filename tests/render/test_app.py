@@ -42,7 +42,8 @@ def _fleet(*arguments: str) -> subprocess.CompletedProcess[str]:
     """``fleet`` as its own process, printing at exit which of the heavy top-level packages it imported."""
     script = (
         "import atexit, sys\n"
-        "heavy = ('torch', 'flwr', 'kopf', 'kubernetes', 'boto3', 'botocore', 'numpy', 'sklearn', 'matplotlib')\n"
+        "heavy = ('torch', 'flwr', 'kopf', 'kubernetes', 'boto3', 'botocore', 'numpy', 'sklearn', 'matplotlib',\n"
+        "         'aiohttp')\n"
         "atexit.register(lambda: print('imported:', sorted(m for m in heavy if m in sys.modules)))\n"
         "from fleet.cli import main\n"
         f"main({list(arguments)!r})\n"
