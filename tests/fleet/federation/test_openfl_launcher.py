@@ -19,10 +19,14 @@ _PROBE = """
 import inspect, json, sys
 from fleet.app_openfl import launcher
 from openfl.component.aggregator.aggregator import Aggregator
+from openfl.transport.grpc.aggregator_server import AggregatorGRPCServer
 upstream = inspect.getsource(Aggregator)
+server = inspect.getsource(AggregatorGRPCServer)
 before = Aggregator._get_sleep_time()
+check = AggregatorGRPCServer.validate_collaborator
 launcher.patch()
-print(json.dumps({"before": before, "after": Aggregator._get_sleep_time(), "source": upstream}))
+print(json.dumps({"before": before, "after": Aggregator._get_sleep_time(), "source": upstream, "server": server,
+                  "keys_checked": AggregatorGRPCServer.validate_collaborator is not check}))
 """
 
 
@@ -37,8 +41,10 @@ def _python(code: str, env: dict[str, str] | None = None, path: str = str(SOURCE
     )
 
 
-def test_the_launcher_changes_only_the_aggregators_idle_sleep_that_openfl_19_hard_codes() -> None:
-    ran = _python(_PROBE, {"FLEET_OPENFL_SLEEP": "2"})
+def test_the_launcher_changes_the_idle_sleep_and_with_allowed_keys_the_collaborator_check(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text("{}")
+    ran = _python(_PROBE, {"FLEET_OPENFL_SLEEP": "2", "FLEET_OPENFL_ALLOWED_KEYS": str(keys)})
     assert ran.returncode == 0, ran.stderr
     probe = json.loads(ran.stdout.splitlines()[-1])
     # What the launcher was written against: a fixed 10 s, asked for on the class (so the patch reaches it), at
@@ -47,8 +53,14 @@ def test_the_launcher_changes_only_the_aggregators_idle_sleep_that_openfl_19_har
     assert "return 10" in probe["source"]
     assert probe["source"].count("sleep_time = Aggregator._get_sleep_time()") == 2
     assert probe["after"] == 2
+    # What the key check was written against: OpenFL 1.9 authenticates by the common name only, in one method each
+    # of the aggregator's RPCs calls first; the key check runs after it, on the same request.
+    assert probe["keys_checked"]
+    assert 'context.auth_context()["x509_common_name"]' in probe["server"]
+    assert probe["server"].count("self.validate_collaborator(request, context)") >= 4
     default = json.loads(_python(_PROBE).stdout.splitlines()[-1])
     assert default["after"] == 1  # the wire field is an integer: 1 s is the shortest wait there is
+    assert not default["keys_checked"]  # without the variable, OpenFL's check alone (fleet run with tls: false)
 
 
 def test_the_launcher_refuses_a_bad_sleep_and_any_other_openfl(tmp_path: Path) -> None:
@@ -68,33 +80,6 @@ def test_the_launcher_refuses_a_bad_sleep_and_any_other_openfl(tmp_path: Path) -
     )
     assert other.returncode != 0
     assert "written for OpenFL 1.9, found 1.10" in other.stderr
-
-
-_KEYS_PROBE = """
-import inspect, json
-from fleet.app_openfl import launcher
-from openfl.transport.grpc.aggregator_server import AggregatorGRPCServer
-upstream = inspect.getsource(AggregatorGRPCServer)
-original = AggregatorGRPCServer.validate_collaborator
-launcher.patch()
-print(json.dumps({"source": upstream, "patched": AggregatorGRPCServer.validate_collaborator is not original}))
-"""
-
-
-def test_with_allowed_keys_the_launcher_wraps_the_collaborator_check_every_request_goes_through(tmp_path: Path) -> None:
-    keys = tmp_path / "keys.json"
-    keys.write_text("{}")
-    ran = _python(_KEYS_PROBE, {"FLEET_OPENFL_ALLOWED_KEYS": str(keys)})
-    assert ran.returncode == 0, ran.stderr
-    probe = json.loads(ran.stdout.splitlines()[-1])
-    assert probe["patched"]
-    # What the check was written against: OpenFL 1.9 authenticates by the common name only, in one method that each
-    # of the aggregator's RPCs calls first; the key check runs after it, on the same request.
-    source = probe["source"]
-    assert 'context.auth_context()["x509_common_name"]' in source
-    assert source.count("self.validate_collaborator(request, context)") >= 4
-    unpatched = json.loads(_python(_KEYS_PROBE).stdout.splitlines()[-1])
-    assert not unpatched["patched"]  # without the variable, OpenFL's check alone (fleet run with tls: false)
 
 
 def test_the_key_digest_is_the_one_the_controller_records(tmp_path: Path) -> None:
