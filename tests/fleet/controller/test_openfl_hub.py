@@ -45,7 +45,7 @@ pytestmark = [
     pytest.mark.asyncio,
     pytest.mark.kmock(cls=ApiServer),
     pytest.mark.slow,
-    pytest.mark.xdist_group("federation"),
+    pytest.mark.xdist_group("openfl"),  # apart from Flower's federations: the suite runs both groups at once
 ]
 
 OPENFL_PYTHON = openfl_runtime.DEFAULT_OPENFL_VENV / "bin" / "python"

@@ -35,7 +35,8 @@ from tests.fleet.federation.federation_support import (
     write_repository,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("federation")]
+# Apart from the Flower federations (group "federation"): on 2 workers both groups run at once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("openfl")]
 
 SETTINGS = RunSettings(start_timeout=45)
 OPENFL_PYTHON = openfl_runtime.DEFAULT_OPENFL_VENV / "bin" / "python"
