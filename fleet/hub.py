@@ -95,3 +95,7 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 
 APP_IMAGE = f"ghcr.io/fleet-fl/fleet-app:{fleet.__version__}"
 """fleet's app image of this version (`docker/app.Dockerfile`): the add-on's agent, the progress sidecars."""
+
+AGGREGATOR_SERVICE_COMPONENT = "aggregator"
+"""The component label of every job's in-hub aggregator Service, whatever its runtime (Flower's SuperLink,
+OpenFL's aggregator): what the rendered ServiceMonitor selects, and no listener's Service."""

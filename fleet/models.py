@@ -526,6 +526,15 @@ class Job(_Model):
             raise ValueError("expected distinct cluster-set names")
         return sets
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_the_framework_publishes(cls, storage: ModelStorage, info: ValidationInfo) -> ModelStorage:
+        if storage.s3 is not None and info.data.get("framework") is Framework.OPENFL:
+            # On the hub Flower's ServerApp publishes the run to the bucket; OpenFL's aggregator writes only to its
+            # volume, which an S3 job's pod would lose with it.
+            raise ValueError("expected storage.pvc with framework: openfl (S3 storage runs on framework: flower only)")
+        return storage
+
     @field_validator("privacy")
     @classmethod
     def _privacy_fits_the_rounds(cls, privacy: Privacy, info: ValidationInfo) -> Privacy:

@@ -1,10 +1,11 @@
 """A model's arrays as one Flower Array on the wire, and back.
 
 Flower sends each ``Array`` of a message as two objects of its own (the array and its chunk), each one HTTPS
-request per hop, and a request costs the SuperLink tens of milliseconds of its SQL state (the run's status, the
-object, the traffic count). The example's model has 8 tensors: a message of 21 objects, pulled or pushed two at a
-time on each of four hops per round (ServerApp -> SuperLink -> SuperNode -> ClientApp and back). Packed, the
-tensors' bytes travel as one ``Array`` (one chunk up to Flower's 5 MiB chunk size) and the message has 8 objects.
+request per hop, and each request costs the SuperLink about 13 ms of CPU in its one process (its HTTP stack, the
+node's authentication, its SQL state: `benchmarks/rounds.md`). The example's model has 8 tensors: a reply of 21
+objects, pulled or pushed two at a time on each of four hops per round (ServerApp -> SuperLink -> SuperNode ->
+ClientApp and back). Packed, the tensors' bytes travel as one ``Array`` (one chunk up to Flower's 5 MiB chunk
+size) and the reply has 8 objects (an instruction 7, not 20).
 Flower's protocol and wire format are unchanged: a packed record is an ordinary ``ArrayRecord`` of one uint8
 array, with its layout (each tensor's name, dtype and shape, in order) in a ``ConfigRecord``.
 

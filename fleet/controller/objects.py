@@ -48,6 +48,7 @@ from fleet.crd import KIND, PLURAL, VERSION
 from fleet.federation.flower_launcher import ALLOWED_CLIENTS, CLIENT_CA, CLIENT_CERT, CLIENT_KEY
 from fleet.hub import (
     ADDON_INSTALL_NAMESPACE,
+    AGGREGATOR_SERVICE_COMPONENT,
     CLIENT_CERT_SECRET,
     CONTROLLER_NAME,
     DATA_ROOT,
@@ -381,7 +382,7 @@ def aggregator_service(job: JobRef) -> dict[str, Any]:
         SERVICE,
         job,
         aggregator_name(job),
-        job.aggregator,
+        AGGREGATOR_SERVICE_COMPONENT,
         {
             "spec": {
                 "type": "ClusterIP",

@@ -215,7 +215,8 @@ def reconcile(state: JobState) -> Plan:
             address = observe.aggregator_address(listeners, job)
             ca = tls.ca if tls else state.ca_pem
             collaborators = tuple(placed)
-            users = tuple(sorted(allowed))
+            # The collaborators the aggregator admits: with TLS, those whose hub-signed key is known.
+            users = tuple(sorted(u for u, c in allowed.items() if not spec.tls or c in state.client_keys))
             desired += [
                 collaborator_work(
                     spec,

@@ -87,6 +87,7 @@ def plan_files(spec: FederatedLearningSpec, job: JobRef, address: str, collabora
     from fleet.controller.objects import internal_address, model_dir
 
     host, port = split_address(address or internal_address(job))
+    host = host.lower()  # OpenFL looks for its certificate as cert/server/agg_<lower-case address>.crt
     training = spec.training
     settings = PlanSettings(
         rounds=spec.server.rounds,
@@ -170,11 +171,13 @@ class OpenFLRuntime:
     ) -> list[dict[str, Any]]:
         from fleet.controller.objects import CONFIG_MAP, aggregator_service, hub_object
 
-        files = plan_files(spec, job, address, list(collaborators))
+        # A round waits for every collaborator the plan lists: only those the hub vouches for (with TLS) are listed.
+        admitted = {u: c for u, c in collaborators.items() if not spec.tls or c in client_keys}
+        files = plan_files(spec, job, address, list(admitted))
         files["data.yaml"] = ""  # the aggregator reads no data
         objects = [hub_object(CONFIG_MAP, job, plan_name(job), job.aggregator, {"data": files})]
         if spec.tls:
-            keys = {user: [client_keys[c]] for user, c in sorted(collaborators.items()) if c in client_keys}
+            keys = {user: [client_keys[c]] for user, c in sorted(admitted.items())}
             document = json.dumps(keys, indent=2, sort_keys=True) + "\n"
             objects.append(
                 hub_object(CONFIG_MAP, job, keys_name(job), job.aggregator, {"data": {_KEYS_FILE: document}})
@@ -208,6 +211,7 @@ class OpenFLRuntime:
         )
 
         host, port = split_address(address or internal_address(job))
+        host = host.lower()
         directory = model_dir(spec, job)
         workspace = [
             {"name": "workspace", "mountPath": _WORKSPACE},

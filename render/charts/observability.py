@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.hub import CONTROLLER_NAME, CONTROLLER_NAMESPACE, INSTANCE_LABEL, JOB_LABEL
+from fleet.hub import AGGREGATOR_SERVICE_COMPONENT, CONTROLLER_NAME, CONTROLLER_NAMESPACE, INSTANCE_LABEL, JOB_LABEL
 from fleet.observability.allowlist import allowlist_data
 from fleet.observability.dashboard import FOLDER, UID, dashboard_json
 from fleet.observability.rules import rule_file_yaml
@@ -46,9 +46,13 @@ CONTROLLER_METRICS_SERVICE = f"{CONTROLLER_NAME}-metrics"
 COMPONENT = "observability"
 AGGREGATORS_MONITOR = "fleet-aggregators"
 COMPONENT_LABEL = "app.kubernetes.io/component"
-SUPERLINK_SERVICE_LABELS = {COMPONENT_LABEL: "superlink", "app.kubernetes.io/managed-by": CONTROLLER_NAME}
-"""Labels of each job's SuperLink Service, which the controller creates (`fleet.controller.objects`; a test
-checks the monitor selects it), and not of its listeners' Services."""
+AGGREGATOR_SERVICE_LABELS = {
+    COMPONENT_LABEL: AGGREGATOR_SERVICE_COMPONENT,
+    "app.kubernetes.io/managed-by": CONTROLLER_NAME,
+}
+"""Labels of each job's in-hub aggregator Service (Flower's SuperLink, OpenFL's aggregator), which the controller
+creates (`fleet.controller.objects.aggregator_service`; a test checks the monitor selects it), and not of its
+listeners' Services."""
 SCRAPE_INTERVAL = "30s"
 """Often enough for per-round curves of rounds that take minutes; RHACM's collector forwards every 5 minutes."""
 
@@ -109,7 +113,7 @@ def build_observability(app: FleetApp, repository: Repository) -> None:
             FolderChart(app, f"namespaces/{namespace}"),
             name=AGGREGATORS_MONITOR,
             namespace=namespace,
-            selector=SUPERLINK_SERVICE_LABELS,
+            selector=AGGREGATOR_SERVICE_LABELS,
             endpoints=[_endpoint("progress")],
             job_label=JOB_LABEL,
             component=COMPONENT,

@@ -637,3 +637,13 @@ def test_privacy_options_do_not_load_with_openfl(privacy: dict[str, Any]) -> Non
     assert location == ("privacy",)
     assert "with framework: openfl" in message and "flower only" in message
     Job.model_validate(_job(framework="flower", privacy=privacy))
+
+
+def test_s3_storage_does_not_load_with_openfl() -> None:
+    # On the hub OpenFL's aggregator writes only to its volume: an S3 job would complete pointing at a bucket object
+    # nothing published, its model lost with the pod.
+    s3 = {"s3": {"bucket": "models", "region": "eu-west-1", "credentialsSecret": "s3-keys"}}
+    [(location, message)] = _errors(Job, _job(framework="openfl", storage=s3))
+    assert location == ("storage",)
+    assert "expected storage.pvc with framework: openfl" in message
+    Job.model_validate(_job(framework="flower", storage=s3))

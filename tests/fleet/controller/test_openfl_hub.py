@@ -31,7 +31,7 @@ from fleet.controller.runs import FlowerRunBackend
 from fleet.data import sklearn_digits
 from fleet.federation import openfl_runtime
 from fleet.federation.processes import ProcessSupervisor
-from fleet.hub import CLIENT_CERT_SECRET, collaborator_user
+from fleet.hub import CLIENT_CERT_SECRET
 from fleet.models import Framework, Listener, ListenerType, ModelStorage, PVCStorage, Training
 from fleet.quantity import Quantity
 
@@ -212,14 +212,7 @@ async def test_an_openfl_job_runs_on_the_hub_over_mutual_tls_refuses_an_impostor
     assert all(r["participants"] == PLACED for r in final["rounds"]), final["rounds"]
     assert final["modelPath"] == f"{models}/model.pt" and (models / "model.pt").is_file()
     assert 0.0 <= final["finalMetrics"]["accuracy"] <= 1.0
-    # Each collaborator read its own cluster's data, and only the registered identities took part.
-    for spoke in spokes.values():
-        assert f"{collaborator_user(spoke.cluster)}" in _aggregator_log(aggregator)
     assert not hub.objects(WORKS)
-
-
-def _aggregator_log(pod: LocalPod) -> str:
-    return _log(pod, "aggregator")
 
 
 def _listening(port: int) -> bool:

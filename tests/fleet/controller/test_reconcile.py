@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from fleet.controller.objects import (
@@ -24,7 +25,8 @@ from fleet.controller.reconcile import JobState, Plan, Settings, reconcile
 from fleet.federation.flower_launcher import ALLOWED_CLIENTS, CLIENT_CA, CLIENT_CERT
 from fleet.federation.progress import Completed, RoundFinished
 from fleet.hub import CLIENT_CERT_SECRET, collaborator_user
-from fleet.models import FederatedLearningSpec, Framework, Phase
+from fleet.models import FederatedLearningSpec, Framework, Listener, ListenerType, Phase
+from fleet.runtimes import runtime_for
 from fleet.validation import Status, validate_documents
 
 from .conftest import (
@@ -331,6 +333,51 @@ def test_a_cluster_placed_later_changes_the_openfl_plan_and_so_replaces_the_aggr
     hub.reconcile()
     after = hub.of_kind("Deployment")[0]["spec"]["template"]["metadata"]["annotations"]["fleet.dev/plan"]
     assert before != after  # OpenFL reads cols.yaml once, at start
+    _every_plan_is_the_aggregator_s(hub)
+
+
+def test_an_openfl_plan_lists_only_collaborators_the_hub_vouches_for_and_follows_a_listener_address() -> None:
+    hub = Hub(
+        resource(
+            job(
+                framework=Framework.OPENFL, listeners=(Listener(name="lb", type=ListenerType.LOAD_BALANCER, port=9443),)
+            )
+        )
+    )
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    keys = {c: c[-1] * 64 for c in CLUSTERS[:2]}  # eu-central-c's registration is not known yet
+    hub.reconcile(issued_tls=TLS, client_keys=keys)
+    plan = hub.owned[ObjectKey("ConfigMap", "fl-digits", "digits-aggregator-plan")]["data"]
+    # A round waits for every listed collaborator: one that cannot sign in would hold each round to its timeout.
+    assert yaml.safe_load(plan["cols.yaml"]) == {"collaborators": sorted(collaborator_user(c) for c in CLUSTERS[:2])}
+    network = yaml.safe_load(plan["plan.yaml"])["network"]["settings"]
+    assert (network["agg_addr"], network["agg_port"]) == ("digits-aggregator.fl-digits.svc", 9092)  # no address yet
+    _every_plan_is_the_aggregator_s(hub)
+    hub.set_status("Service", "fl-digits", "digits-listener-lb", {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})
+    hub.reconcile(client_keys=keys, issued_tls=TLS)
+    plan = hub.owned[ObjectKey("ConfigMap", "fl-digits", "digits-aggregator-plan")]["data"]
+    network = yaml.safe_load(plan["plan.yaml"])["network"]["settings"]
+    assert (network["agg_addr"], network["agg_port"]) == ("203.0.113.7", 9443)
+    pod = hub.of_kind("Deployment")[0]["spec"]["template"]["spec"]
+    cert = next(v for v in pod["volumes"] if v["name"] == "cert")["projected"]["sources"][0]["secret"]
+    assert "server/agg_203.0.113.7.crt" in [i["path"] for i in cert["items"]]
+    assert (
+        "203.0.113.7"
+        in hub.owned[ObjectKey("Secret", "fl-digits", "digits-aggregator-tls")]["metadata"]["annotations"][
+            "fleet.dev/server-names"
+        ]
+    )
+    _every_plan_is_the_aggregator_s(hub)
+
+
+def _every_plan_is_the_aggregator_s(hub: Hub) -> None:
+    """OpenFL hashes the whole plan into the federation's id: every collaborator's must be the aggregator's."""
+    aggregator = hub.owned[ObjectKey("ConfigMap", "fl-digits", "digits-aggregator-plan")]["data"]
+    works = hub.of_kind("ManifestWork")
+    assert works
+    for work in works:
+        plan = work["spec"]["workload"]["manifests"][1]["data"]
+        assert (plan["plan.yaml"], plan["cols.yaml"]) == (aggregator["plan.yaml"], aggregator["cols.yaml"])
 
 
 def test_load_balancer_address_comes_from_the_service_status() -> None:
@@ -347,13 +394,14 @@ def test_load_balancer_address_comes_from_the_service_status() -> None:
     }
 
 
-def test_every_object_validates_against_the_upstream_crds_and_kubernetes(crds_dir: Path) -> None:
+@pytest.mark.parametrize("framework", list(Framework))
+def test_every_object_validates_against_the_upstream_crds_and_kubernetes(crds_dir: Path, framework: Framework) -> None:
     from fleet.crd import federated_learning_crd_spec
 
-    hub = Hub()
+    hub = Hub(resource(job(framework=framework)))
     hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
     hub.reconcile(issued_tls=TLS)
-    _ready_federation(hub)
+    hub.set_status("Deployment", "fl-digits", f"digits-{runtime_for(framework).aggregator}", {"availableReplicas": 1})
     _collaborators_available(hub, CLUSTERS)
     hub.reconcile(events=(RoundFinished(1, ("eu-west-a",), {"loss": 0.1}, None),))
     crd = {

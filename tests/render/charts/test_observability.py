@@ -11,6 +11,7 @@ from chart_helpers import Rendered, one
 from fleet.controller.objects import JobRef, aggregator_name, federation_objects
 from fleet.models import FederatedLearningSpec
 from fleet.repository import Repository
+from fleet.runtimes import runtime_for
 
 
 def _synth(repository: Repository) -> Rendered:
@@ -59,10 +60,10 @@ def test_each_job_namespace_has_a_monitor_of_its_superlink_service_only(example:
     assert len(monitors) == 1 + len(namespaces)
     for job in repository.jobs.values():
         monitor = monitors[f"namespaces/{job.namespace}/servicemonitor-fleet-aggregators.yaml"]
-        ref = JobRef(job.name, job.namespace, "uid-1")
+        ref = JobRef(job.name, job.namespace, "uid-1", runtime_for(job.framework).aggregator)
         spec = FederatedLearningSpec.from_job(job, {"clusterSets": list(job.cluster_sets)})
         services = [o for o in federation_objects(spec, ref, None, replicas=1) if o["kind"] == "Service"]
-        assert len(services) > 1  # the SuperLink's and its listeners'
+        assert len(services) > 1  # the aggregator's (Flower's SuperLink, OpenFL's aggregator) and its listeners'
         [selected] = [s for s in services if _selects(monitor, s)]
         assert selected["metadata"]["name"] == aggregator_name(ref)
         assert [e["port"] for e in _endpoints(monitor)] == ["progress"]
