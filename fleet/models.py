@@ -214,6 +214,10 @@ class Resources(_Model):
 # --- Job ------------------------------------------------------------------------------------------------------
 
 
+AGGREGATOR_POD_PORT = 8080
+"""The port of the progress sidecar in the aggregator's pod (`fleet.controller.objects.PROGRESS_PORT`)."""
+
+
 class Framework(StrEnum):
     FLOWER = "flower"
     OPENFL = "openfl"
@@ -512,11 +516,20 @@ class Job(_Model):
 
     @field_validator("listeners")
     @classmethod
-    def _distinct_listener_names(cls, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
+    def _distinct_listener_names(cls, listeners: tuple[Listener, ...], info: ValidationInfo) -> tuple[Listener, ...]:
         names = [listener.name for listener in listeners]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"expected distinct listener names, got {', '.join(repeated)} more than once")
+        if info.data.get("framework") is Framework.OPENFL:
+            # OpenFL's aggregator listens on the port its collaborators dial, in a pod whose progress sidecar has this
+            # one (`fleet.controller.objects.PROGRESS_PORT`).
+            taken = [listener.name for listener in listeners if listener.port == AGGREGATOR_POD_PORT]
+            if taken:
+                raise ValueError(
+                    f"expected no listener on port {AGGREGATOR_POD_PORT} with framework: openfl (the aggregator's pod "
+                    f"serves its progress there), got {', '.join(taken)}"
+                )
         return listeners
 
     @field_validator("cluster_sets")

@@ -58,7 +58,7 @@ from fleet.hub import (
     OPERATOR_USER,
     collaborator_user,
 )
-from fleet.models import FederatedLearningSpec, Listener, ListenerType, StorageType
+from fleet.models import AGGREGATOR_POD_PORT, FederatedLearningSpec, Listener, ListenerType, StorageType
 
 JOB_NAMESPACE_LABEL = "fleet.dev/job-namespace"
 """The job's hub namespace, on objects that live elsewhere (ManifestWorks in cluster namespaces)."""
@@ -72,7 +72,7 @@ PLACEMENT_LABEL = "cluster.open-cluster-management.io/placement"
 
 SUPERLINK_PORT = 9092
 """The SuperLink's one HTTPS port (Fleet, Control and Runtime APIs, Flower 1.41)."""
-PROGRESS_PORT = 8080
+PROGRESS_PORT = AGGREGATOR_POD_PORT
 """The progress sidecar: serves the ServerApp's progress.jsonl from the model storage, read-only."""
 HEALTH_PORT = 8081
 RUNTIME_PORT = 9094

@@ -199,7 +199,6 @@ class OpenFLRuntime:
         from fleet.controller.objects import (
             DEPLOYMENT,
             LOCKED_DOWN,
-            NON_ROOT,
             PROGRESS_PORT,
             aggregator_labels,
             aggregator_name,
@@ -309,7 +308,7 @@ class OpenFLRuntime:
                         "metadata": {"labels": labels, "annotations": template_annotations},
                         "spec": {
                             "automountServiceAccountToken": False,
-                            "securityContext": NON_ROOT,
+                            "securityContext": _pod_security(port),
                             "initContainers": [initialize],
                             "containers": [aggregator, sidecar],
                             "volumes": volumes,
@@ -436,6 +435,16 @@ class OpenFLRuntime:
             },
         }
         return [ca, plan, deployment]
+
+
+def _pod_security(port: int) -> dict[str, Any]:
+    """Non-root; below 1024 (a Route's or an Ingress's 443), the pod's own network namespace lets an unprivileged
+    process bind from that port on (a safe sysctl since Kubernetes 1.22: no node setting needed)."""
+    from fleet.controller.objects import NON_ROOT
+
+    if port >= 1024:
+        return NON_ROOT
+    return {**NON_ROOT, "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": str(port)}]}
 
 
 def _digest(files: Mapping[str, str]) -> str:

@@ -647,3 +647,13 @@ def test_s3_storage_does_not_load_with_openfl() -> None:
     assert location == ("storage",)
     assert "expected storage.pvc with framework: openfl" in message
     Job.model_validate(_job(framework="flower", storage=s3))
+
+
+def test_an_openfl_listener_may_not_take_the_port_of_the_aggregator_pod_s_progress_sidecar() -> None:
+    from fleet.controller.objects import PROGRESS_PORT
+
+    listeners = [{"name": "lb", "type": "LoadBalancer", "port": PROGRESS_PORT}]
+    [(location, message)] = _errors(Job, _job(framework="openfl", listeners=listeners))
+    assert location == ("listeners",)
+    assert f"expected no listener on port {PROGRESS_PORT} with framework: openfl" in message and "lb" in message
+    Job.model_validate(_job(framework="flower", listeners=listeners))  # Flower's SuperLink listens on its own port

@@ -370,6 +370,17 @@ def test_an_openfl_plan_lists_only_collaborators_the_hub_vouches_for_and_follows
     _every_plan_is_the_aggregator_s(hub)
 
 
+def test_an_openfl_aggregator_behind_a_route_may_bind_its_port_as_non_root() -> None:
+    route = Listener(name="route", type=ListenerType.ROUTE, port=443, host="digits.apps.hub.example")
+    hub = Hub(resource(job(framework=Framework.OPENFL, listeners=(route,))))
+    hub.decisions = [placement_decision("fl-digits", "digits", CLUSTERS)]
+    hub.reconcile(issued_tls=TLS)
+    pod = hub.of_kind("Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["ports"][0]["containerPort"] == 443
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["sysctls"] == [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "443"}]
+
+
 def _every_plan_is_the_aggregator_s(hub: Hub) -> None:
     """OpenFL hashes the whole plan into the federation's id: every collaborator's must be the aggregator's."""
     aggregator = hub.owned[ObjectKey("ConfigMap", "fl-digits", "digits-aggregator-plan")]["data"]
