@@ -186,9 +186,13 @@ class HealthServer:
             self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         if self.ready.is_set():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="starting\n")
