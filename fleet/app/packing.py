@@ -34,9 +34,10 @@ class PackingError(ValueError):
 
 
 def pack(content: RecordDict) -> RecordDict:
-    """``content`` with its ``arrays`` record packed into one array (unchanged when there is nothing to pack)."""
+    """``content`` with its ``arrays`` record packed into one array (unchanged without one). An empty record is
+    packed too (an empty layout): its receiver then knows to pack what it sends back."""
     arrays = content.array_records.get(ARRAYS)
-    if arrays is None or len(arrays) < 2 or LAYOUT in content.config_records:
+    if arrays is None or LAYOUT in content.config_records:
         return content
     layout: list[list[Any]] = []
     blobs: list[bytes] = []

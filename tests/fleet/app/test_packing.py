@@ -54,9 +54,10 @@ def test_the_example_models_instruction_is_6_flower_objects_not_19() -> None:
     assert len(get_all_nested_objects(pack(content))) == 6  # RecordDict, 2 records, Array, ArrayChunk, layout
 
 
-def test_nothing_to_pack_is_left_as_it_is() -> None:
+def test_an_empty_record_is_packed_so_the_reply_is_too_and_content_without_one_is_left_as_it_is() -> None:
     empty = RecordDict({ARRAYS: ArrayRecord(), "config": ConfigRecord({"server-round": 1})})
-    assert pack(empty) is empty
+    packed = pack(empty)  # the first round's instruction without test data: no global model yet
+    assert is_packed(packed) and len(unpack(packed).array_records[ARRAYS]) == 0
     metrics_only = RecordDict({"metrics": MetricRecord({"accuracy": 0.5})})
     assert pack(metrics_only) is metrics_only and unpack(metrics_only) is metrics_only
 
@@ -121,6 +122,14 @@ def test_a_round_sends_instructions_and_updates_packed_and_aggregates_the_tensor
     names = list(build_model((1, 8, 8), seed=0).state_dict())
     assert all(list(reply.content.array_records[ARRAYS].keys()) == names for reply in grid.replies)
     assert (tmp_path / "model" / "model.pt").exists()
+
+
+def test_without_a_global_model_yet_the_updates_still_come_packed(tmp_path: Path, partitions: dict[str, Path]) -> None:
+    grid = _RecordingGrid(_nodes(partitions, ["alpha", "beta"]))
+    _run(grid, _settings(tmp_path, partitions, num_rounds=1, test_data=None))  # round 1 sends no arrays
+    assert grid.pushed and all(is_packed(message.content) for message in grid.pushed)
+    # The train replies carry the updates, packed; the evaluate replies carry metrics only.
+    assert [packed for packed, _ in grid.arrived] == [True, True, False, False]
 
 
 def test_client_side_clipping_gets_the_tensors_its_flower_mod_reads(

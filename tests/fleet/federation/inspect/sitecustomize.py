@@ -2,7 +2,8 @@
 records what the ServerApp receives and what each ClientApp trained, into ``$FLEET_TEST_INSPECT_DIR``.
 
 - the ServerApp side: every Message its Grid (Flower's ``HttpGrid``) pulls, as it arrived: each array of each
-  ArrayRecord, and each bytes value of each ConfigRecord (where SecAgg+ carries its masked vectors);
+  ArrayRecord (a packed one, `fleet.app.packing`, as the tensors its bytes carry), and each bytes value of each
+  ConfigRecord (where SecAgg+ carries its masked vectors);
 - the collaborator side: the model ``fleet.app.task.train`` leaves after local training (the update in clear).
 
 Modules are patched as they are imported (a meta-path hook), so processes that never import them pay nothing.
@@ -33,11 +34,13 @@ def _patch_grid(module: ModuleType) -> None:
     original = module.HttpGrid.pull_messages
 
     def pull_messages(self: Any, message_ids: Any) -> Any:
+        from fleet.app.packing import unpack
+
         messages = list(original(self, message_ids))
         for message in messages:
             if message.has_error():
                 continue
-            content = message.content
+            content = unpack(message.content)
             _save(
                 "server",
                 {
