@@ -39,8 +39,8 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from fleet.app.storage import MANIFEST, S3Location, hub_run_name, run_folder, s3_environment
 from fleet.claims import API_GROUP
@@ -59,6 +59,9 @@ from fleet.hub import (
     collaborator_user,
 )
 from fleet.models import AGGREGATOR_POD_PORT, FederatedLearningSpec, Listener, ListenerType, StorageType
+
+if TYPE_CHECKING:
+    from fleet.runtimes import Runtime
 
 JOB_NAMESPACE_LABEL = "fleet.dev/job-namespace"
 """The job's hub namespace, on objects that live elsewhere (ManifestWorks in cluster namespaces)."""
@@ -189,9 +192,10 @@ class JobRef:
     name: str
     namespace: str
     uid: str
-    aggregator: str = "superlink"
+    aggregator: str = field(default_factory=lambda: _default_runtime().aggregator)
     """What the job's runtime calls its aggregator (`fleet.runtimes.Runtime.aggregator`): the hub objects' names
-    and component label say it (``<job>-superlink`` for Flower, ``<job>-aggregator`` for OpenFL)."""
+    and component label say it (``<job>-superlink`` for Flower, ``<job>-aggregator`` for OpenFL); the default
+    framework's when not given."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,12 @@ class ObjectKey:
     kind: str
     namespace: str
     name: str
+
+
+def _default_runtime() -> Runtime:
+    from fleet.runtimes import DEFAULT_FRAMEWORK, runtime_for
+
+    return runtime_for(DEFAULT_FRAMEWORK)
 
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:
