@@ -19,6 +19,11 @@ Flower behaves. It never edits Flower; it starts Flower's own entry points after
   Flower's 3 s when idle, so an idle SuperNode asks the SuperLink no more often than before); its 0.5 s polls
   of its own local state (a reply ready, an object stored) become 0.02 s; the object pull back-off starts at
   0.05 s instead of 1 s and doubles up to 0.2 s instead of 10 s (SuperNode, ClientApp, ServerApp).
+- **The SuperNode's heartbeats outlive an error** (`keep_heartbeats_alive`): Flower's heartbeat thread retries a
+  heartbeat that fails with a transport error or a 502-504, but any other answer (a 500 from a busy SuperLink, a
+  SuperLink that does not know the node) raises out of the thread, which ends silently while the SuperNode goes on
+  pulling: the SuperLink marks the node offline for good. Such a heartbeat is retried with Flower's own back-off
+  instead, logged; a 401 still stops the SuperNode, as Flower does.
 
 Nothing else changes: Flower's protocol, wire format and SuperNode authentication stay as they are (the key
 registration is a second factor beside the certificate). Refuses any Flower but the version it was written
@@ -357,6 +362,27 @@ def shorten_object_pulls() -> None:
         module.pull_objects = _with_short_pull_backoff(module.pull_objects)  # type: ignore[attr-defined]
 
 
+def keep_heartbeats_alive() -> None:
+    """Flower's SuperNode heartbeat sender, with each failed heartbeat retried whatever it raised."""
+    import importlib
+
+    connection = importlib.import_module("flwr.supernode.fleet_http_connection")
+    sender = connection.HeartbeatSender
+
+    class Sender(sender):  # type: ignore[misc, valid-type]
+        def __init__(self, heartbeat_fn: Callable[[], bool]) -> None:
+            def heartbeat() -> bool:
+                try:
+                    return heartbeat_fn()
+                except Exception as error:  # Flower's thread would end on it, silently, the node left offline
+                    logging.getLogger("fleet.flower").warning("heartbeat failed, retrying: %s", error)
+                    return False
+
+            super().__init__(heartbeat)
+
+    connection.HeartbeatSender = Sender  # type: ignore[attr-defined]
+
+
 def follow_events() -> AdaptiveWaits:
     """The SuperNode's waits follow what happens (see the module docstring); the stand-in for its ``time``."""
     import importlib
@@ -399,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             present_client_certificate_from_environment()
             follow_events()
+            keep_heartbeats_alive()
             from flwr.supernode.cli import flower_supernode as entry
     except LauncherError as error:
         print(f"fleet flower launcher: {error}", file=sys.stderr)

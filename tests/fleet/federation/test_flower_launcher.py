@@ -119,3 +119,48 @@ def test_an_unknown_component_exits_2() -> None:
         check=False,
     )
     assert shown.returncode == 2 and "usage:" in shown.stderr
+
+
+def _beats_then_fails_once(calls: list[float]) -> Any:
+    import time
+
+    import httpx
+
+    def beat() -> bool:
+        calls.append(time.monotonic())
+        if len(calls) == 1:  # what a busy SuperLink answers: neither a transport error nor a 502-504
+            request = httpx.Request("POST", "https://superlink/v1/fleet/send-node-heartbeat")
+            raise httpx.HTTPStatusError("500", request=request, response=httpx.Response(500, request=request))
+        return True
+
+    return beat
+
+
+def test_a_heartbeat_answered_with_an_error_is_retried_instead_of_ending_the_heartbeat_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    connection = importlib.import_module("flwr.supernode.fleet_http_connection")
+    flowers = connection.HeartbeatSender
+    monkeypatch.setattr(connection, "HeartbeatSender", flowers)  # restored after the test
+    # Flower's own sender: the error ends its thread, silently, and no heartbeat follows.
+    calls: list[float] = []
+    original = flowers(_beats_then_fails_once(calls))
+    original.start()
+    deadline = time.monotonic() + 5
+    while original.is_running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not original.is_running and len(calls) == 1
+    # Through the launcher: the failed heartbeat is retried with Flower's back-off, and the thread goes on.
+    flower_launcher.keep_heartbeats_alive()
+    calls = []
+    sender = connection.HeartbeatSender(_beats_then_fails_once(calls))
+    sender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(calls) >= 2 and sender.is_running
+    finally:
+        sender.stop()
