@@ -18,7 +18,8 @@ Flower behaves. It never edits Flower; it starts Flower's own entry points after
   nothing becomes adaptive (0.05 s right after activity, 1.5 times longer after each empty pull, back to
   Flower's 3 s when idle, so an idle SuperNode asks the SuperLink no more often than before); its 0.5 s polls
   of its own local state (a reply ready, an object stored) become 0.02 s; the object pull back-off starts at
-  0.05 s instead of 1 s and doubles up to 0.2 s instead of 10 s (SuperNode, ClientApp, ServerApp).
+  0.05 s instead of 1 s and doubles up to 0.2 s instead of 10 s (SuperNode, ClientApp, ServerApp), with 50 times
+  Flower's tries per object, so a pull is as patient as Flower's (its tries are counted, not its time).
 - **The SuperNode's heartbeats outlive an error** (`keep_heartbeats_alive`): Flower's heartbeat thread retries a
   heartbeat that fails with a transport error or a 502-504, but any other answer (a 500 from a busy SuperLink, a
   SuperLink that does not know the node) raises out of the thread, which ends silently while the SuperNode goes on
@@ -39,6 +40,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import ssl
 import sys
@@ -336,16 +338,25 @@ class AdaptiveWaits:
 
 
 def _with_short_pull_backoff(pull_objects: Callable[..., Any]) -> Callable[..., Any]:
-    from flwr.supercore.constant import PULL_BACKOFF_CAP, PULL_INITIAL_BACKOFF
+    from flwr.supercore.constant import PULL_BACKOFF_CAP, PULL_INITIAL_BACKOFF, PULL_MAX_TRIES_PER_OBJECT
 
     def pull(*args: Any, **options: Any) -> Any:
         if options.get("initial_backoff", PULL_INITIAL_BACKOFF) == PULL_INITIAL_BACKOFF:
             options["initial_backoff"] = PULL_FIRST_BACKOFF
         if options.get("backoff_cap", PULL_BACKOFF_CAP) == PULL_BACKOFF_CAP:
             options["backoff_cap"] = PULL_BACKOFF_LIMIT
+            # As patient as Flower: its tries are counted, so a shorter wait between them needs more of them, or
+            # an object still being uploaded (32 collaborators' replies at once) is given up on after ~100 s.
+            if options.get("max_tries_per_object", PULL_MAX_TRIES_PER_OBJECT) == PULL_MAX_TRIES_PER_OBJECT:
+                options["max_tries_per_object"] = pull_tries(PULL_MAX_TRIES_PER_OBJECT, PULL_BACKOFF_CAP)
         return pull_objects(*args, **options)
 
     return pull
+
+
+def pull_tries(flower_tries: int, flower_cap: float) -> int:
+    """The tries per object that wait, at `PULL_BACKOFF_LIMIT` between them, as long as Flower's at its cap."""
+    return math.ceil(flower_tries * flower_cap / PULL_BACKOFF_LIMIT)
 
 
 def shorten_object_pulls() -> None:

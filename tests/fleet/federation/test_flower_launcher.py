@@ -69,6 +69,10 @@ def test_object_pulls_start_retrying_sooner_unless_a_caller_chose_its_own(monkey
     shortened(["id"], print, initial_backoff=0.3, backoff_cap=2)
     assert [options["initial_backoff"] for options in seen] == [PULL_FIRST_BACKOFF, PULL_FIRST_BACKOFF, 0.3]
     assert [options["backoff_cap"] for options in seen] == [PULL_BACKOFF_LIMIT, PULL_BACKOFF_LIMIT, 2]
+    # Flower counts tries (500 at its 10 s cap); at the short limit the same patience needs 50 times as many: with
+    # 500 an object 32 collaborators' uploads delay past ~100 s was given up on (the failed 32-collaborator row).
+    assert [options.get("max_tries_per_object") for options in seen] == [25_000, 25_000, None]
+    assert flower_launcher.pull_tries(500, 10) * PULL_BACKOFF_LIMIT >= 500 * 10
 
 
 def test_a_missing_object_is_asked_for_again_within_the_short_limit() -> None:
