@@ -782,6 +782,21 @@ def ca_config_map(spec: FederatedLearningSpec, job: JobRef, ca_pem: str) -> dict
     }
 
 
+def collaborator_resources(spec: FederatedLearningSpec) -> dict[str, Any]:
+    """A collaborator container's resources: the job's per-client requests, a GPU as a limit (the device plugin's
+    resource is requested through its limit)."""
+    wanted = spec.client.resources
+    requests: dict[str, str] = {}
+    if wanted.cpu.value > 0:
+        requests["cpu"] = str(wanted.cpu)
+    if wanted.memory.value > 0:
+        requests["memory"] = str(wanted.memory)
+    resources: dict[str, Any] = {"requests": requests} if requests else {}
+    if wanted.gpu:
+        resources["limits"] = {"nvidia.com/gpu": str(wanted.gpu)}
+    return resources
+
+
 def flower_collaborator_manifests(
     spec: FederatedLearningSpec,
     job: JobRef,
@@ -860,15 +875,7 @@ def _supernode(
     else:
         command = ["flower-supernode"]
         args.append("--insecure")
-    wanted = spec.client.resources
-    requests: dict[str, str] = {}
-    if wanted.cpu.value > 0:
-        requests["cpu"] = str(wanted.cpu)
-    if wanted.memory.value > 0:
-        requests["memory"] = str(wanted.memory)
-    resources: dict[str, Any] = {"requests": requests} if requests else {}
-    if wanted.gpu:
-        resources["limits"] = {"nvidia.com/gpu": str(wanted.gpu)}
+    resources = collaborator_resources(spec)
     container: dict[str, Any] = {
         "name": "supernode",
         "image": spec.client.image,

@@ -339,6 +339,7 @@ class OpenFLRuntime:
             ca_config_map,
             collaborator_labels,
             collaborator_name,
+            collaborator_resources,
         )
         from fleet.hub import ADDON_INSTALL_NAMESPACE, CLIENT_CERT_SECRET
 
@@ -393,21 +394,12 @@ class OpenFLRuntime:
                 }
             )
             mounts.append({"name": "cert", "mountPath": f"{_WORKSPACE}/cert", "readOnly": True})
-        wanted = spec.client.resources
-        requests: dict[str, str] = {}
-        if wanted.cpu.value > 0:
-            requests["cpu"] = str(wanted.cpu)
-        if wanted.memory.value > 0:
-            requests["memory"] = str(wanted.memory)
-        resources: dict[str, Any] = {"requests": requests} if requests else {}
-        if wanted.gpu:
-            resources["limits"] = {"nvidia.com/gpu": str(wanted.gpu)}
         container = {
             "name": "collaborator",
             "image": spec.client.image,
             "command": [*_LAUNCHER, "collaborator", "start", "-n", user],
             "env": [{"name": "HOME", "value": "/tmp"}],
-            "resources": resources,
+            "resources": collaborator_resources(spec),
             "securityContext": LOCKED_DOWN,
             "volumeMounts": mounts,
         }
