@@ -889,10 +889,23 @@ def _supernode(
     }
     if env:
         container["env"] = env
+    return collaborator_deployment(name, labels, [container], volumes, init_containers, annotations)
+
+
+def collaborator_deployment(
+    name: str,
+    labels: dict[str, str],
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    init_containers: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A collaborator's Deployment on its cluster, whatever its runtime: one replica at a time, non-root, no API
+    token; ``annotations`` on its pod template (a change replaces the pod)."""
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # a collaborator never talks to a Kubernetes API
         "securityContext": NON_ROOT,
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
     }
     if init_containers:
@@ -909,7 +922,7 @@ def _supernode(
             # A collaborator that cannot start within this (an image that cannot be pulled, a missing
             # secret) turns the Deployment's Progressing condition False, which the status feedback carries.
             "progressDeadlineSeconds": COLLABORATOR_PROGRESS_DEADLINE,
-            # One SuperNode per cluster at a time: after a key renewal the old one's key is unregistered.
+            # One collaborator per cluster at a time: after a key renewal the old one's key is not admitted.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": labels},
             "template": {"metadata": template_metadata, "spec": pod_spec},

@@ -51,7 +51,7 @@ from fleet.federation.flower_launcher import (
     write_allowed_clients,
 )
 from fleet.federation.local import TICK, LocalRun, RunError
-from fleet.federation.processes import free_port
+from fleet.federation.processes import free_port, pid_alive
 from fleet.federation.progress import ProgressFollower
 from fleet.federation.run_config import run_config
 from fleet.hub import OPERATOR_USER, collaborator_user
@@ -299,7 +299,7 @@ class FlowerRun(LocalRun):
         """When the ServerApp died without a last word (killed), submit the run again from its last round
         checkpoint (`fleet.app.resume`); True when its events turn out to say it completed after all."""
         pid = self.serverapp_pid
-        if pid is None or _alive(pid):
+        if pid is None or pid_alive(pid):
             return False
         # The ServerApp writes its last event before it ends: unread events decide first.
         time.sleep(TICK)
@@ -403,13 +403,4 @@ def _healthy(address: str, tls: _Tls | None) -> bool:
 def _toml_string(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid TOML basic string
 
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (the executor reaps its ended ServerApp at once)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

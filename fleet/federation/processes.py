@@ -213,3 +213,14 @@ def _strip_ansi(line: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (one of another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

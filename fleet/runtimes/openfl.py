@@ -333,10 +333,9 @@ class OpenFLRuntime:
     ) -> list[dict[str, Any]]:
         from fleet.controller.objects import (
             CLIENT_KEY_ANNOTATION,
-            COLLABORATOR_PROGRESS_DEADLINE,
             LOCKED_DOWN,
-            NON_ROOT,
             ca_config_map,
+            collaborator_deployment,
             collaborator_labels,
             collaborator_name,
             collaborator_resources,
@@ -406,26 +405,7 @@ class OpenFLRuntime:
         annotations = {"fleet.dev/plan": _digest(files)}
         if client_key:
             annotations[CLIENT_KEY_ANNOTATION] = client_key  # a renewed registration key replaces the pod
-        deployment = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ADDON_INSTALL_NAMESPACE, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "progressDeadlineSeconds": COLLABORATOR_PROGRESS_DEADLINE,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels, "annotations": annotations},
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "securityContext": NON_ROOT,
-                        "containers": [container],
-                        "volumes": volumes,
-                    },
-                },
-            },
-        }
+        deployment = collaborator_deployment(name, labels, [container], volumes, annotations=annotations)
         return [ca, plan, deployment]
 
 
